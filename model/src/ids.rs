@@ -1,0 +1,209 @@
+//! Identifiers in the spec's words: IMPU, MC service ID, MC client ID, SIP-ETag, and the MC
+//! services themselves. Each is a newtype so that an IMPU can never be passed where an MC service
+//! ID is expected. String-valued identifiers share their bytes (`Arc<str>`), so cloning one into a
+//! binding, an index and an event costs a reference count, not an allocation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch. The machine never reads a clock: the caller passes `now`.
+///
+/// Token `exp`/`iat`/`nbf` claims are in the same unit (RFC 7519 NumericDate), so a token verdict
+/// and the machine's own deadlines compare directly.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct UnixTime(pub u64);
+
+impl UnixTime {
+    /// `self + secs`, saturating.
+    pub fn plus(self, secs: u64) -> UnixTime {
+        UnixTime(self.0.saturating_add(secs))
+    }
+}
+
+impl fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The MC services whose user service authorization this machine performs (TS 33.180 5.1.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// MCPTT (TS 24.379).
+    Mcptt,
+    /// MCVideo (TS 24.281).
+    Mcvideo,
+    /// MCData (TS 24.282).
+    Mcdata,
+}
+
+impl Service {
+    /// Every service, in a fixed order.
+    pub const ALL: [Service; 3] = [Service::Mcptt, Service::Mcvideo, Service::Mcdata];
+
+    /// The media feature tag a client puts in its Contact (TS 24.379 7.2.1; R-18a, c.6).
+    pub fn feature_tag(self) -> &'static str {
+        match self {
+            Service::Mcptt => "g.3gpp.mcptt",
+            Service::Mcvideo => "g.3gpp.mcvideo",
+            Service::Mcdata => "g.3gpp.mcdata",
+        }
+    }
+
+    /// The access-token scope that authorizes this service (TS 33.180 B.4.2.2).
+    pub fn scope(self) -> &'static str {
+        match self {
+            Service::Mcptt => "3gpp:mc:ptt_service",
+            Service::Mcvideo => "3gpp:mc:video_service",
+            Service::Mcdata => "3gpp:mc:data_service",
+        }
+    }
+
+    /// The access-token claim carrying this service's MC service ID (TS 33.180 B.2.2).
+    pub fn id_claim(self) -> &'static str {
+        match self {
+            Service::Mcptt => "mcptt_id",
+            Service::Mcvideo => "mcvideo_id",
+            Service::Mcdata => "mcdata_id",
+        }
+    }
+
+    /// Short lower-case name (`mcptt`, `mcvideo`, `mcdata`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Mcptt => "mcptt",
+            Service::Mcvideo => "mcvideo",
+            Service::Mcdata => "mcdata",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Service::Mcptt => 1,
+            Service::Mcvideo => 2,
+            Service::Mcdata => 4,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of MC services (feature tags present in a REGISTER, scopes granted by a token).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ServiceSet(u8);
+
+impl ServiceSet {
+    /// No service.
+    pub const EMPTY: ServiceSet = ServiceSet(0);
+    /// MCPTT, MCVideo and MCData.
+    pub const ALL: ServiceSet = ServiceSet(7);
+
+    /// The set holding just `s`.
+    pub fn only(s: Service) -> ServiceSet {
+        ServiceSet(s.bit())
+    }
+
+    /// Adds `s`.
+    pub fn insert(&mut self, s: Service) {
+        self.0 |= s.bit();
+    }
+
+    /// Whether `s` is in the set.
+    pub fn contains(self, s: Service) -> bool {
+        self.0 & s.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The services in the set, in [`Service::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Service> {
+        Service::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl FromIterator<Service> for ServiceSet {
+    fn from_iter<I: IntoIterator<Item = Service>>(iter: I) -> Self {
+        let mut set = ServiceSet::EMPTY;
+        for s in iter {
+            set.insert(s);
+        }
+        set
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Wraps a string as this identifier.
+            pub fn new(s: impl Into<Arc<str>>) -> Self {
+                $name(s.into())
+            }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name::new(s)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// IMS public user identity: the registered identity the SIP core asserts
+    /// (P-Asserted-Identity on PUBLISH, To of the third-party REGISTER).
+    Impu
+);
+string_id!(
+    /// MC service ID (MCPTT ID, MCVideo ID or MCData ID): a URI taken only from a verified
+    /// access-token claim (`mcptt_id`, `mcvideo_id`, `mcdata_id`).
+    McId
+);
+string_id!(
+    /// MC service client ID (`<mcptt-client-id>`): the client's instance, one per device.
+    ClientId
+);
+string_id!(
+    /// RFC 3903 entity-tag, sent as SIP-ETag and echoed in SIP-If-Match.
+    ETag
+);
+string_id!(
+    /// Identifies one access token: its `jti` when present, else a digest of the token.
+    TokenId
+);

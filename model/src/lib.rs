@@ -1,0 +1,44 @@
+//! # mcx-model
+//!
+//! The sans-IO state machine of MCX user service authorization and identity mapping (TS 33.180
+//! 5.1.3 as changed by the CR; TS 24.379/24.281/24.282 clause 7.3; RFC 3903), and the stateright
+//! model that explores it among UEs, a SIP core, an IdMS and an attacker.
+//!
+//! What this crate is *not*: it has no networking, no clock, no randomness, no SIP parser and no
+//! cryptography. Time, token verdicts, asserted identities and fresh entity-tags are passed in.
+//! The `mcx-authz` server drives the very same [`Machine`] over real sockets.
+//!
+//! ```
+//! use mcx_model::*;
+//! let mut m = Machine::new(Variant::PostCr.policy());
+//! let out = m.handle(UnixTime(0), Input::ThirdPartyRegister(ThirdPartyRegister {
+//!     impu: AssertedIdentity::Trusted(Impu::new("sip:alice@example.org")),
+//!     expires: 3600,
+//!     services: None,
+//!     embedded: vec![],
+//! }));
+//! assert!(matches!(&out[..], [Output::Response(r)] if r.status() == 200));
+//! ```
+
+#![warn(missing_docs)]
+
+mod ids;
+mod input;
+mod machine;
+mod output;
+mod policy;
+mod token;
+
+pub use ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
+pub use input::{
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,
+    ThirdPartyRegister,
+};
+pub use machine::{Binding, Machine, Publication, Registration};
+pub use output::{
+    BindingEvent, BindingKey, ForbiddenReason, McWarning, Outcome, Output, Response, UnbindCause,
+};
+pub use policy::{
+    FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection, Variant,
+};
+pub use token::{TokenRejection, TokenVerdict, VerifiedClaims};

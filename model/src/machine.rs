@@ -1,0 +1,625 @@
+//! The sans-IO authorization state machine: the one type the model checks and the server runs.
+//!
+//! Contract (after str0m and quinn-proto): the caller feeds one [`Input`] at a time together
+//! with the current time, and carries out every [`Output`] returned before the next input. A
+//! request input returns exactly one [`Output::Response`] (the last output); [`Input::Tick`] and
+//! [`Input::Restart`] return only binding events. The machine reads no clock, draws no random
+//! number, verifies no signature and does no IO.
+//!
+//! Invariant kept by construction: every binding change goes through [`Machine::put_binding`] or
+//! [`Machine::take_binding`], which keep the entity-tag index and the deadline index in step with
+//! the binding table, so the indexes never describe state that no longer exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
+use crate::input::{
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,
+    ThirdPartyRegister,
+};
+use crate::output::{
+    BindingEvent, BindingKey, ForbiddenReason, Outcome, Output, Response, UnbindCause,
+};
+use crate::policy::{
+    FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection,
+};
+use crate::token::{TokenRejection, TokenVerdict};
+
+/// The MCX server's authorization state: registrations, bindings and current publications.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Machine {
+    policy: Policy,
+    registrations: BTreeMap<Impu, Registration>,
+    bindings: BTreeMap<BindingKey, Binding>,
+    /// Current entity-tag → the binding whose publication it names (RFC 3903 step 3).
+    etags: BTreeMap<ETag, BindingKey>,
+    /// Every pending deadline, earliest first.
+    deadlines: BTreeSet<(UnixTime, Deadline)>,
+}
+
+/// A third-party registration of one IMPU.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Registration {
+    /// When the registration runs out unless refreshed.
+    pub expires_at: UnixTime,
+    /// The MC service feature tags of the UE's REGISTER, when the S-CSCF passed it on.
+    pub services: Option<ServiceSet>,
+}
+
+/// One IMPU ↔ MC service ID binding (the value; the key is a [`BindingKey`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Binding {
+    /// The MC service ID, from the verified token's claim (S-1).
+    pub mc_id: McId,
+    /// The token that vouched for it.
+    pub token_id: TokenId,
+    /// That token's `exp`.
+    pub token_exp: UnixTime,
+    /// When the token was accepted.
+    pub authorized_at: UnixTime,
+    /// The RFC 3903 publication carrying it; `None` for a binding made from a REGISTER-borne
+    /// token.
+    pub publication: Option<Publication>,
+    /// The client's service settings.
+    pub settings: Option<Settings>,
+}
+
+/// The RFC 3903 event state of one binding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Publication {
+    /// The current entity-tag.
+    pub etag: ETag,
+    /// When the publication runs out unless refreshed.
+    pub expires_at: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Deadline {
+    Registration(Impu),
+    Publication(BindingKey),
+    Token(BindingKey),
+}
+
+impl Machine {
+    /// An empty machine with `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Machine {
+            policy,
+            registrations: BTreeMap::new(),
+            bindings: BTreeMap::new(),
+            etags: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The binding table, in key order.
+    pub fn bindings(&self) -> impl Iterator<Item = (&BindingKey, &Binding)> {
+        self.bindings.iter()
+    }
+
+    /// The binding for `key`.
+    pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
+        self.bindings.get(key)
+    }
+
+    /// Number of bindings.
+    pub fn binding_count(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// The registrations, in IMPU order.
+    pub fn registrations(&self) -> impl Iterator<Item = (&Impu, &Registration)> {
+        self.registrations.iter()
+    }
+
+    /// When the caller should next send [`Input::Tick`], if ever.
+    pub fn next_deadline(&self) -> Option<UnixTime> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Handles one input at `now` and returns its outputs (see the module docs).
+    pub fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::ThirdPartyRegister(r) => {
+                let response = self.third_party_register(now, r, &mut out);
+                out.push(Output::Response(response));
+            }
+            Input::Publish(p) => {
+                let response = self.publish(now, p, &mut out);
+                out.push(Output::Response(response));
+            }
+            Input::Tick => self.tick(now, &mut out),
+            Input::Restart => self.restart(&mut out),
+        }
+        out
+    }
+
+    // TS 24.229 5.4.1.7 (third-party REGISTER); TS 24.379 7.3.2; dossier R-24.
+    fn third_party_register(
+        &mut self,
+        now: UnixTime,
+        r: ThirdPartyRegister,
+        out: &mut Vec<Output>,
+    ) -> Response {
+        let impu = match trusted(r.impu) {
+            Ok(impu) => impu,
+            Err(reason) => return refusal(Outcome::Forbidden(reason)),
+        };
+        if r.expires == 0 {
+            // User or network de-registration: every binding of the IMPU goes (S-3).
+            self.take_registration(&impu);
+            self.unbind_impu(&impu, |_| true, UnbindCause::Deregistered, out);
+            return Response {
+                outcome: Outcome::Registered,
+                etag: None,
+                expires: Some(0),
+            };
+        }
+        self.put_registration(
+            impu.clone(),
+            Registration {
+                expires_at: now.plus(r.expires.into()),
+                services: r.services,
+            },
+        );
+        if let Some(services) = r.services {
+            // TS 24.379 7.1: re-registration without a service's feature tag logs that service off.
+            self.unbind_impu(
+                &impu,
+                |k| !services.contains(k.service),
+                UnbindCause::ServiceLogOff,
+                out,
+            );
+        }
+        if self.policy.register_token == RegisterToken::Honour {
+            // Pre-CR 33.180 5.1.3.2.2 steps 9–11: a token in the UE's REGISTER binds. The S-CSCF
+            // answers the UE whatever we decide (dossier Q-2), so a refusal is only logged.
+            for (service, auth) in r.embedded {
+                if r.services.is_some_and(|s| !s.contains(service)) {
+                    continue;
+                }
+                let key = BindingKey {
+                    impu: impu.clone(),
+                    service,
+                    client_id: auth.client_id.clone(),
+                };
+                match self.check_token(service, &auth) {
+                    Ok(grant) => self.bind(now, key, grant, auth.settings, None, out),
+                    Err(_) => self.after_refused_token(&key, out),
+                }
+            }
+        }
+        Response {
+            outcome: Outcome::Registered,
+            etag: None,
+            expires: Some(r.expires),
+        }
+    }
+
+    // RFC 3903 section 6 steps 1–6, with TS 24.379 7.3.3 (authorization), 7.3.4 (settings only)
+    // and 7.3.5 (removal) deciding what the body means.
+    fn publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
+        // RFC 3903 step 1.
+        let Some(service) = p.service else {
+            return refusal(Outcome::NotOurResource);
+        };
+        // RFC 3903 step 2.
+        if p.event != EventPackage::PocSettings {
+            return refusal(Outcome::BadEvent);
+        }
+        // TS 24.379 7.3.3 step 1: the IMPU is P-Asserted-Identity, from a trusted hop only (S-2).
+        let impu = match trusted(p.impu) {
+            Ok(impu) => impu,
+            Err(reason) => return refusal(Outcome::Forbidden(reason)),
+        };
+        if self.policy.registration_required && !self.registrations.contains_key(&impu) {
+            return refusal(Outcome::Forbidden(ForbiddenReason::NotRegistered));
+        }
+        // RFC 3903 step 3: the entity-tag must name a current publication of this resource,
+        // which for us is (IMPU, service) (dossier Q-14).
+        let target = match p.if_match {
+            IfMatch::Absent => None,
+            IfMatch::Many => {
+                return refusal(Outcome::BadRequest(
+                    "more than one entity-tag in SIP-If-Match".into(),
+                ))
+            }
+            IfMatch::One(tag) => match self.etags.get(&tag) {
+                Some(k) if k.service == service && k.impu == impu => Some(k.clone()),
+                _ => return refusal(Outcome::ConditionalRequestFailed),
+            },
+        };
+        // RFC 3903 step 4.
+        let expires = match p.expires {
+            None => self.policy.default_expires.min(self.policy.max_expires),
+            Some(0) => 0,
+            Some(e) if e < self.policy.min_expires => {
+                return refusal(Outcome::IntervalTooBrief {
+                    min_expires: self.policy.min_expires,
+                })
+            }
+            Some(e) => e.min(self.policy.max_expires),
+        };
+        // RFC 3903 step 5.
+        let (client_id, body) = match p.body {
+            PublishBody::UnsupportedMediaType => return refusal(Outcome::UnsupportedMediaType),
+            PublishBody::Malformed(why) => return refusal(Outcome::BadRequest(why)),
+            PublishBody::Empty => {
+                let Some(key) = target else {
+                    return refusal(Outcome::BadRequest(
+                        "PUBLISH without body needs SIP-If-Match".into(),
+                    ));
+                };
+                if expires == 0 {
+                    return self.remove_publication(&key, out);
+                }
+                let publication = Publication {
+                    etag: p.fresh_etag,
+                    expires_at: now.plus(expires.into()),
+                };
+                self.republish(&key, publication.clone(), None);
+                return success(Outcome::Refreshed, publication.etag, expires);
+            }
+            PublishBody::Authorization(a) => (a.client_id.clone(), Body::Authorization(a)),
+            PublishBody::SettingsOnly {
+                claimed_mc_id,
+                client_id,
+                settings,
+            } => (
+                client_id,
+                Body::SettingsOnly {
+                    claimed_mc_id,
+                    settings,
+                },
+            ),
+        };
+        let key = BindingKey {
+            impu,
+            service,
+            client_id,
+        };
+        if target.as_ref().is_some_and(|t| *t != key) {
+            // The entity-tag names another client's publication.
+            return refusal(Outcome::ConditionalRequestFailed);
+        }
+        if expires == 0 {
+            // TS 24.379 7.3.5: MC service log-off of this client.
+            return self.remove_publication(&key, out);
+        }
+        let publication = Publication {
+            etag: p.fresh_etag,
+            expires_at: now.plus(expires.into()),
+        };
+        match body {
+            Body::Authorization(a) => match self.check_token(service, &a) {
+                Ok(grant) => match self.check_device_limit(&key, &grant.mc_id) {
+                    Ok(()) => {
+                        let etag = publication.etag.clone();
+                        self.bind(now, key, grant, a.settings, Some(publication), out);
+                        success(Outcome::Authorized, etag, expires)
+                    }
+                    Err(reason) => self.refuse_token(&key, reason, out),
+                },
+                // TS 24.379 7.3.3 step 6: 403 with "101 service authorisation failed".
+                Err(reason) => self.refuse_token(&key, reason, out),
+            },
+            Body::SettingsOnly {
+                claimed_mc_id,
+                settings,
+            } => {
+                // TS 24.379 7.3.4: settings only for a client already bound to the MC service ID
+                // it names; never binds or rebinds (S-6).
+                match self.bindings.get(&key) {
+                    Some(b) if b.mc_id == claimed_mc_id => {
+                        let etag = publication.etag.clone();
+                        self.republish(&key, publication, settings);
+                        success(Outcome::SettingsUpdated, etag, expires)
+                    }
+                    _ => refusal(Outcome::UserUnknown),
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: UnixTime, out: &mut Vec<Output>) {
+        while let Some((at, deadline)) = self.deadlines.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, deadline.clone()));
+            match deadline {
+                Deadline::Registration(impu) => {
+                    self.registrations.remove(&impu);
+                    self.unbind_impu(&impu, |_| true, UnbindCause::RegistrationExpired, out);
+                }
+                Deadline::Publication(key) => {
+                    self.unbind(&key, UnbindCause::PublicationExpired, out)
+                }
+                Deadline::Token(key) => self.unbind(&key, UnbindCause::TokenExpired, out),
+            }
+        }
+    }
+
+    fn restart(&mut self, out: &mut Vec<Output>) {
+        let bindings = std::mem::take(&mut self.bindings);
+        for (key, b) in bindings {
+            out.push(Output::Binding(BindingEvent::Unbound {
+                key,
+                mc_id: b.mc_id,
+                cause: UnbindCause::Restart,
+            }));
+        }
+        self.registrations.clear();
+        self.etags.clear();
+        self.deadlines.clear();
+    }
+
+    /// The service-authorization decision on a presented token (TS 24.379 7.3.3 steps 2–3,
+    /// TS 33.180 B.10/B.11): protection, verdict, scope, MC service ID claim — in that order.
+    fn check_token(&self, service: Service, a: &Authorization) -> Result<Grant, TokenRejection> {
+        if self.policy.token_protection == TokenProtection::Required && !a.protected {
+            return Err(TokenRejection::Unprotected);
+        }
+        let claims = match &a.token {
+            TokenVerdict::Verified(c) => c,
+            TokenVerdict::Rejected(r) => return Err(*r),
+        };
+        if !claims.scopes.contains(service) {
+            return Err(TokenRejection::MissingScope);
+        }
+        let mc_id = claims.mc_id(service).ok_or(TokenRejection::MissingMcId)?;
+        Ok(Grant {
+            mc_id: mc_id.clone(),
+            token_id: claims.token_id.clone(),
+            token_exp: claims.exp,
+        })
+    }
+
+    /// refuse a new client beyond the per-MC-service-ID device limit.
+    fn check_device_limit(&self, key: &BindingKey, mc_id: &McId) -> Result<(), TokenRejection> {
+        let Some(max) = self.policy.max_devices_per_mc_id else {
+            return Ok(());
+        };
+        let others = self
+            .bindings
+            .iter()
+            .filter(|(k, b)| k.service == key.service && *k != key && b.mc_id == *mc_id)
+            .count();
+        if others as u64 >= u64::from(max) {
+            Err(TokenRejection::DeviceLimit)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn refuse_token(
+        &mut self,
+        key: &BindingKey,
+        reason: TokenRejection,
+        out: &mut Vec<Output>,
+    ) -> Response {
+        self.after_refused_token(key, out);
+        refusal(Outcome::ServiceAuthorisationFailed(reason))
+    }
+
+    /// with `failed_reauthorization = drop-binding` a refused token also ends the client's
+    /// binding (this breaks RFC 3903 atomicity, which the model shows).
+    fn after_refused_token(&mut self, key: &BindingKey, out: &mut Vec<Output>) {
+        if self.policy.failed_reauthorization == FailedReauthorization::DropBinding {
+            self.unbind(key, UnbindCause::FailedReauthorization, out);
+        }
+    }
+
+    /// Commits a granted authorization: bind, rebind (user switch) or re-authorize.
+    fn bind(
+        &mut self,
+        now: UnixTime,
+        key: BindingKey,
+        grant: Grant,
+        settings: Option<Settings>,
+        publication: Option<Publication>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.policy.impu_change == ImpuChange::MoveBinding {
+            let moved: Vec<BindingKey> = self
+                .bindings
+                .keys()
+                .filter(|k| {
+                    k.service == key.service && k.client_id == key.client_id && k.impu != key.impu
+                })
+                .cloned()
+                .collect();
+            for k in moved {
+                self.unbind(&k, UnbindCause::MovedToNewImpu, out);
+            }
+        }
+        let previous = self.bindings.get(&key);
+        let (event, settings, publication) = match previous {
+            None => (
+                Some(BindingEvent::Bound {
+                    key: key.clone(),
+                    mc_id: grant.mc_id.clone(),
+                }),
+                settings,
+                publication,
+            ),
+            // Same user re-presents a token: keep what the new request does not replace.
+            Some(old) if old.mc_id == grant.mc_id => (
+                None,
+                settings.or(old.settings),
+                publication.or_else(|| old.publication.clone()),
+            ),
+            // User switch (CR 5.1.3.2.1; dossier Q-10): nothing of the old user survives (S-5).
+            Some(old) => (
+                Some(BindingEvent::Rebound {
+                    key: key.clone(),
+                    from: old.mc_id.clone(),
+                    to: grant.mc_id.clone(),
+                }),
+                settings,
+                publication.or_else(|| old.publication.clone()),
+            ),
+        };
+        self.put_binding(
+            key,
+            Binding {
+                mc_id: grant.mc_id,
+                token_id: grant.token_id,
+                token_exp: grant.token_exp,
+                authorized_at: now,
+                publication,
+                settings,
+            },
+        );
+        if let Some(e) = event {
+            out.push(Output::Binding(e));
+        }
+    }
+
+    /// A new entity-tag and expiry for an existing binding's publication (refresh or modify).
+    fn republish(
+        &mut self,
+        key: &BindingKey,
+        publication: Publication,
+        settings: Option<Settings>,
+    ) {
+        if let Some(mut b) = self.take_binding(key) {
+            b.publication = Some(publication);
+            if settings.is_some() {
+                b.settings = settings;
+            }
+            self.put_binding(key.clone(), b);
+        }
+    }
+
+    fn remove_publication(&mut self, key: &BindingKey, out: &mut Vec<Output>) -> Response {
+        self.unbind(key, UnbindCause::PublicationRemoved, out);
+        Response {
+            outcome: Outcome::Removed,
+            etag: None,
+            expires: Some(0),
+        }
+    }
+
+    fn unbind(&mut self, key: &BindingKey, cause: UnbindCause, out: &mut Vec<Output>) {
+        if let Some(b) = self.take_binding(key) {
+            out.push(Output::Binding(BindingEvent::Unbound {
+                key: key.clone(),
+                mc_id: b.mc_id,
+                cause,
+            }));
+        }
+    }
+
+    fn unbind_impu(
+        &mut self,
+        impu: &Impu,
+        which: impl Fn(&BindingKey) -> bool,
+        cause: UnbindCause,
+        out: &mut Vec<Output>,
+    ) {
+        let start = BindingKey {
+            impu: impu.clone(),
+            service: Service::ALL[0],
+            client_id: ClientId::new(""),
+        };
+        let keys: Vec<BindingKey> = self
+            .bindings
+            .range(start..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.impu == *impu)
+            .filter(|k| which(k))
+            .cloned()
+            .collect();
+        for k in keys {
+            self.unbind(&k, cause, out);
+        }
+    }
+
+    fn put_binding(&mut self, key: BindingKey, b: Binding) {
+        self.take_binding(&key);
+        if let Some(p) = &b.publication {
+            self.etags.insert(p.etag.clone(), key.clone());
+            self.deadlines
+                .insert((p.expires_at, Deadline::Publication(key.clone())));
+        }
+        if self.policy.token_expiry == TokenExpiry::EndBinding {
+            self.deadlines
+                .insert((b.token_exp, Deadline::Token(key.clone())));
+        }
+        self.bindings.insert(key, b);
+    }
+
+    fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
+        let b = self.bindings.remove(key)?;
+        if let Some(p) = &b.publication {
+            self.etags.remove(&p.etag);
+            self.deadlines
+                .remove(&(p.expires_at, Deadline::Publication(key.clone())));
+        }
+        self.deadlines
+            .remove(&(b.token_exp, Deadline::Token(key.clone())));
+        Some(b)
+    }
+
+    fn put_registration(&mut self, impu: Impu, r: Registration) {
+        self.take_registration(&impu);
+        self.deadlines
+            .insert((r.expires_at, Deadline::Registration(impu.clone())));
+        self.registrations.insert(impu, r);
+    }
+
+    fn take_registration(&mut self, impu: &Impu) -> Option<Registration> {
+        let r = self.registrations.remove(impu)?;
+        self.deadlines
+            .remove(&(r.expires_at, Deadline::Registration(impu.clone())));
+        Some(r)
+    }
+}
+
+/// What a verified, correctly scoped token grants.
+struct Grant {
+    mc_id: McId,
+    token_id: TokenId,
+    token_exp: UnixTime,
+}
+
+enum Body {
+    Authorization(Authorization),
+    SettingsOnly {
+        claimed_mc_id: McId,
+        settings: Option<Settings>,
+    },
+}
+
+fn trusted(identity: AssertedIdentity) -> Result<Impu, ForbiddenReason> {
+    match identity {
+        AssertedIdentity::Trusted(impu) => Ok(impu),
+        AssertedIdentity::Untrusted => Err(ForbiddenReason::UntrustedSource),
+        AssertedIdentity::Missing => Err(ForbiddenReason::NoAssertedIdentity),
+    }
+}
+
+fn refusal(outcome: Outcome) -> Response {
+    Response {
+        outcome,
+        etag: None,
+        expires: None,
+    }
+}
+
+fn success(outcome: Outcome, etag: ETag, expires: u32) -> Response {
+    Response {
+        outcome,
+        etag: Some(etag),
+        expires: Some(expires),
+    }
+}

@@ -1,0 +1,267 @@
+//! What the machine answers: the final SIP response to each request and the binding events.
+//! The runtime only carries these out; it decides nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientId, ETag, Impu, McId, Service};
+use crate::token::TokenRejection;
+
+/// One effect of [`crate::Machine::handle`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Output {
+    /// The final response to the request just handled (exactly one per request input).
+    Response(Response),
+    /// A binding was created, changed or removed.
+    Binding(BindingEvent),
+}
+
+/// The final response to a request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Response {
+    /// What happened; decides the status code and Warning.
+    pub outcome: Outcome,
+    /// `SIP-ETag` (2xx to PUBLISH only, RFC 3903 step 6).
+    pub etag: Option<ETag>,
+    /// `Expires`: the chosen publication or registration duration (2xx only).
+    pub expires: Option<u32>,
+}
+
+impl Response {
+    /// The SIP status code.
+    pub fn status(&self) -> u16 {
+        self.outcome.status()
+    }
+
+    /// The TS 24.379 4.4 warning text, if this outcome carries one.
+    pub fn warning(&self) -> Option<McWarning> {
+        self.outcome.warning()
+    }
+}
+
+/// The MC warning texts this machine sends, as `Warning: 399 <host> "<code> <text>"`
+/// (TS 24.379 4.4.1/4.4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum McWarning {
+    /// `101 service authorisation failed` (TS 24.379 7.3.3).
+    ServiceAuthorisationFailed,
+    /// `141 user unknown to the participating function` (TS 24.379 7.3.4).
+    UserUnknown,
+}
+
+impl McWarning {
+    /// The three-digit MC warning code.
+    pub fn code(self) -> u16 {
+        match self {
+            McWarning::ServiceAuthorisationFailed => 101,
+            McWarning::UserUnknown => 141,
+        }
+    }
+
+    /// The warning text after the code.
+    pub fn text(self) -> &'static str {
+        match self {
+            McWarning::ServiceAuthorisationFailed => "service authorisation failed",
+            McWarning::UserUnknown => "user unknown to the participating function",
+        }
+    }
+}
+
+/// The outcome of one request. Success variants map to 200; each refusal maps to exactly one
+/// status code and Warning, in the manner of rustls mapping errors to alerts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Third-party REGISTER accepted (registration, refresh or de-registration).
+    Registered,
+    /// PUBLISH with a valid token: the binding is (re)established (TS 24.379 7.3.3).
+    Authorized,
+    /// Settings-only PUBLISH stored (TS 24.379 7.3.4).
+    SettingsUpdated,
+    /// Body-less PUBLISH refreshed the publication (RFC 3903 refresh).
+    Refreshed,
+    /// `Expires: 0`: publication and binding removed (TS 24.379 7.3.5; RFC 3903 remove).
+    Removed,
+    /// 400: the request breaks RFC 3903 or the body cannot be used; the text says why.
+    BadRequest(String),
+    /// 403 with `101 service authorisation failed`: the token (or its presentation) was refused.
+    ServiceAuthorisationFailed(TokenRejection),
+    /// 403 without an MC warning: the identity was not asserted by a trusted SIP core, or the
+    /// asserted IMPU is not registered.
+    Forbidden(ForbiddenReason),
+    /// 404 without warning: the Request-URI is not a PSI this server serves (RFC 3903 step 1).
+    NotOurResource,
+    /// 404 with `141 user unknown to the participating function` (TS 24.379 7.3.4).
+    UserUnknown,
+    /// 412: `SIP-If-Match` names no current publication of this IMPU and service (RFC 3903).
+    ConditionalRequestFailed,
+    /// 415: body type not for `poc-settings` (RFC 3903 step 5).
+    UnsupportedMediaType,
+    /// 423 with `Min-Expires` (RFC 3903 step 4).
+    IntervalTooBrief {
+        /// The `Min-Expires` value.
+        min_expires: u32,
+    },
+    /// 489: `Event` missing or not `poc-settings` (RFC 3903 step 2).
+    BadEvent,
+}
+
+/// Why a request got a bare 403.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ForbiddenReason {
+    /// Not from a trusted SIP core: P-Asserted-Identity is not believed.
+    UntrustedSource,
+    /// From a trusted SIP core but without an asserted identity.
+    NoAssertedIdentity,
+    /// The asserted IMPU has no third-party registration here (policy `registration_required`).
+    NotRegistered,
+}
+
+impl ForbiddenReason {
+    /// A stable label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ForbiddenReason::UntrustedSource => "untrusted_source",
+            ForbiddenReason::NoAssertedIdentity => "no_asserted_identity",
+            ForbiddenReason::NotRegistered => "not_registered",
+        }
+    }
+}
+
+impl Outcome {
+    /// The SIP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Registered
+            | Outcome::Authorized
+            | Outcome::SettingsUpdated
+            | Outcome::Refreshed
+            | Outcome::Removed => 200,
+            Outcome::BadRequest(_) => 400,
+            Outcome::ServiceAuthorisationFailed(_) | Outcome::Forbidden(_) => 403,
+            Outcome::NotOurResource | Outcome::UserUnknown => 404,
+            Outcome::ConditionalRequestFailed => 412,
+            Outcome::UnsupportedMediaType => 415,
+            Outcome::IntervalTooBrief { .. } => 423,
+            Outcome::BadEvent => 489,
+        }
+    }
+
+    /// Whether this is a success (2xx).
+    pub fn is_success(&self) -> bool {
+        self.status() / 100 == 2
+    }
+
+    /// The TS 24.379 warning, if any.
+    pub fn warning(&self) -> Option<McWarning> {
+        match self {
+            Outcome::ServiceAuthorisationFailed(_) => Some(McWarning::ServiceAuthorisationFailed),
+            Outcome::UserUnknown => Some(McWarning::UserUnknown),
+            _ => None,
+        }
+    }
+
+    /// A stable label for logs and metrics (`authorized`, `token_expired`, …).
+    pub fn label(&self) -> String {
+        match self {
+            Outcome::Registered => "registered".into(),
+            Outcome::Authorized => "authorized".into(),
+            Outcome::SettingsUpdated => "settings_updated".into(),
+            Outcome::Refreshed => "refreshed".into(),
+            Outcome::Removed => "removed".into(),
+            Outcome::BadRequest(_) => "bad_request".into(),
+            Outcome::ServiceAuthorisationFailed(r) => format!("token_{}", r.label()),
+            Outcome::Forbidden(r) => r.label().into(),
+            Outcome::NotOurResource => "not_our_resource".into(),
+            Outcome::UserUnknown => "user_unknown".into(),
+            Outcome::ConditionalRequestFailed => "conditional_request_failed".into(),
+            Outcome::UnsupportedMediaType => "unsupported_media_type".into(),
+            Outcome::IntervalTooBrief { .. } => "interval_too_brief".into(),
+            Outcome::BadEvent => "bad_event".into(),
+        }
+    }
+}
+
+/// The key of a binding: one MC client of one IMPU for one service (dossier b.1). The MC
+/// service ID is the binding's value, so a user switch on the same client changes the value,
+/// never adds a second one (S-4).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BindingKey {
+    /// The network-asserted IMPU (first, so that all bindings of one IMPU are adjacent).
+    pub impu: Impu,
+    /// The service.
+    pub service: Service,
+    /// The MC client ID.
+    pub client_id: ClientId,
+}
+
+/// A change to the binding table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BindingEvent {
+    /// A new IMPU ↔ MC service ID binding.
+    Bound {
+        /// Which binding.
+        key: BindingKey,
+        /// The MC service ID from the token.
+        mc_id: McId,
+    },
+    /// The binding now maps to another MC service ID: a user switch on the same client.
+    Rebound {
+        /// Which binding.
+        key: BindingKey,
+        /// The previous MC service ID.
+        from: McId,
+        /// The new MC service ID.
+        to: McId,
+    },
+    /// The binding is gone.
+    Unbound {
+        /// Which binding.
+        key: BindingKey,
+        /// The MC service ID it had.
+        mc_id: McId,
+        /// Why.
+        cause: UnbindCause,
+    },
+}
+
+/// Why a binding ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnbindCause {
+    /// Third-party REGISTER with `Expires: 0`.
+    Deregistered,
+    /// The registration ran out without refresh.
+    RegistrationExpired,
+    /// Re-registration without the service's feature tag: MC service log-off (TS 24.379 7.1).
+    ServiceLogOff,
+    /// PUBLISH with `Expires: 0` (TS 24.379 7.3.5).
+    PublicationRemoved,
+    /// The publication ran out without refresh (RFC 3903 section 5).
+    PublicationExpired,
+    /// The token's `exp` passed (policy `token_expiry = end-binding`, dossier Q-4).
+    TokenExpired,
+    /// A PUBLISH with a refused token for an already bound client (policy
+    /// `failed_reauthorization = drop-binding`, dossier Q-9).
+    FailedReauthorization,
+    /// The same client authorized under another IMPU (policy `impu_change = move-binding`,
+    /// dossier Q-13).
+    MovedToNewImpu,
+    /// The server restarted and the binding was volatile.
+    Restart,
+}
+
+impl UnbindCause {
+    /// A stable label.
+    pub fn label(self) -> &'static str {
+        match self {
+            UnbindCause::Deregistered => "deregistered",
+            UnbindCause::RegistrationExpired => "registration_expired",
+            UnbindCause::ServiceLogOff => "service_log_off",
+            UnbindCause::PublicationRemoved => "publication_removed",
+            UnbindCause::PublicationExpired => "publication_expired",
+            UnbindCause::TokenExpired => "token_expired",
+            UnbindCause::FailedReauthorization => "failed_reauthorization",
+            UnbindCause::MovedToNewImpu => "moved_to_new_impu",
+            UnbindCause::Restart => "restart",
+        }
+    }
+}

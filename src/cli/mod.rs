@@ -1,0 +1,6 @@
+//! The `mcx-authz` subcommands. Each module owns its clap arguments and its `run`.
+
+pub mod check;
+pub mod serve;
+pub mod token;
+pub mod trace;

@@ -1,0 +1,1 @@
+//! The tokio runtime that drives the machine: transports, timers, admin view.

@@ -1,0 +1,1 @@
+//! The SIP edge: framing, parsing (rsip types stop here), bodies, responses.
