@@ -1,0 +1,748 @@
+//! Parsing a framed message into our own types (RFC 3261 7, 20, 25).
+//!
+//! This is the in-house parser chosen in `docs/sip-edge.md` over rsip 0.4 and rsipstack 0.7.14:
+//! it works on the header block [`crate::sip::framing`] already delimited and checked for UTF-8,
+//! unfolds continuation lines (RFC 3261 7.3.1), expands compact forms (RFC 3261 7.3.3, 20), keeps
+//! every header in order, and reads typed values only for the headers the MCX server acts on.
+//! URIs (sip, sips, tel, IPv6 hosts) are kept as text; [`crate::sip::uri`] compares them.
+
+use std::fmt;
+
+use super::framing::Frame;
+use super::uri;
+
+/// A SIP request method (RFC 3261 7.1; methods are case-sensitive).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// REGISTER (RFC 3261).
+    Register,
+    /// PUBLISH (RFC 3903).
+    Publish,
+    /// OPTIONS (RFC 3261).
+    Options,
+    /// INVITE (RFC 3261).
+    Invite,
+    /// ACK (RFC 3261).
+    Ack,
+    /// BYE (RFC 3261).
+    Bye,
+    /// CANCEL (RFC 3261).
+    Cancel,
+    /// SUBSCRIBE (RFC 6665).
+    Subscribe,
+    /// NOTIFY (RFC 6665).
+    Notify,
+    /// MESSAGE (RFC 3428).
+    Message,
+    /// INFO (RFC 6086).
+    Info,
+    /// PRACK (RFC 3262).
+    Prack,
+    /// UPDATE (RFC 3311).
+    Update,
+    /// REFER (RFC 3515).
+    Refer,
+    /// Any other (extension) method token.
+    Other(String),
+}
+
+impl Method {
+    /// Reads a method token.
+    pub fn from_token(s: &str) -> Method {
+        match s {
+            "REGISTER" => Method::Register,
+            "PUBLISH" => Method::Publish,
+            "OPTIONS" => Method::Options,
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "MESSAGE" => Method::Message,
+            "INFO" => Method::Info,
+            "PRACK" => Method::Prack,
+            "UPDATE" => Method::Update,
+            "REFER" => Method::Refer,
+            other => Method::Other(other.to_owned()),
+        }
+    }
+
+    /// The method token.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Register => "REGISTER",
+            Method::Publish => "PUBLISH",
+            Method::Options => "OPTIONS",
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Message => "MESSAGE",
+            Method::Info => "INFO",
+            Method::Prack => "PRACK",
+            Method::Update => "UPDATE",
+            Method::Refer => "REFER",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a response copies from its request (RFC 3261 8.2.6.2): every Via in order, From, To,
+/// Call-ID and CSeq, verbatim.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// Via values, one per hop, in order (comma-joined Vias already split).
+    pub vias: Vec<String>,
+    /// The From value.
+    pub from: String,
+    /// The To value.
+    pub to: String,
+    /// The Call-ID value.
+    pub call_id: String,
+    /// The CSeq value (`<number> <method>`).
+    pub cseq: String,
+}
+
+/// A parsed SIP request. Header values are unfolded; names are canonical (compact forms
+/// expanded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipRequest {
+    /// The method.
+    pub method: Method,
+    /// The Request-URI as written.
+    pub request_uri: String,
+    /// Via values, one per hop, in order.
+    pub vias: Vec<String>,
+    /// The `branch` parameter of the topmost Via (the server-transaction key, RFC 3261 17.2.3).
+    pub top_branch: Option<String>,
+    /// The From value.
+    pub from: String,
+    /// The To value.
+    pub to: String,
+    /// The Call-ID.
+    pub call_id: String,
+    /// The CSeq sequence number.
+    pub cseq: u32,
+    /// The CSeq method token.
+    pub cseq_method: String,
+    /// Max-Forwards (mandatory, RFC 3261 8.1.1.6).
+    pub max_forwards: u32,
+    /// The URIs of all P-Asserted-Identity values (RFC 3325), in order.
+    pub p_asserted_identity: Vec<String>,
+    /// The event-type of the `Event` header (parameters dropped), if present.
+    pub event: Option<String>,
+    /// `Expires` in seconds (values above 2^32-1 saturate, RFC 3261 20.19), if present.
+    pub expires: Option<u32>,
+    /// Every SIP-If-Match entity-tag (RFC 3903 11.3.2), in order.
+    pub sip_if_match: Vec<String>,
+    /// The Content-Type value, if present.
+    pub content_type: Option<String>,
+    /// Contact values, one per contact (comma-joined values split), in order.
+    pub contact: Vec<String>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Every header line as (canonical name, unfolded value), in order, including the ones
+    /// read into the fields above.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SipRequest {
+    /// What a response to this request copies.
+    pub fn reply_to(&self) -> ReplyTo {
+        ReplyTo {
+            vias: self.vias.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            call_id: self.call_id.clone(),
+            cseq: format!("{} {}", self.cseq, self.cseq_method),
+        }
+    }
+
+    /// All values of header `name` (case-insensitive, canonical or compact), in order, unsplit.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let name = canonical_name(name);
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A status line (RFC 3261 7.2). The server sends no requests, so a response reaching it is
+/// ignored; only the status is kept for logging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipResponse {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: String,
+}
+
+/// A parsed SIP message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SipMessage {
+    /// A request.
+    Request(Box<SipRequest>),
+    /// A response.
+    Response(SipResponse),
+}
+
+/// A message that could not be parsed or failed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// The status to answer with if [`ParseError::reply_to`] is set: 400, or 505 for a SIP
+    /// version other than 2.0.
+    pub status: u16,
+    /// Why, in words fit for a reason phrase or a log line.
+    pub reason: String,
+    /// What a response needs, when the start line was a request and Via, From, To, Call-ID and
+    /// CSeq could be read; `None` means drop the message (no response can be formed).
+    pub reply_to: Option<ReplyTo>,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The canonical name for a header name, expanding compact forms (RFC 3261 7.3.3 and the IANA
+/// SIP header registry) and fixing the case of the headers the server reads.
+pub fn canonical_name(name: &str) -> String {
+    let full = match name.to_ascii_lowercase().as_str() {
+        "i" | "call-id" => "Call-ID",
+        "m" | "contact" => "Contact",
+        "e" | "content-encoding" => "Content-Encoding",
+        "l" | "content-length" => "Content-Length",
+        "c" | "content-type" => "Content-Type",
+        "f" | "from" => "From",
+        "s" | "subject" => "Subject",
+        "k" | "supported" => "Supported",
+        "t" | "to" => "To",
+        "v" | "via" => "Via",
+        "o" | "event" => "Event",
+        "r" | "refer-to" => "Refer-To",
+        "u" | "allow-events" => "Allow-Events",
+        "x" | "session-expires" => "Session-Expires",
+        "a" | "accept-contact" => "Accept-Contact",
+        "j" | "reject-contact" => "Reject-Contact",
+        "d" | "request-disposition" => "Request-Disposition",
+        "b" | "referred-by" => "Referred-By",
+        "y" | "identity" => "Identity",
+        "cseq" => "CSeq",
+        "max-forwards" => "Max-Forwards",
+        "expires" => "Expires",
+        "p-asserted-identity" => "P-Asserted-Identity",
+        "p-preferred-identity" => "P-Preferred-Identity",
+        "p-preferred-service" => "P-Preferred-Service",
+        "sip-if-match" => "SIP-If-Match",
+        "sip-etag" => "SIP-ETag",
+        _ => return name.to_owned(),
+    };
+    full.to_owned()
+}
+
+/// RFC 3261 25.1 `token` characters.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(is_token_char)
+}
+
+/// Splits a header block (start line excluded) into (canonical name, unfolded value) pairs.
+/// A continuation line (starting with SP or HTAB) joins the previous value with one SP
+/// (RFC 3261 7.3.1).
+pub fn header_lines(lines: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in lines.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            let Some((_, value)) = out.last_mut() else {
+                return Err("continuation line before any header".into());
+            };
+            let cont = line.trim_matches([' ', '\t']);
+            if !cont.is_empty() {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(cont);
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("header line without a colon: {:?}", truncate(line)));
+        };
+        let name = name.trim_end_matches([' ', '\t']);
+        if !is_token(name) {
+            return Err(format!("bad header name {:?}", truncate(name)));
+        }
+        if value.contains(['\r', '\n']) {
+            return Err(format!("bare CR or LF in header {name}"));
+        }
+        out.push((
+            canonical_name(name),
+            value.trim_matches([' ', '\t']).to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Splits a header value at commas that are outside quoted strings and angle brackets
+/// (RFC 3261 7.3.1: `field-value *(COMMA field-value)`); parts are trimmed, empty parts dropped.
+pub fn split_commas(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut quoted, mut escaped, mut angle) = (false, false, false);
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '<' => angle = true,
+            '>' => angle = false,
+            ',' if !angle => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// Header parameters of a Via, From/To, Contact or Event value: the `;name[=value]` list after
+/// the URI (after `>` in name-addr form, after the first token in a Via or Event). Names are
+/// lower-cased; quoted values are unquoted.
+pub fn header_params(value: &str) -> Vec<(String, Option<String>)> {
+    let rest = params_part(value);
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    split_unquoted(rest, ';')
+        .into_iter()
+        .filter_map(|p| {
+            let p = p.trim();
+            if p.is_empty() {
+                return None;
+            }
+            Some(match p.split_once('=') {
+                Some((n, v)) => (
+                    n.trim().to_ascii_lowercase(),
+                    Some(v.trim().trim_matches('"').to_owned()),
+                ),
+                None => (p.to_ascii_lowercase(), None),
+            })
+        })
+        .collect()
+}
+
+/// The `;…` parameter list of a header value: after the `>` closing a name-addr, else after the
+/// first `;` outside quotes. Empty when there is none.
+fn params_part(value: &str) -> &str {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut angle_open: Option<usize> = None;
+    for (i, c) in value.char_indices() {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '<' if angle_open.is_none() => angle_open = Some(i),
+            '>' if angle_open.is_some() => {
+                let rest = &value[i + 1..];
+                return match find_unquoted(rest, ';') {
+                    Some(s) => &rest[s + 1..],
+                    None => "",
+                };
+            }
+            ';' if angle_open.is_none() => return &value[i + 1..],
+            _ => {}
+        }
+    }
+    ""
+}
+
+/// The value of header parameter `name` (lower-case), if present with a value.
+pub fn header_param(value: &str, name: &str) -> Option<String> {
+    header_params(value)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v)
+}
+
+fn find_unquoted(s: &str, needle: char) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == needle && !quoted {
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn parse_u32_saturating(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        v.parse::<u64>()
+            .map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32),
+    )
+}
+
+/// Parses a framed message, validating a request's mandatory headers (RFC 3261 8.1.1).
+pub fn parse(frame: &Frame) -> Result<SipMessage, ParseError> {
+    parse_inner(frame, true)
+}
+
+/// Parses the REGISTER carried in a `message/sip` body: same syntax, but Max-Forwards is not
+/// required (it is the UE's request as the S-CSCF saw it, not one addressed to us).
+pub(crate) fn parse_embedded(frame: &Frame) -> Result<SipMessage, ParseError> {
+    parse_inner(frame, false)
+}
+
+fn bad(reason: impl Into<String>, reply_to: Option<ReplyTo>) -> ParseError {
+    ParseError {
+        status: 400,
+        reason: reason.into(),
+        reply_to,
+    }
+}
+
+fn parse_inner(frame: &Frame, strict: bool) -> Result<SipMessage, ParseError> {
+    let (start, rest) = frame.head.split_once("\r\n").unwrap_or((&frame.head, ""));
+    // Status line: SIP-Version SP Status-Code SP Reason-Phrase (RFC 3261 7.2).
+    if start.len() >= 8 && start[..8].eq_ignore_ascii_case("SIP/2.0 ") {
+        let mut it = start[8..].splitn(2, ' ');
+        let code = it.next().unwrap_or("");
+        let status = match code.parse::<u16>() {
+            Ok(s) if code.len() == 3 && (100..700).contains(&s) => s,
+            _ => return Err(bad(format!("bad status code {:?}", truncate(code)), None)),
+        };
+        return Ok(SipMessage::Response(SipResponse {
+            status,
+            reason: it.next().unwrap_or("").to_owned(),
+        }));
+    }
+    // Request-Line: Method SP Request-URI SP SIP-Version (RFC 3261 7.1).
+    let parts: Vec<&str> = start.split(' ').collect();
+    let [method, request_uri, version] = parts[..] else {
+        return Err(bad(format!("bad start line {:?}", truncate(start)), None));
+    };
+    if !is_token(method) {
+        return Err(bad(format!("bad method {:?}", truncate(method)), None));
+    }
+    let headers = header_lines(rest).map_err(|e| bad(e, None))?;
+    let reply_to = reply_to_from_headers(&headers);
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        let mut e = bad(
+            format!("SIP version {:?} not supported", truncate(version)),
+            reply_to.clone(),
+        );
+        if version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/") {
+            e.status = 505;
+        } else {
+            e.reply_to = None;
+        }
+        return Err(e);
+    }
+    if !uri::is_plausible_uri(request_uri) {
+        return Err(bad(
+            format!("bad Request-URI {:?}", truncate(request_uri)),
+            reply_to,
+        ));
+    }
+    let method = Method::from_token(method);
+    build_request(method, request_uri, headers, frame, strict, reply_to)
+}
+
+/// Best-effort reading of what a 400 needs, from unvalidated headers.
+fn reply_to_from_headers(headers: &[(String, String)]) -> Option<ReplyTo> {
+    let one = |name: &str| {
+        let mut it = headers.iter().filter(|(n, _)| n == name);
+        match (it.next(), it.next()) {
+            (Some((_, v)), None) if !v.is_empty() => Some(v.clone()),
+            _ => None,
+        }
+    };
+    let vias: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n == "Via")
+        .flat_map(|(_, v)| split_commas(v))
+        .map(str::to_owned)
+        .collect();
+    if vias.is_empty() {
+        return None;
+    }
+    Some(ReplyTo {
+        vias,
+        from: one("From")?,
+        to: one("To")?,
+        call_id: one("Call-ID")?,
+        cseq: one("CSeq")?,
+    })
+}
+
+fn build_request(
+    method: Method,
+    request_uri: &str,
+    headers: Vec<(String, String)>,
+    frame: &Frame,
+    strict: bool,
+    reply_to: Option<ReplyTo>,
+) -> Result<SipMessage, ParseError> {
+    let fail = |reason: String| Err(bad(reason, reply_to.clone()));
+    let all = |name: &'static str| headers.iter().filter(move |(n, _)| n == name);
+    let single = |name: &'static str| -> Result<Option<&str>, ParseError> {
+        let mut it = all(name);
+        match (it.next(), it.next()) {
+            (None, _) => Ok(None),
+            (Some((_, v)), None) => Ok(Some(v.as_str())),
+            (Some(_), Some(_)) => Err(bad(format!("more than one {name}"), reply_to.clone())),
+        }
+    };
+    let required = |name: &'static str| -> Result<&str, ParseError> {
+        match single(name)? {
+            Some(v) if !v.is_empty() => Ok(v),
+            Some(_) => Err(bad(format!("empty {name}"), reply_to.clone())),
+            None => Err(bad(format!("missing {name}"), reply_to.clone())),
+        }
+    };
+
+    // RFC 3261 8.1.1: To, From, CSeq, Call-ID, Max-Forwards and Via are mandatory.
+    let vias: Vec<String> = all("Via")
+        .flat_map(|(_, v)| split_commas(v))
+        .map(str::to_owned)
+        .collect();
+    if vias.is_empty() {
+        return fail("missing Via".into());
+    }
+    for via in &vias {
+        let proto = via.split([' ', '\t']).next().unwrap_or("");
+        if !proto.to_ascii_uppercase().starts_with("SIP/2.0/") {
+            return fail(format!("bad Via {:?}", truncate(via)));
+        }
+    }
+    let top_branch = header_param(&vias[0], "branch");
+    let from = required("From")?;
+    let to = required("To")?;
+    for (name, v) in [("From", from), ("To", to)] {
+        if uri::name_addr_uri(v).is_none() {
+            return fail(format!("{name} has no URI"));
+        }
+    }
+    let call_id = required("Call-ID")?;
+    let cseq_raw = required("CSeq")?;
+    let mut cs = cseq_raw.split_whitespace();
+    let (cseq, cseq_method) = match (cs.next(), cs.next(), cs.next()) {
+        (Some(n), Some(m), None) if n.bytes().all(|b| b.is_ascii_digit()) => match n.parse::<u32>()
+        {
+            // RFC 3261 8.1.1.5: the number must be below 2^31.
+            Ok(n) if n < 1 << 31 => (n, m),
+            _ => return fail(format!("bad CSeq number {:?}", truncate(n))),
+        },
+        _ => return fail(format!("bad CSeq {:?}", truncate(cseq_raw))),
+    };
+    if cseq_method != method.as_str() {
+        return fail(format!(
+            "CSeq method {} does not match {}",
+            truncate(cseq_method),
+            method
+        ));
+    }
+    let max_forwards = match single("Max-Forwards")? {
+        Some(v) => match parse_u32_saturating(v) {
+            Some(n) => n,
+            None => return fail(format!("bad Max-Forwards {:?}", truncate(v))),
+        },
+        None if strict => return fail("missing Max-Forwards".into()),
+        None => 70,
+    };
+    let mut p_asserted_identity = Vec::new();
+    for (_, v) in all("P-Asserted-Identity") {
+        for part in split_commas(v) {
+            match uri::name_addr_uri(part) {
+                Some(u) => p_asserted_identity.push(u.to_owned()),
+                None => return fail(format!("bad P-Asserted-Identity {:?}", truncate(part))),
+            }
+        }
+    }
+    let event = match single("Event")? {
+        Some(v) => {
+            let ty = v.split(';').next().unwrap_or("").trim();
+            if !is_token(ty) {
+                return fail(format!("bad Event {:?}", truncate(v)));
+            }
+            Some(ty.to_owned())
+        }
+        None => None,
+    };
+    let expires = match single("Expires")? {
+        Some(v) => match parse_u32_saturating(v) {
+            Some(n) => Some(n),
+            None => return fail(format!("bad Expires {:?}", truncate(v))),
+        },
+        None => None,
+    };
+    let sip_if_match: Vec<String> = all("SIP-If-Match")
+        .flat_map(|(_, v)| split_commas(v))
+        .map(str::to_owned)
+        .collect();
+    let content_type = single("Content-Type")?.map(str::to_owned);
+    let contact: Vec<String> = all("Contact")
+        .flat_map(|(_, v)| split_commas(v))
+        .map(str::to_owned)
+        .collect();
+    let call_id = call_id.to_owned();
+    let cseq_method = cseq_method.to_owned();
+    let (from, to) = (from.to_owned(), to.to_owned());
+    Ok(SipMessage::Request(Box::new(SipRequest {
+        method,
+        request_uri: request_uri.to_owned(),
+        vias,
+        top_branch,
+        from,
+        to,
+        call_id,
+        cseq,
+        cseq_method,
+        max_forwards,
+        p_asserted_identity,
+        event,
+        expires,
+        sip_if_match,
+        content_type,
+        contact,
+        body: frame.body.clone(),
+        headers,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::framing::frame_datagram;
+
+    fn req(s: &str) -> Result<SipMessage, ParseError> {
+        parse(&frame_datagram(s.as_bytes()).unwrap())
+    }
+
+    const BASE: &str = "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n";
+
+    #[test]
+    fn compact_and_folded() {
+        let m = req("OPTIONS sip:x SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKa,\r\n SIP/2.0/TCP g\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1\r\n\tOPTIONS\r\nMax-Forwards: 70\r\nl: 0\r\n\r\n").unwrap();
+        let SipMessage::Request(r) = m else { panic!() };
+        assert_eq!(r.vias.len(), 2);
+        assert_eq!(r.top_branch.as_deref(), Some("z9hG4bKa"));
+        assert_eq!(r.call_id, "c");
+        assert_eq!(r.cseq_method, "OPTIONS");
+    }
+
+    #[test]
+    fn extension_method_and_response() {
+        let m = req(&format!(
+            "FOO sip:x SIP/2.0\r\n{}\r\n",
+            BASE.replace("1 OPTIONS", "1 FOO")
+        ))
+        .unwrap();
+        assert!(matches!(m, SipMessage::Request(r) if r.method == Method::Other("FOO".into())));
+        let m = req(&format!("SIP/2.0 200 OK\r\n{BASE}\r\n")).unwrap();
+        assert!(matches!(
+            m,
+            SipMessage::Response(SipResponse { status: 200, .. })
+        ));
+    }
+
+    #[test]
+    fn missing_max_forwards_is_a_400_with_reply_to() {
+        let e = req(&format!(
+            "OPTIONS sip:x SIP/2.0\r\n{}\r\n",
+            BASE.replace("Max-Forwards: 70\r\n", "")
+        ))
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.reason.contains("Max-Forwards"));
+        assert_eq!(e.reply_to.unwrap().call_id, "c");
+    }
+
+    #[test]
+    fn bad_version_is_505() {
+        let e = req(&format!("OPTIONS sip:x SIP/3.0\r\n{BASE}\r\n")).unwrap_err();
+        assert_eq!(e.status, 505);
+        assert!(e.reply_to.is_some());
+    }
+
+    #[test]
+    fn cseq_method_mismatch() {
+        let e = req(&format!("PUBLISH sip:x SIP/2.0\r\n{BASE}\r\n")).unwrap_err();
+        assert!(e.reason.contains("CSeq method"));
+    }
+
+    #[test]
+    fn header_params_quoted_and_name_addr() {
+        let p =
+            header_params("<sip:a@x;lr>;+g.3gpp.icsi-ref=\"urn%3Aa;b\";expires=5;+g.3gpp.mcptt");
+        assert_eq!(p[0], ("+g.3gpp.icsi-ref".into(), Some("urn%3Aa;b".into())));
+        assert_eq!(p[1], ("expires".into(), Some("5".into())));
+        assert_eq!(p[2], ("+g.3gpp.mcptt".into(), None));
+        assert_eq!(
+            split_commas("\"a,b\" <sip:x>, <sip:y,z>, tel:1"),
+            vec!["\"a,b\" <sip:x>", "<sip:y,z>", "tel:1"]
+        );
+    }
+}
