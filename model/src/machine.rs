@@ -119,6 +119,11 @@ impl Machine {
         self.registrations.iter()
     }
 
+    /// The binding whose current publication `etag` names (RFC 3903 step 3), if any.
+    pub fn publication_of(&self, etag: &ETag) -> Option<&BindingKey> {
+        self.etags.get(etag)
+    }
+
     /// When the caller should next send [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<UnixTime> {
         self.deadlines.first().map(|(t, _)| *t)
