@@ -1,10 +1,103 @@
-//! `mcx-authz serve`.
+//! `mcx-authz serve`: the reference MCX server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::server::{Server, ServerConfig};
 
 /// Arguments of `mcx-authz serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML configuration; without it the embedded defaults run a loopback lab server.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Lab IdMS data dir (overrides `[token] data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
 
-/// Runs `mcx-authz serve`.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("mcx-authz serve is not built yet")
+/// Runs `mcx-authz serve` until SIGINT or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    init_tracing(args.log_json);
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.token.data_dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async move {
+        let policy = config.policy.policy()?;
+        let data_dir = config.token.data_dir.clone();
+        let trusts_lab = config.token.trusts_lab();
+        let server = Server::bind(config).await?;
+        let addrs = server.addrs();
+        for a in &addrs.udp {
+            println!("SIP over UDP   sip:{a};transport=udp");
+        }
+        for a in &addrs.tcp {
+            println!("SIP over TCP   sip:{a};transport=tcp");
+        }
+        if let Some(a) = addrs.admin {
+            println!("admin view     http://{a}/bindings  (/registrations /metrics /healthz)");
+        }
+        println!(
+            "policy         {}",
+            serde_json::to_string(&policy).unwrap_or_default()
+        );
+        if policy.token_protection == mcx_model::TokenProtection::Optional {
+            println!("note           TS 33.180 clause 9 token protection is not implemented yet: unprotected tokens are accepted");
+        }
+        if trusts_lab {
+            println!(
+                "mint a token   mcx-authz token mint --data-dir {} --mcptt-id sip:alice@example.org",
+                data_dir.display()
+            );
+        }
+        server.run(shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }
