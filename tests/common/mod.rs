@@ -1,0 +1,462 @@
+//! Test harness shared by the server-level suites: an in-process server on ephemeral loopback
+//! ports, a lab IdMS to mint real JWTs, raw SIP clients over UDP and TCP, and message builders
+//! that write what a SIP core forwards (TS 24.229 5.4.1.7 third-party REGISTER; TS 24.379 7.2.x
+//! PUBLISH).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mcx_authz::server::admin::BindingView;
+use mcx_authz::server::{Server, ServerConfig};
+use mcx_authz::token::{LabIdms, MintRequest};
+use mcx_model::UnixTime;
+
+/// A server running on its own runtime thread until dropped.
+pub struct TestServer {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub admin: SocketAddr,
+    pub lab: LabIdms,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The default test configuration: loopback ephemeral ports, a fresh ephemeral lab IdMS, clock
+/// control on.
+pub fn test_config(lab: &LabIdms) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.sip.udp = vec!["127.0.0.1:0".parse().unwrap()];
+    config.sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.admin.allow_clock_control = true;
+    config.token = lab.validator_config();
+    config
+}
+
+impl TestServer {
+    /// Starts a server with [`test_config`], changed by `adjust`.
+    pub fn start(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let lab = LabIdms::ephemeral(&[jsonwebtoken::Algorithm::ES256]).expect("lab IdMS");
+        let mut config = test_config(&lab);
+        adjust(&mut config);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = Server::bind(config).await.expect("bind");
+                addr_tx.send(server.addrs()).expect("report addresses");
+                server
+                    .run(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .expect("run");
+            });
+        });
+        let addrs = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server started");
+        TestServer {
+            udp: addrs.udp[0],
+            tcp: addrs.tcp[0],
+            admin: addrs.admin.expect("admin"),
+            lab,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The server's clock now (real time plus what [`TestServer::advance`] added).
+    pub fn now(&self) -> UnixTime {
+        let body = http(self.admin, "POST", "/clock/advance?secs=0");
+        UnixTime(body.trim().parse().expect("clock"))
+    }
+
+    /// Moves the server's clock forward.
+    pub fn advance(&self, secs: u64) {
+        http(self.admin, "POST", &format!("/clock/advance?secs={secs}"));
+    }
+
+    /// A token for `mc_id` (all services), valid for `expires_in` seconds from the server's now.
+    pub fn token(&self, mc_id: &str, expires_in: u64) -> String {
+        let mut req = MintRequest::all_services(mc_id, self.now());
+        req.expires_in = Some(expires_in);
+        self.lab.mint(&req).expect("mint")
+    }
+
+    /// `GET /bindings`.
+    pub fn bindings(&self) -> Vec<BindingView> {
+        serde_json::from_str(&http(self.admin, "GET", "/bindings")).expect("bindings JSON")
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        http(self.admin, "GET", "/metrics")
+    }
+
+    pub fn udp_client(&self) -> UdpClient {
+        UdpClient::new(self.udp)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client for the admin view; returns the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("admin read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "admin {method} {path}: {head}"
+    );
+    body.to_owned()
+}
+
+/// A SIP client on one UDP socket.
+pub struct UdpClient {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl UdpClient {
+    pub fn new(server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        UdpClient { socket, server }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Sends bytes, returns the response.
+    pub fn send_raw(&self, bytes: &[u8]) -> SipReply {
+        self.socket.send_to(bytes, self.server).unwrap();
+        let mut buf = vec![0u8; 65_535];
+        let (n, _) = self.socket.recv_from(&mut buf).expect("a SIP response");
+        SipReply::parse(&buf[..n])
+    }
+
+    /// Sends bytes and expects no response within `wait`.
+    pub fn send_expect_silence(&self, bytes: &[u8], wait: Duration) {
+        self.socket.send_to(bytes, self.server).unwrap();
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = vec![0u8; 65_535];
+        let got = self.socket.recv_from(&mut buf);
+        self.socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(
+            got.is_err(),
+            "expected no response, got {:?}",
+            got.map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+        );
+    }
+
+    pub fn send(&self, msg: &SipMsg) -> SipReply {
+        self.send_raw(msg.to_bytes(&self.local()).as_slice())
+    }
+}
+
+/// A SIP client on one TCP connection.
+pub struct TcpClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpClient {
+    pub fn connect(server: SocketAddr) -> Self {
+        let stream = TcpStream::connect(server).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        TcpClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one response (framed by Content-Length).
+    pub fn read_reply(&mut self) -> SipReply {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        (n.trim().eq_ignore_ascii_case("content-length") || n.trim() == "l")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let msg: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
+                    return SipReply::parse(&msg);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).expect("TCP read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn send(&mut self, msg: &SipMsg) -> SipReply {
+        let bytes = msg.to_bytes(&self.local()).with_transport("TCP");
+        self.write(&bytes);
+        self.read_reply()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+trait WithTransport {
+    fn with_transport(self, t: &str) -> Vec<u8>;
+}
+
+impl WithTransport for Vec<u8> {
+    fn with_transport(self, t: &str) -> Vec<u8> {
+        String::from_utf8(self)
+            .unwrap()
+            .replacen("SIP/2.0/UDP", &format!("SIP/2.0/{t}"), 1)
+            .into_bytes()
+    }
+}
+
+/// A parsed response: status line and headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipReply {
+    pub raw: String,
+    pub status: u16,
+}
+
+impl SipReply {
+    pub fn parse(bytes: &[u8]) -> SipReply {
+        let raw = String::from_utf8_lossy(bytes).into_owned();
+        let status = raw
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        SipReply { raw, status }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.raw
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .lines()
+            .skip(1)
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
+            })
+    }
+
+    pub fn etag(&self) -> Option<String> {
+        self.header("SIP-ETag")
+    }
+
+    /// The MC warning code of `Warning: 399 host "NNN text"`.
+    pub fn mc_warning(&self) -> Option<u16> {
+        let w = self.header("Warning")?;
+        let text = w.split('"').nth(1)?;
+        text.split(' ').next()?.parse().ok()
+    }
+}
+
+static BRANCH: AtomicU64 = AtomicU64::new(1);
+
+/// A request under construction.
+#[derive(Clone, Debug)]
+pub struct SipMsg {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub branch: String,
+}
+
+impl SipMsg {
+    pub fn new(method: &str, uri: &str) -> SipMsg {
+        let n = BRANCH.fetch_add(1, Ordering::Relaxed);
+        SipMsg {
+            method: method.into(),
+            uri: uri.into(),
+            headers: vec![
+                ("Max-Forwards".into(), "70".into()),
+                ("Call-ID".into(), format!("call-{n}@test")),
+                ("CSeq".into(), format!("{n} {method}")),
+            ],
+            body: Vec::new(),
+            branch: format!("z9hG4bK-test-{n}"),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> SipMsg {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> SipMsg {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+
+    pub fn body(mut self, content_type: &str, body: Vec<u8>) -> SipMsg {
+        self.headers
+            .push(("Content-Type".into(), content_type.into()));
+        self.body = body;
+        self
+    }
+
+    pub fn to_bytes(&self, local: &SocketAddr) -> Vec<u8> {
+        let mut s = format!(
+            "{} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\n",
+            self.method, self.uri, self.branch
+        );
+        for (n, v) in &self.headers {
+            s.push_str(&format!("{n}: {v}\r\n"));
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let mut b = s.into_bytes();
+        b.extend_from_slice(&self.body);
+        b
+    }
+}
+
+pub const PSI_MCPTT: &str = "sip:mcptt@mcx.example.org";
+pub const SERVER_URI: &str = "sip:mcx.example.org";
+
+/// The S-CSCF's third-party REGISTER for `impu` (TS 24.229 5.4.1.7).
+pub fn third_party_register(impu: &str, expires: u32) -> SipMsg {
+    SipMsg::new("REGISTER", SERVER_URI)
+        .header("From", "<sip:scscf.ims.example.org>;tag=scscf")
+        .header("To", &format!("<{impu}>"))
+        .header("Contact", "<sip:scscf.ims.example.org>")
+        .header("Expires", &expires.to_string())
+}
+
+fn publish_base(impu: &str) -> SipMsg {
+    SipMsg::new("PUBLISH", PSI_MCPTT)
+        .header("From", &format!("<{impu}>;tag=ue"))
+        .header("To", &format!("<{impu}>"))
+        .header("P-Asserted-Identity", &format!("<{impu}>"))
+        .header("Event", "poc-settings")
+        .header("Accept-Contact", "*;+g.3gpp.mcptt;require;explicit")
+}
+
+fn info_xml(inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params>{inner}</mcptt-Params></mcpttinfo>"
+    )
+}
+
+fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
+    let boundary = "mcx-test-boundary";
+    let mut body = String::new();
+    for (ct, content) in parts {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Type: {ct}\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (
+        format!("multipart/mixed;boundary={boundary}"),
+        body.into_bytes(),
+    )
+}
+
+fn settings_xml(client_id: &str) -> String {
+    format!(
+        "<poc-settings xmlns=\"urn:oma:params:xml:ns:poc:poc-settings\"><entity id=\"{client_id}\"><am-settings><answer-mode>automatic</answer-mode></am-settings></entity></poc-settings>"
+    )
+}
+
+/// TS 24.379 7.2.2: PUBLISH with the access token (and settings).
+pub fn publish_auth(
+    impu: &str,
+    token: &str,
+    client_id: &str,
+    if_match: Option<&str>,
+    expires: u32,
+) -> SipMsg {
+    let info = info_xml(&format!(
+        "<mcptt-access-token type=\"Normal\"><mcpttString>{token}</mcpttString></mcptt-access-token><mcptt-client-id type=\"Normal\"><mcpttString>{client_id}</mcpttString></mcptt-client-id>"
+    ));
+    let (ct, body) = multipart(&[
+        ("application/vnd.3gpp.mcptt-info+xml", info),
+        ("application/poc-settings+xml", settings_xml(client_id)),
+    ]);
+    let mut m = publish_base(impu).header("Expires", &expires.to_string());
+    if let Some(t) = if_match {
+        m = m.header("SIP-If-Match", t);
+    }
+    m.body(&ct, body)
+}
+
+/// TS 24.379 7.2.3: PUBLISH with settings only, naming the client's own MC service ID.
+pub fn publish_settings(
+    impu: &str,
+    mc_id: &str,
+    client_id: &str,
+    if_match: Option<&str>,
+) -> SipMsg {
+    let info = info_xml(&format!(
+        "<mcptt-request-uri type=\"Normal\"><mcpttURI>{mc_id}</mcpttURI></mcptt-request-uri><mcptt-client-id type=\"Normal\"><mcpttString>{client_id}</mcpttString></mcptt-client-id>"
+    ));
+    let (ct, body) = multipart(&[
+        ("application/vnd.3gpp.mcptt-info+xml", info),
+        ("application/poc-settings+xml", settings_xml(client_id)),
+    ]);
+    let mut m = publish_base(impu).header("Expires", "4294967295");
+    if let Some(t) = if_match {
+        m = m.header("SIP-If-Match", t);
+    }
+    m.body(&ct, body)
+}
+
+/// RFC 3903 refresh (`expires` > 0) or removal (`expires` = 0): no body, SIP-If-Match.
+pub fn publish_empty(impu: &str, if_match: &str, expires: u32) -> SipMsg {
+    publish_base(impu)
+        .header("SIP-If-Match", if_match)
+        .header("Expires", &expires.to_string())
+}
