@@ -1,0 +1,640 @@
+//! The access-token validator (TS 33.180 B.11, B.12; dossier c.4).
+//!
+//! Order of checks, each failing with one [`TokenRejection`]:
+//! size → JWS shape → header (`alg` on the allow-list, no `crit`) → key by `kid` → signature →
+//! claims JSON → `exp`/`nbf`/`iat` with leeway → `iss` → `aud` → MC scopes / MC service ID
+//! claims → (with a presenter) the `jti` replay window. Nothing from the payload is trusted, or
+//! even parsed, before the signature verifies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use mcx_model::{
+    McId, Service, ServiceSet, TokenId, TokenRejection, TokenVerdict, UnixTime, VerifiedClaims,
+};
+use serde::Deserialize;
+
+use super::cache::{CachedToken, Lookup, ReplayWindow, TokenDigest, VerifiedCache};
+use super::config::{ServiceScopes, TokenConfigError, ValidatorConfig, REL13_PTT_SCOPE};
+use super::keys::{self, JwksFetcher, TrustedKey};
+use super::lab::LabIdms;
+
+/// Validates access tokens and caches the verified ones. `Send + Sync`; share it in an `Arc`.
+pub struct Validator {
+    algorithms: Vec<Algorithm>,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    leeway: u64,
+    max_bytes: usize,
+    scopes: ServiceScopes,
+    rel13: bool,
+    static_keys: Vec<TrustedKey>,
+    keys: RwLock<Arc<Vec<TrustedKey>>>,
+    fetcher: Option<JwksFetcher>,
+    refetch_interval: u64,
+    /// The `now` of the last JWKS fetch caused by an unknown `kid`.
+    last_refetch: Mutex<Option<u64>>,
+    cache: Mutex<VerifiedCache>,
+    replay: Option<Mutex<ReplayWindow>>,
+    signature_checks: AtomicU64,
+    jwks_fetches: AtomicU64,
+    rejections: [AtomicU64; TokenRejection::ALL.len()],
+}
+
+/// Counters of one validator, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatorStats {
+    /// Signature verifications performed (cache hits perform none).
+    pub signature_checks: u64,
+    /// JWKS fetches from the URL (start-up, refreshes and unknown-`kid` re-fetches).
+    pub jwks_fetches: u64,
+    /// Tokens in the verified-token cache now.
+    pub cached_tokens: usize,
+    /// Rejections so far, by reason label (only reasons seen at least once).
+    pub rejections: Vec<(&'static str, u64)>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            OneOrMany::One(s) => Box::new(std::iter::once(s.as_str())),
+            OneOrMany::Many(v) => Box::new(v.iter().map(String::as_str)),
+        }
+    }
+}
+
+/// RFC 7519 NumericDate: a non-negative JSON number of seconds (fractions are floored).
+struct NumericDate(u64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        if let Some(u) = n.as_u64() {
+            return Ok(NumericDate(u));
+        }
+        match n.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+                Ok(NumericDate(f.floor() as u64))
+            }
+            _ => Err(serde::de::Error::custom("NumericDate out of range")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<OneOrMany>,
+    #[serde(default)]
+    exp: Option<NumericDate>,
+    #[serde(default)]
+    nbf: Option<NumericDate>,
+    #[serde(default)]
+    iat: Option<NumericDate>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    scope: Option<OneOrMany>,
+    #[serde(default)]
+    mcptt_id: Option<String>,
+    #[serde(default)]
+    mcvideo_id: Option<String>,
+    #[serde(default)]
+    mcdata_id: Option<String>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("algorithms", &self.algorithms)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("keys", &self.current_keys().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Validator {
+    /// Builds a validator: loads the trusted keys (fetching the JWKS URL once), and runs the
+    /// start-up self-test (sign and verify one token through jsonwebtoken, whose crypto backend
+    /// is chosen by a crate feature and would otherwise only fail on first use).
+    pub fn new(config: ValidatorConfig) -> Result<Validator, TokenConfigError> {
+        self_test()?;
+        if config.algorithms.is_empty() {
+            return Err(TokenConfigError::NoAlgorithms);
+        }
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|a| keys::parse_allowed_alg(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        if config.leeway_secs > 300 {
+            return Err(TokenConfigError::Invalid(
+                "leeway_secs above 300 s is not a clock skew".into(),
+            ));
+        }
+        if config.max_token_bytes < 64 {
+            return Err(TokenConfigError::Invalid(
+                "max_token_bytes below 64 cannot hold a JWS".into(),
+            ));
+        }
+        let issuer = config.effective_issuer().map(str::to_owned);
+        if issuer.is_none() {
+            return Err(TokenConfigError::MissingIssuer);
+        }
+
+        let mut static_keys = Vec::new();
+        if config.trusts_lab() {
+            let lab = LabIdms::open_or_create(&config.data_dir)?;
+            static_keys.extend(keys::parse_jwks(&lab.jwks().to_string())?);
+        }
+        if let Some(path) = &config.jwks_file {
+            let text = std::fs::read_to_string(path).map_err(|source| TokenConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            static_keys.extend(keys::parse_jwks(&text)?);
+        }
+        if let Some(text) = &config.jwks_json {
+            static_keys.extend(keys::parse_jwks(text)?);
+        }
+        if let Some(path) = &config.public_key_pem {
+            let text = std::fs::read(path).map_err(|source| TokenConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            static_keys.push(keys::parse_public_pem(
+                &text,
+                config.public_key_kid.clone(),
+            )?);
+        }
+        let fetcher = config.jwks_url.as_ref().map(|url| {
+            JwksFetcher::new(
+                url.clone(),
+                Duration::from_millis(config.jwks_fetch_timeout_ms.max(1)),
+            )
+        });
+        let mut all = static_keys.clone();
+        let mut fetches = 0;
+        if let Some(f) = &fetcher {
+            all.extend(f.fetch()?);
+            fetches = 1;
+        }
+        if all.is_empty() {
+            return Err(TokenConfigError::NoKeys);
+        }
+        let replay = (config.replay_window_secs > 0).then(|| {
+            Mutex::new(ReplayWindow::new(
+                config.replay_window_secs,
+                config.cache_max_entries,
+            ))
+        });
+        Ok(Validator {
+            algorithms,
+            issuer,
+            audience: config.audience.clone(),
+            leeway: config.leeway_secs,
+            max_bytes: config.max_token_bytes,
+            scopes: config.scopes.clone(),
+            rel13: config.accept_rel13_scope,
+            static_keys,
+            keys: RwLock::new(Arc::new(all)),
+            fetcher,
+            refetch_interval: config.jwks_refetch_interval_secs,
+            last_refetch: Mutex::new(None),
+            cache: Mutex::new(VerifiedCache::new(config.cache_max_entries)),
+            replay,
+            signature_checks: AtomicU64::new(0),
+            jwks_fetches: AtomicU64::new(fetches),
+            rejections: Default::default(),
+        })
+    }
+
+    /// Validates `token` at `now` without the replay window: for tools and for presentations
+    /// that have no presenter identity. The hot path: a cached token costs a SHA-256 and a
+    /// map lookup; otherwise one signature check. Never reads the clock.
+    pub fn validate(&self, token: &str, now: UnixTime) -> TokenVerdict {
+        self.validate_inner(token, now, None)
+    }
+
+    /// Validates `token` presented at `now` by `presenter` (the network-asserted IMPU,
+    /// P-Asserted-Identity). With a replay window configured, a token whose `jti` (or digest)
+    /// was accepted from a *different* presenter within the window is [`TokenRejection::Replayed`];
+    /// the same presenter may present it again (refresh) and for every MC service (TS 24.379 7.1).
+    pub fn validate_presented(&self, token: &str, now: UnixTime, presenter: &str) -> TokenVerdict {
+        self.validate_inner(token, now, Some(presenter))
+    }
+
+    /// Applies the per-service check the machine makes (scope granted, MC service ID claim
+    /// present) to a verdict: for tools (`token verify --service`). The server leaves this to
+    /// the machine.
+    pub fn for_service(
+        verdict: &TokenVerdict,
+        service: Service,
+    ) -> Result<&VerifiedClaims, TokenRejection> {
+        match verdict {
+            TokenVerdict::Rejected(r) => Err(*r),
+            TokenVerdict::Verified(c) if !c.scopes.contains(service) => {
+                Err(TokenRejection::MissingScope)
+            }
+            TokenVerdict::Verified(c) if c.mc_id(service).is_none() => {
+                Err(TokenRejection::MissingMcId)
+            }
+            TokenVerdict::Verified(c) => Ok(c),
+        }
+    }
+
+    /// Fetches the JWKS URL now (no rate limit) and replaces the fetched keys; returns the number
+    /// of trusted keys. Blocking, bounded by `jwks_fetch_timeout_ms`: call it from
+    /// `spawn_blocking` (e.g. every few minutes). Without a URL it does nothing.
+    pub fn refresh_keys(&self) -> Result<usize, TokenConfigError> {
+        let Some(f) = &self.fetcher else {
+            return Ok(self.current_keys().len());
+        };
+        let fetched = f.fetch();
+        self.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = fetched?;
+        Ok(self.install_fetched(fetched))
+    }
+
+    /// Counters for metrics and tests.
+    pub fn stats(&self) -> ValidatorStats {
+        ValidatorStats {
+            signature_checks: self.signature_checks.load(Ordering::Relaxed),
+            jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
+            cached_tokens: self.lock_cache().len(),
+            rejections: TokenRejection::ALL
+                .iter()
+                .zip(&self.rejections)
+                .map(|(r, c)| (r.label(), c.load(Ordering::Relaxed)))
+                .filter(|(_, c)| *c > 0)
+                .collect(),
+        }
+    }
+
+    /// Signature verifications performed so far (cache hits perform none).
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.load(Ordering::Relaxed)
+    }
+
+    /// Validates without the cache (benchmarks: the cold path).
+    #[doc(hidden)]
+    pub fn validate_uncached(&self, token: &str, now: UnixTime) -> TokenVerdict {
+        let token = token.trim_ascii();
+        if token.len() > self.max_bytes {
+            return self.reject(TokenRejection::TooLarge);
+        }
+        let digest = digest(token);
+        match self.verify(token, &digest, now.0) {
+            Ok(entry) => TokenVerdict::Verified(entry.claims),
+            Err(r) => self.reject(r),
+        }
+    }
+
+    fn validate_inner(&self, token: &str, now: UnixTime, presenter: Option<&str>) -> TokenVerdict {
+        // The XML text of <mcpttString> may carry surrounding whitespace.
+        let token = token.trim_ascii();
+        if token.len() > self.max_bytes {
+            return self.reject(TokenRejection::TooLarge);
+        }
+        let digest = digest(token);
+        let lookup = self.lock_cache().get(&digest, now.0);
+        let entry = match lookup {
+            Lookup::Hit(entry) => entry,
+            Lookup::Expired => return self.reject(TokenRejection::Expired),
+            Lookup::NotYetValid => return self.reject(TokenRejection::NotYetValid),
+            Lookup::Miss => match self.verify(token, &digest, now.0) {
+                Ok(entry) => {
+                    self.lock_cache().insert(digest, entry.clone(), now.0);
+                    entry
+                }
+                Err(r) => return self.reject(r),
+            },
+        };
+        if let (Some(presenter), Some(replay)) = (presenter, &self.replay) {
+            let fresh = replay
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .present(&entry.claims.token_id, presenter, now.0, entry.expired_at);
+            if !fresh {
+                return self.reject(TokenRejection::Replayed);
+            }
+        }
+        TokenVerdict::Verified(entry.claims)
+    }
+
+    fn reject(&self, reason: TokenRejection) -> TokenVerdict {
+        if let Some(i) = TokenRejection::ALL.iter().position(|r| *r == reason) {
+            self.rejections[i].fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(reason = reason.label(), "access token rejected: {reason}");
+        TokenVerdict::Rejected(reason)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, VerifiedCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn current_keys(&self) -> Arc<Vec<TrustedKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the fetched keys; the cache is emptied when a key went away (a token signed by
+    /// a withdrawn key must be checked again).
+    fn install_fetched(&self, fetched: Vec<TrustedKey>) -> usize {
+        let mut all = self.static_keys.clone();
+        all.extend(fetched);
+        let n = all.len();
+        let mut guard = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let withdrawn = guard.iter().any(|old| {
+            !all.iter()
+                .any(|new| new.kid == old.kid && new.family == old.family)
+        });
+        *guard = Arc::new(all);
+        drop(guard);
+        if withdrawn {
+            self.lock_cache().clear();
+        }
+        n
+    }
+
+    /// One re-fetch on an unknown `kid`, at most once per `refetch_interval` (by `now`), and
+    /// never waiting for another thread's fetch. Returns whether new keys were installed.
+    fn refetch_for_unknown_kid(&self, now: u64) -> bool {
+        let Some(f) = &self.fetcher else { return false };
+        let Ok(mut last) = self.last_refetch.try_lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| now < t.saturating_add(self.refetch_interval)) {
+            return false;
+        }
+        *last = Some(now);
+        self.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+        match f.fetch() {
+            Ok(keys) => {
+                self.install_fetched(keys);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(url = f.url(), "JWKS re-fetch failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        digest: &TokenDigest,
+        now: u64,
+    ) -> Result<CachedToken, TokenRejection> {
+        // JWS compact serialization: exactly three dot-separated parts (RFC 7515 7.1).
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenRejection::Malformed);
+        };
+        let header_bytes = URL_SAFE_NO_PAD
+            .decode(h64)
+            .map_err(|_| TokenRejection::Malformed)?;
+        let header: RawHeader =
+            serde_json::from_slice(&header_bytes).map_err(|_| TokenRejection::Malformed)?;
+        // RFC 7515 4.1.11: we understand no extension, so any `crit` is refused.
+        if header.crit.is_some() {
+            return Err(TokenRejection::Malformed);
+        }
+        let alg = keys::header_alg(&header.alg)
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or(TokenRejection::AlgorithmNotAllowed)?;
+
+        let key = self.find_key(header.kid.as_deref(), alg, now)?;
+        if s64.is_empty() {
+            return Err(TokenRejection::BadSignature);
+        }
+        let message = &token[..h64.len() + 1 + p64.len()];
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
+        match jsonwebtoken::crypto::verify(s64, message.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(TokenRejection::BadSignature),
+            Err(e) => {
+                return Err(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::Base64(_) => TokenRejection::Malformed,
+                    _ => TokenRejection::BadSignature,
+                })
+            }
+        }
+
+        // Signature good: now the claims may be read.
+        let payload = URL_SAFE_NO_PAD
+            .decode(p64)
+            .map_err(|_| TokenRejection::Malformed)?;
+        let claims: RawClaims =
+            serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
+        self.check_claims(claims, digest, now)
+    }
+
+    fn find_key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: u64,
+    ) -> Result<TrustedKey, TokenRejection> {
+        let fits = |k: &TrustedKey| k.family == alg.family() && k.alg.is_none_or(|a| a == alg);
+        let keys = self.current_keys();
+        match kid {
+            Some(kid) => {
+                let found = keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned();
+                let found = match found {
+                    Some(k) => k,
+                    None => {
+                        drop(keys);
+                        if !self.refetch_for_unknown_kid(now) {
+                            return Err(TokenRejection::UnknownKey);
+                        }
+                        self.current_keys()
+                            .iter()
+                            .find(|k| k.kid.as_deref() == Some(kid))
+                            .cloned()
+                            .ok_or(TokenRejection::UnknownKey)?
+                    }
+                };
+                // The header's alg must fit the named key: no algorithm confusion.
+                if fits(&found) {
+                    Ok(found)
+                } else {
+                    Err(TokenRejection::AlgorithmNotAllowed)
+                }
+            }
+            None => {
+                // No kid: only unambiguous. With several keys of the family, the IdMS must name one.
+                let mut candidates = keys.iter().filter(|k| fits(k));
+                match (candidates.next(), candidates.next()) {
+                    (Some(k), None) => Ok(k.clone()),
+                    _ => Err(TokenRejection::UnknownKey),
+                }
+            }
+        }
+    }
+
+    fn check_claims(
+        &self,
+        c: RawClaims,
+        digest: &TokenDigest,
+        now: u64,
+    ) -> Result<CachedToken, TokenRejection> {
+        // TS 33.180 B.12: the resource server uses `exp`; a token without one is refused.
+        let exp = c.exp.ok_or(TokenRejection::Malformed)?.0;
+        let expired_at = exp.saturating_add(self.leeway);
+        if now >= expired_at {
+            return Err(TokenRejection::Expired);
+        }
+        let starts = [c.nbf.map(|d| d.0), c.iat.map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .max();
+        let valid_from = starts.map(|s| s.saturating_sub(self.leeway));
+        if valid_from.is_some_and(|from| now < from) {
+            return Err(TokenRejection::NotYetValid);
+        }
+        if let Some(expected) = &self.issuer {
+            if c.iss.as_deref() != Some(expected.as_str()) {
+                return Err(TokenRejection::WrongIssuer);
+            }
+        }
+        if !self.audience.is_empty() {
+            let ok = c
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|x| x == a)));
+            if !ok {
+                return Err(TokenRejection::WrongAudience);
+            }
+        }
+        // TS 33.180 B.4.2.2 scopes; `scope` is space-separated (RFC 6749 3.3) or, from some
+        // IdMSs, an array.
+        let mut scopes = ServiceSet::EMPTY;
+        if let Some(s) = &c.scope {
+            for item in s.iter() {
+                for value in item.split_ascii_whitespace() {
+                    for svc in Service::ALL {
+                        if value == self.scopes.get(svc) {
+                            scopes.insert(svc);
+                        }
+                    }
+                    if self.rel13 && value == REL13_PTT_SCOPE {
+                        scopes.insert(Service::Mcptt);
+                    }
+                }
+            }
+        }
+        let id = |v: Option<String>| -> Result<Option<McId>, TokenRejection> {
+            match v {
+                None => Ok(None),
+                Some(s) if s.is_empty() || s.trim() != s => Err(TokenRejection::Malformed),
+                Some(s) => Ok(Some(McId::new(s))),
+            }
+        };
+        let (mcptt_id, mcvideo_id, mcdata_id) =
+            (id(c.mcptt_id)?, id(c.mcvideo_id)?, id(c.mcdata_id)?);
+        if scopes.is_empty() {
+            return Err(TokenRejection::MissingScope);
+        }
+        if mcptt_id.is_none() && mcvideo_id.is_none() && mcdata_id.is_none() {
+            return Err(TokenRejection::MissingMcId);
+        }
+        let token_id = match c.jti {
+            Some(j) if !j.is_empty() => TokenId::new(j),
+            _ => TokenId::new(hex(digest)),
+        };
+        Ok(CachedToken {
+            claims: VerifiedClaims {
+                mcptt_id,
+                mcvideo_id,
+                mcdata_id,
+                scopes,
+                exp: UnixTime(exp),
+                token_id,
+            },
+            expired_at,
+            valid_from,
+        })
+    }
+}
+
+fn digest(token: &str) -> TokenDigest {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Signs and verifies one ES256 token through jsonwebtoken, turning a missing crypto backend
+/// (which jsonwebtoken reports by panicking) into an error.
+fn self_test() -> Result<(), TokenConfigError> {
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            std::panic::catch_unwind(|| -> Result<(), String> {
+                use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+                let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|e| e.to_string())?;
+                let der = kp.to_pkcs8v1().map_err(|e| e.to_string())?;
+                let enc = jsonwebtoken::EncodingKey::from_ec_der(der.as_ref());
+                let claims = serde_json::json!({"exp": 4_000_000_000u64, "sub": "self-test"});
+                let token = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(Algorithm::ES256),
+                    &claims,
+                    &enc,
+                )
+                .map_err(|e| e.to_string())?;
+                use aws_lc_rs::signature::KeyPair as _;
+                let dec = jsonwebtoken::DecodingKey::from_ec_der(kp.public_key().as_ref());
+                let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+                v.validate_exp = false;
+                v.required_spec_claims.clear();
+                jsonwebtoken::decode::<serde_json::Value>(&token, &dec, &v)
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            })
+            .unwrap_or_else(|_| Err("jsonwebtoken panicked: no crypto backend".into()))
+        })
+        .clone()
+        .map_err(TokenConfigError::SelfTest)
+}
