@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# SIPp UE -> Kamailio (tests/interop/kamailio-core.cfg) -> mcx-authz, on loopback.
+#
+#   tests/interop/run.sh [--mcx HOST:PORT [--admin http://HOST:PORT]] [--core-port N]
+#                        [--transport udp|tcp] CSV
+#
+# CSV: SIPp -inf file (SEQUENTIAL; impu;client_id;mc_id;token), one user.
+# Without --mcx a SIPp UAS (fake_mcx_uas.xml) stands in for mcx-authz and asserts that the
+# third-party REGISTER and the core-asserted P-Asserted-Identity arrive. With --mcx the UE talks
+# through the core to a running mcx-authz; with --admin the script also checks GET /bindings
+# after the PUBLISH (the IMPU bound, the forged identities not) and after the de-registration
+# (nothing left for the IMPU). Every process it starts is stopped by PID on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mcx=""
+admin=""
+core_port=$(( 21000 + RANDOM % 10000 ))
+transport=udp
+while [[ $# -gt 1 ]]; do
+  case $1 in
+    --mcx) mcx=$2; shift 2 ;;
+    --admin) admin=$2; shift 2 ;;
+    --core-port) core_port=$2; shift 2 ;;
+    --transport) transport=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+[[ $# -eq 1 ]] || { sed -n '2,14p' "$0"; exit 64; }
+csv=$1
+case $transport in udp) sipp_t=u1 ;; tcp) sipp_t=t1 ;; *) echo "transport udp|tcp" >&2; exit 64 ;; esac
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/mcx-interop.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+fake_port=""
+if [[ -z $mcx ]]; then
+  fake_port=$(( core_port + 1 ))
+  mcx=127.0.0.1:$fake_port
+  timeout 60 sipp -sf "$here/fake_mcx_uas.xml" -t "$sipp_t" -i 127.0.0.1 -p "$fake_port" -m 3 \
+    -inf "$csv" -nostdin -timeout 40s -default_behaviors all,-bye \
+    -trace_err -error_file "$work/fake.err" -trace_logs -log_file "$work/fake.log" \
+    >"$work/fake.out" 2>&1 &
+  fake_pid=$!
+  pids+=("$fake_pid")
+fi
+case ${mcx%:*} in 127.*|localhost) ;; *) echo "refusing non-loopback --mcx $mcx" >&2; exit 64 ;; esac
+mcx_uri="sip:$mcx"
+[[ $transport == tcp ]] && mcx_uri="$mcx_uri;transport=tcp"
+
+mkdir -p "$work/run"
+timeout 90 kamailio -f "$here/kamailio-core.cfg" -DD -E -Y "$work/run" \
+  -A "CORE_PORT=$core_port" -A "MCX_URI=\"$mcx_uri\"" >"$work/core.log" 2>&1 &
+core_pid=$!
+pids+=("$core_pid")
+for _ in $(seq 50); do
+  grep -q "udp: 127.0.0.1" "$work/core.log" 2>/dev/null && break
+  sleep 0.1
+done
+sleep 0.5
+if ! kill -0 "$core_pid" 2>/dev/null; then
+  echo "FAIL kamailio core did not start:"; tail -n 15 "$work/core.log"; exit 1
+fi
+
+ue_port=$(( core_port + 2 ))
+status=0
+ue() {
+  timeout 40 sipp -sf "$here/$1.xml" "127.0.0.1:$core_port" -t "$sipp_t" -i 127.0.0.1 \
+    -p "$ue_port" -m 1 -inf "$csv" -nostdin -timeout 30s -default_behaviors all,-bye \
+    -trace_err -error_file "$work/$1.err" -trace_logs -log_file "$work/$1.log" \
+    >"$work/$1.out" 2>&1
+}
+impu=$(sed -n 2p "$csv" | cut -d';' -f1)
+
+if ue ue_register_publish; then echo "PASS UE REGISTER + PUBLISH through the core"; else
+  echo "FAIL UE REGISTER + PUBLISH through the core"; status=1; fi
+if [[ -n $admin ]]; then
+  b=$(curl -sf "$admin/bindings")
+  if grep -q "\"$impu\"" <<<"$b" && ! grep -q "intruder\|not-mine" <<<"$b"; then
+    echo "PASS /bindings holds $impu (and no forged identity)"
+  else echo "FAIL /bindings after PUBLISH: $b"; status=1; fi
+fi
+if ue ue_deregister; then echo "PASS UE de-registration through the core"; else
+  echo "FAIL UE de-registration through the core"; status=1; fi
+if [[ -n $admin ]]; then
+  sleep 0.3
+  b=$(curl -sf "$admin/bindings")
+  if ! grep -q "\"$impu\"" <<<"$b"; then echo "PASS /bindings has nothing for $impu"
+  else echo "FAIL /bindings after de-registration: $b"; status=1; fi
+fi
+if [[ -n $fake_port ]]; then
+  [[ $status -eq 0 ]] || kill "$fake_pid" 2>/dev/null || true
+  if wait "$fake_pid"; then echo "PASS fake mcx-authz saw third-party REGISTER x2 and PUBLISH with PAI <$impu>"
+  else echo "FAIL fake mcx-authz UAS (see $work/fake.*)"; status=1; fi
+fi
+if [[ $status -ne 0 ]]; then
+  echo "logs kept in $work"; tail -n 20 "$work"/*.err "$work/core.log" 2>/dev/null || true
+else
+  rm -rf "$work"
+fi
+exit "$status"
