@@ -337,7 +337,10 @@ impl StreamFramer {
         if self.buf.is_empty() {
             return None;
         }
-        let Some(end) = find_head_end(&self.buf) else {
+        // Look for the end of the header block only within the cap, so that the outcome does
+        // not depend on how the stream was cut into reads.
+        let window = self.buf.len().min(self.limit);
+        let Some(end) = find_head_end(&self.buf[..window]) else {
             if self.buf.len() > self.limit {
                 let size = self.buf.len();
                 let limit = self.limit;

@@ -11,6 +11,7 @@ pub mod body;
 pub mod framing;
 pub mod parse;
 pub mod response;
+pub mod selfcheck;
 pub mod uri;
 
 pub use adapter::{classify, Edge, EdgeConfig, EdgeContext, ALLOW};

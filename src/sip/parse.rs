@@ -220,37 +220,58 @@ impl std::error::Error for ParseError {}
 /// The canonical name for a header name, expanding compact forms (RFC 3261 7.3.3 and the IANA
 /// SIP header registry) and fixing the case of the headers the server reads.
 pub fn canonical_name(name: &str) -> String {
-    let full = match name.to_ascii_lowercase().as_str() {
-        "i" | "call-id" => "Call-ID",
-        "m" | "contact" => "Contact",
-        "e" | "content-encoding" => "Content-Encoding",
-        "l" | "content-length" => "Content-Length",
-        "c" | "content-type" => "Content-Type",
-        "f" | "from" => "From",
-        "s" | "subject" => "Subject",
-        "k" | "supported" => "Supported",
-        "t" | "to" => "To",
-        "v" | "via" => "Via",
-        "o" | "event" => "Event",
-        "r" | "refer-to" => "Refer-To",
-        "u" | "allow-events" => "Allow-Events",
-        "x" | "session-expires" => "Session-Expires",
-        "a" | "accept-contact" => "Accept-Contact",
-        "j" | "reject-contact" => "Reject-Contact",
-        "d" | "request-disposition" => "Request-Disposition",
-        "b" | "referred-by" => "Referred-By",
-        "y" | "identity" => "Identity",
-        "cseq" => "CSeq",
-        "max-forwards" => "Max-Forwards",
-        "expires" => "Expires",
-        "p-asserted-identity" => "P-Asserted-Identity",
-        "p-preferred-identity" => "P-Preferred-Identity",
-        "p-preferred-service" => "P-Preferred-Service",
-        "sip-if-match" => "SIP-If-Match",
-        "sip-etag" => "SIP-ETag",
-        _ => return name.to_owned(),
-    };
-    full.to_owned()
+    const NAMES: &[(&str, &str)] = &[
+        ("i", "Call-ID"),
+        ("m", "Contact"),
+        ("e", "Content-Encoding"),
+        ("l", "Content-Length"),
+        ("c", "Content-Type"),
+        ("f", "From"),
+        ("s", "Subject"),
+        ("k", "Supported"),
+        ("t", "To"),
+        ("v", "Via"),
+        ("o", "Event"),
+        ("r", "Refer-To"),
+        ("u", "Allow-Events"),
+        ("x", "Session-Expires"),
+        ("a", "Accept-Contact"),
+        ("j", "Reject-Contact"),
+        ("d", "Request-Disposition"),
+        ("b", "Referred-By"),
+        ("y", "Identity"),
+        ("Call-ID", "Call-ID"),
+        ("Contact", "Contact"),
+        ("Content-Encoding", "Content-Encoding"),
+        ("Content-Length", "Content-Length"),
+        ("Content-Type", "Content-Type"),
+        ("From", "From"),
+        ("Subject", "Subject"),
+        ("Supported", "Supported"),
+        ("To", "To"),
+        ("Via", "Via"),
+        ("Event", "Event"),
+        ("Refer-To", "Refer-To"),
+        ("Allow-Events", "Allow-Events"),
+        ("Session-Expires", "Session-Expires"),
+        ("Accept-Contact", "Accept-Contact"),
+        ("Reject-Contact", "Reject-Contact"),
+        ("Request-Disposition", "Request-Disposition"),
+        ("Referred-By", "Referred-By"),
+        ("Identity", "Identity"),
+        ("CSeq", "CSeq"),
+        ("Max-Forwards", "Max-Forwards"),
+        ("Expires", "Expires"),
+        ("P-Asserted-Identity", "P-Asserted-Identity"),
+        ("P-Preferred-Identity", "P-Preferred-Identity"),
+        ("P-Preferred-Service", "P-Preferred-Service"),
+        ("SIP-If-Match", "SIP-If-Match"),
+        ("SIP-ETag", "SIP-ETag"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_owned(), |(_, c)| (*c).to_owned())
 }
 
 /// RFC 3261 25.1 `token` characters.
@@ -487,11 +508,10 @@ fn parse_inner(frame: &Frame, strict: bool) -> Result<SipMessage, ParseError> {
         return Err(bad(format!("bad method {:?}", truncate(method)), None));
     }
     let headers = header_lines(rest).map_err(|e| bad(e, None))?;
-    let reply_to = reply_to_from_headers(&headers);
     if !version.eq_ignore_ascii_case("SIP/2.0") {
         let mut e = bad(
             format!("SIP version {:?} not supported", truncate(version)),
-            reply_to.clone(),
+            reply_to_from_headers(&headers),
         );
         if version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/") {
             e.status = 505;
@@ -503,11 +523,11 @@ fn parse_inner(frame: &Frame, strict: bool) -> Result<SipMessage, ParseError> {
     if !uri::is_plausible_uri(request_uri) {
         return Err(bad(
             format!("bad Request-URI {:?}", truncate(request_uri)),
-            reply_to,
+            reply_to_from_headers(&headers),
         ));
     }
     let method = Method::from_token(method);
-    build_request(method, request_uri, headers, frame, strict, reply_to)
+    build_request(method, request_uri, headers, frame, strict)
 }
 
 /// Best-effort reading of what a 400 needs, from unvalidated headers.
@@ -543,23 +563,24 @@ fn build_request(
     headers: Vec<(String, String)>,
     frame: &Frame,
     strict: bool,
-    reply_to: Option<ReplyTo>,
 ) -> Result<SipMessage, ParseError> {
-    let fail = |reason: String| Err(bad(reason, reply_to.clone()));
+    // What a 400 needs is only gathered when a 400 is sent.
+    let reply_to = || reply_to_from_headers(&headers);
+    let fail = |reason: String| Err(bad(reason, reply_to()));
     let all = |name: &'static str| headers.iter().filter(move |(n, _)| n == name);
     let single = |name: &'static str| -> Result<Option<&str>, ParseError> {
         let mut it = all(name);
         match (it.next(), it.next()) {
             (None, _) => Ok(None),
             (Some((_, v)), None) => Ok(Some(v.as_str())),
-            (Some(_), Some(_)) => Err(bad(format!("more than one {name}"), reply_to.clone())),
+            (Some(_), Some(_)) => Err(bad(format!("more than one {name}"), reply_to())),
         }
     };
     let required = |name: &'static str| -> Result<&str, ParseError> {
         match single(name)? {
             Some(v) if !v.is_empty() => Ok(v),
-            Some(_) => Err(bad(format!("empty {name}"), reply_to.clone())),
-            None => Err(bad(format!("missing {name}"), reply_to.clone())),
+            Some(_) => Err(bad(format!("empty {name}"), reply_to())),
+            None => Err(bad(format!("missing {name}"), reply_to())),
         }
     };
 
