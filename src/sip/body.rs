@@ -422,11 +422,7 @@ pub fn read_info(service: Service, body: &[u8]) -> Result<McInfo, BodyError> {
                     let cur_depth = if empty { xml.depth + 1 } else { xml.depth };
                     if let Some(p) = prot {
                         match local.as_str() {
-                            "EncryptionMethod" => {
-                                if algorithm.is_some() {
-                                    p.algorithm = algorithm;
-                                }
-                            }
+                            "EncryptionMethod" if algorithm.is_some() => p.algorithm = algorithm,
                             "KeyName" if !empty => capture = Some("KeyName"),
                             "CipherValue" if !empty => capture = Some("CipherValue"),
                             _ => {}

@@ -206,7 +206,7 @@ pub struct ParseError {
     pub reason: String,
     /// What a response needs, when the start line was a request and Via, From, To, Call-ID and
     /// CSeq could be read; `None` means drop the message (no response can be formed).
-    pub reply_to: Option<ReplyTo>,
+    pub reply_to: Option<Box<ReplyTo>>,
 }
 
 impl fmt::Display for ParseError {
@@ -480,7 +480,7 @@ fn bad(reason: impl Into<String>, reply_to: Option<ReplyTo>) -> ParseError {
     ParseError {
         status: 400,
         reason: reason.into(),
-        reply_to,
+        reply_to: reply_to.map(Box::new),
     }
 }
 
