@@ -38,8 +38,6 @@ RE_TOKEN = re.compile(r"<mcptt-access-token[^>]*>\s*<mcpttString>([^<]*)</mcpttS
 RE_CLIENT = re.compile(r"<mcptt-client-id[^>]*>\s*<mcpttString>([^<]*)</mcpttString>")
 RE_REQ_URI = re.compile(r"<mcptt-request-uri[^>]*>\s*<mcpttURI>([^<]*)</mcpttURI>")
 RE_URI = re.compile(r"<([^>]*)>")
-# POSIX ERE special characters, for sht_rm_name_re on an IMPU prefix.
-RE_ERE_SPECIAL = re.compile(r"([.\[\]\\(){}*+?^$|])")
 
 
 def mod_init():
@@ -82,7 +80,8 @@ class Authz:
             f'Warning: 399 {WARN_HOST} "141 user unknown to the participating function"',
         )
 
-    # -- state (htables `bind`: "impu|client" -> "mc_id|etag"; `etag`: etag -> "impu|client") --
+    # -- state (htables `bind`: "impu|client" -> "mc_id|etag"; `etag`: etag -> "impu|client";
+    # `impu`: impu -> space-separated client IDs) ------------------------------------------------
 
     @staticmethod
     def get(table, key):
@@ -93,6 +92,11 @@ class Authz:
         old = self.get("bind", bkey)
         if old is not None:
             KSR.htable.sht_rm("etag", old.split("|", 1)[1])
+        else:
+            # Per-IMPU index of client IDs, for de-registration.
+            impu, client = bkey.split("|", 1)
+            clients = self.get("impu", impu)
+            KSR.htable.sht_sets("impu", impu, client if clients is None else f"{clients} {client}")
         etag = secrets.token_hex(8)
         KSR.htable.sht_sets("bind", bkey, f"{mc_id}|{etag}")
         KSR.htable.sht_sets("etag", etag, bkey)
@@ -106,9 +110,12 @@ class Authz:
 
     def drop_impu(self, impu):
         """Every binding of `impu` (de-registration, MCPTT log-off by re-registration)."""
-        prefix = "^" + RE_ERE_SPECIAL.sub(r"\\\1", impu) + r"\|"
-        # The etag index is cleaned lazily: a tag whose binding is gone is refused (412).
-        KSR.htable.sht_rm_name_re("bind", prefix)
+        clients = self.get("impu", impu)
+        if clients is None:
+            return
+        for client in clients.split(" "):
+            self.drop_binding(f"{impu}|{client}")
+        KSR.htable.sht_rm("impu", impu)
 
     # -- entry points (python_exec) ------------------------------------------------------------
 
