@@ -18,7 +18,8 @@
 #   WORK                  work dir (CSV, logs, results) [mktemp]
 #
 # Per server and rate step the server is started fresh (empty tables and token cache, so every
-# PUBLISH costs one ES256 verification), SIPp runs `-m rate*STEP_SECS` calls of
+# PUBLISH costs one ES256 verification) and warmed up with WARM [200] calls of users the
+# measurement never uses, then SIPp runs `-m rate*STEP_SECS` calls of
 # tests/sipp/load_register_publish.xml at that rate over UDP, each call with its own CSV line.
 # A step passes with < 0.1% failed calls, no retransmissions and the calls done within 110% of
 # the intended time (+1 s). Stepping stops at the first failure. Reported per server: highest
@@ -108,6 +109,13 @@ open(sys.argv[2], "wb").write(k.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 EOF
 
+# Warm-up users: the last WARM lines of the CSV, never reached by a measured run (calls are capped
+# at USERS - WARM), so the warm-up binds nobody the measurement then uses.
+WARM=${WARM:-200}
+warm_csv=$WORK/warm.csv
+{ echo SEQUENTIAL; tail -n "$WARM" "$csv"; } >"$warm_csv"
+max_calls=$(( USERS - WARM ))
+
 # --- servers ----------------------------------------------------------------------------------
 port_of() {
   case $1 in
@@ -152,7 +160,12 @@ EOF
   # Ready when the UDP port is bound.
   for _ in $(seq 100); do
     kill -0 "$server_pid" 2>/dev/null || { tail -n 20 "$out" >&2; die "$target exited at start"; }
-    if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then sleep 0.3; return 0; fi
+    if ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; then
+      sleep 0.3
+      # Warm-up (worker start-up, lazy imports, first allocations), not measured.
+      SIPP_CSV=$warm_csv run_sipp "$target" 100 "$WARM" load_register_publish "$(dirname "$out")/warmup" >/dev/null
+      return 0
+    fi
     sleep 0.1
   done
   die "$target did not bind 127.0.0.1:$port"
@@ -166,11 +179,12 @@ run_sipp() {
   port=$(port_of "$target")
   limit=$(( calls / rate * 3 + 30 ))
   mkdir -p "$dir"
+  rm -f "$dir"/*_rtt.csv "$dir/stat.csv" "$dir/err.log"
   local t0 t1
   t0=$(date +%s.%N)
   (cd "$dir" && exec timeout "$((limit + 15))" sipp -sf "$repo/tests/sipp/$scen.xml" "127.0.0.1:$port" \
     -t u1 -i 127.0.0.1 -p "$SIPP_PORT" -m "$calls" -r "$rate" -rp 1000 -l $(( rate * 4 + 100 )) \
-    -inf "$csv" -nostdin -timeout "${limit}s" -default_behaviors all,-bye \
+    -inf "${SIPP_CSV:-$csv}" -nostdin -timeout "${limit}s" -default_behaviors all,-bye \
     -trace_stat -stf stat.csv -fd 3600 -trace_err -error_file err.log "$@" >sipp.out 2>&1) &
   sipp_pid=$!
   wait "$sipp_pid" || true
@@ -198,7 +212,7 @@ for target in $TARGETS; do
   cpu1k[$target]=-
   for rate in $RATES; do
     calls=$(( rate * STEP_SECS ))
-    if (( calls > USERS )); then calls=$USERS; fi
+    if (( calls > max_calls )); then calls=$max_calls; fi
     dir=$WORK/$target/step-$rate
     mkdir -p "$dir"
     start_server "$target" "$dir/server.log"
@@ -219,7 +233,7 @@ for target in $TARGETS; do
     half=$(( best[$target] / 2 ))
     (( half > 0 )) || half=1
     calls=$(( half * STEP_SECS ))
-    if (( calls > USERS )); then calls=$USERS; fi
+    if (( calls > max_calls )); then calls=$max_calls; fi
     dir=$WORK/$target/latency-$half
     mkdir -p "$dir"
     start_server "$target" "$dir/server.log"
