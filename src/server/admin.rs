@@ -62,15 +62,17 @@ pub fn binding_views(machine: &mcx_model::Machine) -> Vec<BindingView> {
 
 type AppState = (Arc<Mutex<Shared>>, bool);
 
-/// The admin router over the shared state; `allow_clock_control` enables `POST /clock/advance`.
-pub fn router(shared: Arc<Mutex<Shared>>, allow_clock_control: bool) -> Router {
+/// The admin router over the shared state; `lab_controls` enables `POST /clock/advance` and
+/// `POST /restart`.
+pub fn router(shared: Arc<Mutex<Shared>>, lab_controls: bool) -> Router {
     Router::new()
         .route("/bindings", get(bindings))
         .route("/registrations", get(registrations))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/clock/advance", post(advance_clock))
-        .with_state((shared, allow_clock_control))
+        .route("/restart", post(restart))
+        .with_state((shared, lab_controls))
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -155,10 +157,7 @@ async fn advance_clock(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> impl IntoResponse {
     if !allowed {
-        return (
-            StatusCode::FORBIDDEN,
-            "clock control is off ([admin] allow_clock_control)\n".to_owned(),
-        );
+        return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
     }
     let Some(secs) = q.get("secs").and_then(|s| s.parse::<u64>().ok()) else {
         return (StatusCode::BAD_REQUEST, "need ?secs=N\n".to_owned());
@@ -167,4 +166,15 @@ async fn advance_clock(
     s.clock.advance(secs);
     s.tick_if_due();
     (StatusCode::OK, format!("{}\n", s.clock.now()))
+}
+
+const LAB_CONTROLS_OFF: &str = "lab controls are off ([admin] lab_controls)\n";
+
+async fn restart(State((shared, allowed)): State<AppState>) -> impl IntoResponse {
+    if !allowed {
+        return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
+    }
+    let mut s = lock(&shared);
+    s.step(mcx_model::Input::Restart);
+    (StatusCode::OK, "restarted\n".to_owned())
 }

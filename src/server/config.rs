@@ -114,16 +114,22 @@ impl SipConfig {
 pub struct AdminConfig {
     /// Listen address of the admin view; keep it on loopback.
     pub listen: Option<SocketAddr>,
-    /// Allow `POST /clock/advance?secs=N`, which moves the server's clock forward (lab and
-    /// conformance tests: token and publication expiry without waiting). Off by default.
-    pub allow_clock_control: bool,
+    /// Lab controls for scripted runs and conformance tests: `POST /clock/advance?secs=N` moves
+    /// the server's clock forward (token, publication and registration expiry without waiting),
+    /// `POST /restart` makes the machine lose its volatile state as a restart would. Off by
+    /// default.
+    pub lab_controls: bool,
+    /// Freeze the server's clock at this Unix time; it then moves only by `POST /clock/advance`
+    /// (which this turns on). For conformance tests and scripted lab runs; unset by default.
+    pub manual_clock_start: Option<u64>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            allow_clock_control: false,
+            lab_controls: false,
+            manual_clock_start: None,
         }
     }
 }

@@ -34,7 +34,7 @@ pub struct Server {
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     admin: Option<TcpListener>,
-    allow_clock_control: bool,
+    lab_controls: bool,
 }
 
 /// The addresses a [`Server`] actually listens on (ports resolved when 0 was asked for).
@@ -53,10 +53,11 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
         let policy = config.policy.policy()?;
         let validator = Validator::new(config.token.clone()).context("token validator")?;
-        let shared = Arc::new(Mutex::new(Shared::new(
-            policy,
-            config.sip.transaction_cache_entries,
-        )));
+        let mut state = Shared::new(policy, config.sip.transaction_cache_entries);
+        if let Some(start) = config.admin.manual_clock_start {
+            state.clock = state::Clock::manual(mcx_model::UnixTime(start));
+        }
+        let shared = Arc::new(Mutex::new(state));
         let mut udp = Vec::new();
         for addr in &config.sip.udp {
             udp.push(
@@ -92,7 +93,7 @@ impl Server {
             udp,
             tcp,
             admin,
-            allow_clock_control: config.admin.allow_clock_control,
+            lab_controls: config.admin.lab_controls || config.admin.manual_clock_start.is_some(),
         })
     }
 
@@ -133,7 +134,7 @@ impl Server {
             tasks.spawn(serve_tcp(listener, self.pipeline.clone(), stop_rx.clone()));
         }
         if let Some(listener) = self.admin {
-            let router = admin::router(self.pipeline.shared(), self.allow_clock_control);
+            let router = admin::router(self.pipeline.shared(), self.lab_controls);
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
                 let graceful = async move { stopped(&mut stop).await };

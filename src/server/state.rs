@@ -8,16 +8,29 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mcx_model::{BindingEvent, ETag, Input, Machine, Output, Policy, Response, UnixTime};
 use rand::Rng;
 
-/// The clock the machine and the validator are given. Real time plus an offset that only the
-/// admin view's clock control (off by default) can move forward.
+/// The clock the machine and the validator are given: real time plus an offset that only the
+/// admin view's clock control (off by default) can move forward, or — for conformance tests and
+/// scripted lab runs — a manual clock that stands still until moved.
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_secs: u64,
+    manual: Option<u64>,
 }
 
 impl Clock {
+    /// A clock frozen at `start`, moved only by [`Clock::advance`].
+    pub fn manual(start: UnixTime) -> Self {
+        Clock {
+            offset_secs: 0,
+            manual: Some(start.0),
+        }
+    }
+
     /// Now, in Unix seconds.
     pub fn now(&self) -> UnixTime {
+        if let Some(t) = self.manual {
+            return UnixTime(t);
+        }
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -26,7 +39,10 @@ impl Clock {
 
     /// Moves the clock forward by `secs`.
     pub fn advance(&mut self, secs: u64) {
-        self.offset_secs = self.offset_secs.saturating_add(secs);
+        match &mut self.manual {
+            Some(t) => *t = t.saturating_add(secs),
+            None => self.offset_secs = self.offset_secs.saturating_add(secs),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub fn test_config(lab: &LabIdms) -> ServerConfig {
     config.sip.udp = vec!["127.0.0.1:0".parse().unwrap()];
     config.sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.allow_clock_control = true;
+    config.admin.lab_controls = true;
     config.token = lab.validator_config();
     config
 }
@@ -142,7 +142,12 @@ pub struct UdpClient {
 
 impl UdpClient {
     pub fn new(server: SocketAddr) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::bind_from("127.0.0.1", server)
+    }
+
+    /// A client on `ip` (any 127.x address works on Linux loopback).
+    pub fn bind_from(ip: &str, server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -375,13 +380,61 @@ pub fn third_party_register(impu: &str, expires: u32) -> SipMsg {
         .header("Expires", &expires.to_string())
 }
 
-fn publish_base(impu: &str) -> SipMsg {
-    SipMsg::new("PUBLISH", PSI_MCPTT)
+/// The participating-function PSI of `service` (the server's lab defaults).
+pub fn psi(service: mcx_model::Service) -> String {
+    format!("sip:{}@mcx.example.org", service.name())
+}
+
+/// A PUBLISH to `service`'s PSI as the SIP core forwards it (P-Asserted-Identity set).
+pub fn publish_to(service: mcx_model::Service, impu: &str) -> SipMsg {
+    SipMsg::new("PUBLISH", &psi(service))
         .header("From", &format!("<{impu}>;tag=ue"))
         .header("To", &format!("<{impu}>"))
         .header("P-Asserted-Identity", &format!("<{impu}>"))
         .header("Event", "poc-settings")
-        .header("Accept-Contact", "*;+g.3gpp.mcptt;require;explicit")
+        .header(
+            "Accept-Contact",
+            &format!("*;+{};require;explicit", service.feature_tag()),
+        )
+}
+
+fn publish_base(impu: &str) -> SipMsg {
+    publish_to(mcx_model::Service::Mcptt, impu)
+}
+
+/// The MC info body of `service` (TS 24.379 F.1; TS 24.281/24.282 twins) with a token or a
+/// request URI, and the client ID: (content type, XML).
+pub fn info_body(
+    service: mcx_model::Service,
+    token: Option<&str>,
+    request_uri: Option<&str>,
+    client_id: &str,
+) -> (String, String) {
+    let p = service.name();
+    let root = format!("{p}info");
+    let ns_local = match service {
+        mcx_model::Service::Mcptt => "mcpttInfo",
+        mcx_model::Service::Mcvideo => "mcvideoInfo",
+        mcx_model::Service::Mcdata => "mcdataInfo",
+    };
+    let mut inner = String::new();
+    if let Some(t) = token {
+        inner.push_str(&format!(
+            "<{p}-access-token type=\"Normal\"><{p}String>{t}</{p}String></{p}-access-token>"
+        ));
+    }
+    if let Some(u) = request_uri {
+        inner.push_str(&format!(
+            "<{p}-request-uri type=\"Normal\"><{p}URI>{u}</{p}URI></{p}-request-uri>"
+        ));
+    }
+    inner.push_str(&format!(
+        "<{p}-client-id type=\"Normal\"><{p}String>{client_id}</{p}String></{p}-client-id>"
+    ));
+    (
+        format!("application/vnd.3gpp.{p}-info+xml"),
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<{root} xmlns=\"urn:3gpp:ns:{ns_local}:1.0\"><{p}-Params>{inner}</{p}-Params></{root}>"),
+    )
 }
 
 fn info_xml(inner: &str) -> String {
@@ -390,7 +443,8 @@ fn info_xml(inner: &str) -> String {
     )
 }
 
-fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
+/// A `multipart/mixed` body: (Content-Type value, bytes).
+pub fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
     let boundary = "mcx-test-boundary";
     let mut body = String::new();
     for (ct, content) in parts {
@@ -405,7 +459,8 @@ fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
     )
 }
 
-fn settings_xml(client_id: &str) -> String {
+/// `application/poc-settings+xml` for a client.
+pub fn settings_xml(client_id: &str) -> String {
     format!(
         "<poc-settings xmlns=\"urn:oma:params:xml:ns:poc:poc-settings\"><entity id=\"{client_id}\"><am-settings><answer-mode>automatic</answer-mode></am-settings></entity></poc-settings>"
     )
