@@ -33,10 +33,10 @@ pub struct Machine {
     policy: Policy,
     registrations: BTreeMap<Impu, Registration>,
     bindings: BTreeMap<BindingKey, Binding>,
-    /// Current entity-tag → the binding whose publication it names (RFC 3903 step 3).
-    etags: BTreeMap<ETag, BindingKey>,
-    /// Every pending deadline, earliest first.
-    deadlines: BTreeSet<(UnixTime, Deadline)>,
+    /// Registration deadlines, earliest first.
+    registration_deadlines: BTreeSet<(UnixTime, Impu)>,
+    /// Publication and (by policy) token deadlines, earliest first.
+    binding_deadlines: BTreeSet<(UnixTime, Deadline, BindingKey)>,
 }
 
 /// A third-party registration of one IMPU.
@@ -75,11 +75,11 @@ pub struct Publication {
     pub expires_at: UnixTime,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// What ends a binding at its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Deadline {
-    Registration(Impu),
-    Publication(BindingKey),
-    Token(BindingKey),
+    Publication,
+    Token,
 }
 
 impl Machine {
@@ -89,8 +89,8 @@ impl Machine {
             policy,
             registrations: BTreeMap::new(),
             bindings: BTreeMap::new(),
-            etags: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
+            registration_deadlines: BTreeSet::new(),
+            binding_deadlines: BTreeSet::new(),
         }
     }
 
@@ -119,14 +119,23 @@ impl Machine {
         self.registrations.iter()
     }
 
-    /// The binding whose current publication `etag` names (RFC 3903 step 3), if any.
+    /// The binding whose current publication `etag` names, if any. A scan of the whole table,
+    /// for properties and tests; requests look tags up per (IMPU, service) instead.
     pub fn publication_of(&self, etag: &ETag) -> Option<&BindingKey> {
-        self.etags.get(etag)
+        self.bindings
+            .iter()
+            .find(|(_, b)| b.publication.as_ref().is_some_and(|p| p.etag == *etag))
+            .map(|(k, _)| k)
     }
 
     /// When the caller should next send [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        self.deadlines.first().map(|(t, _)| *t)
+        let r = self.registration_deadlines.first().map(|(t, _)| *t);
+        let b = self.binding_deadlines.first().map(|(t, _, _)| *t);
+        match (r, b) {
+            (Some(r), Some(b)) => Some(r.min(b)),
+            (r, b) => r.or(b),
+        }
     }
 
     /// Handles one input at `now` and returns its outputs (see the module docs).
@@ -237,9 +246,9 @@ impl Machine {
                     "more than one entity-tag in SIP-If-Match".into(),
                 ))
             }
-            IfMatch::One(tag) => match self.etags.get(&tag) {
-                Some(k) if k.service == service && k.impu == impu => Some(k.clone()),
-                _ => return refusal(Outcome::ConditionalRequestFailed),
+            IfMatch::One(tag) => match self.current_publication(&impu, service, &tag) {
+                Some(k) => Some(k.clone()),
+                None => return refusal(Outcome::ConditionalRequestFailed),
             },
         };
         // RFC 3903 step 4.
@@ -334,21 +343,34 @@ impl Machine {
         }
     }
 
+    /// Ends everything whose deadline has come, earliest first; at equal times a registration
+    /// goes before the bindings' own deadlines.
     fn tick(&mut self, now: UnixTime, out: &mut Vec<Output>) {
-        while let Some((at, deadline)) = self.deadlines.first().cloned() {
-            if at > now {
-                break;
-            }
-            self.deadlines.remove(&(at, deadline.clone()));
-            match deadline {
-                Deadline::Registration(impu) => {
-                    self.registrations.remove(&impu);
+        loop {
+            let registration = self
+                .registration_deadlines
+                .first()
+                .filter(|(t, _)| *t <= now)
+                .cloned();
+            let binding = self
+                .binding_deadlines
+                .first()
+                .filter(|(t, _, _)| *t <= now)
+                .cloned();
+            match (registration, binding) {
+                (Some(r), b) if b.as_ref().is_none_or(|b| r.0 <= b.0) => {
+                    let (_, impu) = r;
+                    self.take_registration(&impu);
                     self.unbind_impu(&impu, |_| true, UnbindCause::RegistrationExpired, out);
                 }
-                Deadline::Publication(key) => {
-                    self.unbind(&key, UnbindCause::PublicationExpired, out)
+                (_, Some((_, deadline, key))) => {
+                    let cause = match deadline {
+                        Deadline::Publication => UnbindCause::PublicationExpired,
+                        Deadline::Token => UnbindCause::TokenExpired,
+                    };
+                    self.unbind(&key, cause, out);
                 }
-                Deadline::Token(key) => self.unbind(&key, UnbindCause::TokenExpired, out),
+                _ => break,
             }
         }
     }
@@ -363,8 +385,8 @@ impl Machine {
             }));
         }
         self.registrations.clear();
-        self.etags.clear();
-        self.deadlines.clear();
+        self.registration_deadlines.clear();
+        self.binding_deadlines.clear();
     }
 
     /// The service-authorization decision on a presented token (TS 24.379 7.3.3 steps 2–3,
@@ -531,16 +553,9 @@ impl Machine {
         cause: UnbindCause,
         out: &mut Vec<Output>,
     ) {
-        let start = BindingKey {
-            impu: impu.clone(),
-            service: Service::ALL[0],
-            client_id: ClientId::new(""),
-        };
         let keys: Vec<BindingKey> = self
-            .bindings
-            .range(start..)
+            .bindings_of(impu)
             .map(|(k, _)| k)
-            .take_while(|k| k.impu == *impu)
             .filter(|k| which(k))
             .cloned()
             .collect();
@@ -549,43 +564,69 @@ impl Machine {
         }
     }
 
+    /// RFC 3903 step 3: the binding of (IMPU, service) whose current entity-tag is `tag`. The
+    /// bindings of one IMPU are adjacent in key order, so this scans only that IMPU's clients.
+    fn current_publication<'a>(
+        &'a self,
+        impu: &'a Impu,
+        service: Service,
+        tag: &ETag,
+    ) -> Option<&'a BindingKey> {
+        self.bindings_of(impu)
+            .find(|(k, b)| {
+                k.service == service && b.publication.as_ref().is_some_and(|p| p.etag == *tag)
+            })
+            .map(|(k, _)| k)
+    }
+
+    fn bindings_of<'a>(
+        &'a self,
+        impu: &'a Impu,
+    ) -> impl Iterator<Item = (&'a BindingKey, &'a Binding)> + 'a {
+        let start = BindingKey {
+            impu: impu.clone(),
+            service: Service::ALL[0],
+            client_id: ClientId::new(""),
+        };
+        self.bindings
+            .range(start..)
+            .take_while(move |(k, _)| k.impu == *impu)
+    }
+
     fn put_binding(&mut self, key: BindingKey, b: Binding) {
         self.take_binding(&key);
         if let Some(p) = &b.publication {
-            self.etags.insert(p.etag.clone(), key.clone());
-            self.deadlines
-                .insert((p.expires_at, Deadline::Publication(key.clone())));
+            self.binding_deadlines
+                .insert((p.expires_at, Deadline::Publication, key.clone()));
         }
         if self.policy.token_expiry == TokenExpiry::EndBinding {
-            self.deadlines
-                .insert((b.token_exp, Deadline::Token(key.clone())));
+            self.binding_deadlines
+                .insert((b.token_exp, Deadline::Token, key.clone()));
         }
         self.bindings.insert(key, b);
     }
 
     fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
-        let b = self.bindings.remove(key)?;
+        let (key, b) = self.bindings.remove_entry(key)?;
         if let Some(p) = &b.publication {
-            self.etags.remove(&p.etag);
-            self.deadlines
-                .remove(&(p.expires_at, Deadline::Publication(key.clone())));
+            self.binding_deadlines
+                .remove(&(p.expires_at, Deadline::Publication, key.clone()));
         }
-        self.deadlines
-            .remove(&(b.token_exp, Deadline::Token(key.clone())));
+        self.binding_deadlines
+            .remove(&(b.token_exp, Deadline::Token, key));
         Some(b)
     }
 
     fn put_registration(&mut self, impu: Impu, r: Registration) {
         self.take_registration(&impu);
-        self.deadlines
-            .insert((r.expires_at, Deadline::Registration(impu.clone())));
+        self.registration_deadlines
+            .insert((r.expires_at, impu.clone()));
         self.registrations.insert(impu, r);
     }
 
     fn take_registration(&mut self, impu: &Impu) -> Option<Registration> {
-        let r = self.registrations.remove(impu)?;
-        self.deadlines
-            .remove(&(r.expires_at, Deadline::Registration(impu.clone())));
+        let (impu, r) = self.registrations.remove_entry(impu)?;
+        self.registration_deadlines.remove(&(r.expires_at, impu));
         Some(r)
     }
 }
