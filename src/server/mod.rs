@@ -5,7 +5,7 @@
 
 pub mod admin;
 pub mod config;
-mod pipeline;
+pub mod pipeline;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -19,10 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use config::ServerConfig;
-pub use pipeline::{Pipeline, Transport};
+pub use pipeline::{Parsed, Pipeline, Transport};
 pub use state::Shared;
 
 use crate::sip::framing::{frame_datagram, StreamFramer};
+use crate::sip::SipRequest;
 use crate::token::Validator;
 
 /// Largest UDP datagram read; bigger messages are truncated by the kernel and then refused.
@@ -169,11 +170,29 @@ async fn tick(shared: Arc<Mutex<Shared>>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// One UDP socket: this task frames and parses datagrams in arrival order and hands each request
+/// to the worker its IMPU hashes to ([`pipeline::shard_key`]); the workers check tokens and step
+/// the machine in parallel, each in arrival order for its IMPUs (RFC 3903 R-35).
 async fn serve_udp(
     socket: Arc<UdpSocket>,
     pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let workers = udp_workers();
+    let mut queues = Vec::with_capacity(workers);
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Box<SipRequest>, SocketAddr)>(UDP_QUEUE);
+        queues.push(tx);
+        let (socket, pipeline) = (socket.clone(), pipeline.clone());
+        tasks.spawn(async move {
+            while let Some((req, src)) = rx.recv().await {
+                if let Some(bytes) = pipeline.handle(&req, src, Transport::Udp) {
+                    send_udp(&socket, &bytes, src).await;
+                }
+            }
+        });
+    }
     let mut buf = vec![0u8; UDP_BUFFER];
     loop {
         let (n, src) = tokio::select! {
@@ -185,18 +204,40 @@ async fn serve_udp(
                     continue;
                 }
             },
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => break,
         };
-        // RFC 3903 R-35: requests are processed strictly in arrival order on this socket.
-        let reply = match frame_datagram(&buf[..n]) {
-            Ok(frame) => pipeline.process(frame, src, Transport::Udp),
-            Err(e) => pipeline.framing_error(&e, src, Transport::Udp),
+        let parsed = match frame_datagram(&buf[..n]) {
+            Ok(frame) => pipeline.parse(&frame, src),
+            Err(e) => Parsed::Reply(pipeline.framing_error(&e, src, Transport::Udp)),
         };
-        if let Some(bytes) = reply {
-            if let Err(e) = socket.send_to(&bytes, src).await {
-                tracing::warn!(%src, error = %e, "UDP send failed");
+        match parsed {
+            Parsed::Reply(Some(bytes)) => send_udp(&socket, &bytes, src).await,
+            Parsed::Reply(None) => {}
+            Parsed::Request(req) => {
+                let shard = (pipeline::shard_key(&req) % workers as u64) as usize;
+                // A full queue pushes back on this loop (and so on the socket buffer) rather
+                // than dropping: the kernel drops, SIP retransmits.
+                if queues[shard].send((req, src)).await.is_err() {
+                    break;
+                }
             }
         }
+    }
+    drop(queues);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Requests waiting per UDP worker.
+const UDP_QUEUE: usize = 1024;
+
+/// One UDP worker per core the runtime has (at least one).
+fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+async fn send_udp(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, dst).await {
+        tracing::warn!(%dst, error = %e, "UDP send failed");
     }
 }
 

@@ -98,12 +98,20 @@ impl Pipeline {
 
     /// Handles one framed message; returns the bytes to send back, if any.
     pub fn process(&self, frame: Frame, src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
-        let req = match parse(&frame) {
+        match self.parse(&frame, src) {
+            Parsed::Reply(reply) => reply,
+            Parsed::Request(req) => self.handle(&req, src, transport),
+        }
+    }
+
+    /// The first stage: parse, answering what cannot be parsed.
+    pub fn parse(&self, frame: &Frame, src: SocketAddr) -> Parsed {
+        let req = match parse(frame) {
             Ok(SipMessage::Request(req)) => req,
             Ok(SipMessage::Response(r)) => {
                 // We send no requests, so no response is ours.
                 tracing::debug!(%src, status = r.status, "ignored a response");
-                return None;
+                return Parsed::Reply(None);
             }
             Err(e) => {
                 let reply = e.reply_to.as_ref().map(|to| {
@@ -126,11 +134,23 @@ impl Pipeline {
                     None => *s.metrics.dropped.entry("unparsable").or_default() += 1,
                 }
                 tracing::info!(%src, status = e.status, reason = %e.reason, answered = reply.is_some(), "invalid SIP message");
-                return reply;
+                return Parsed::Reply(reply);
             }
         };
+        Parsed::Request(req)
+    }
+
+    /// The second stage: the transaction check, the token validator, the machine, the response.
+    /// Requests of one IMPU must reach this stage in arrival order (RFC 3903 R-35); see
+    /// [`shard_key`].
+    pub fn handle(
+        &self,
+        req: &SipRequest,
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let key = (transport == Transport::Udp)
-            .then(|| transaction_key(&req, src))
+            .then(|| transaction_key(req, src))
             .flatten();
         let (now, fresh_etag) = {
             let mut s = self.lock();
@@ -151,7 +171,7 @@ impl Pipeline {
         let presenter = req.p_asserted_identity.first().cloned().unwrap_or_default();
         let mut validate = |token: &str| self.validator.validate_presented(token, now, &presenter);
         let edge = classify(
-            &req,
+            req,
             &mut EdgeContext {
                 config: &self.edge,
                 trusted_source,
@@ -170,7 +190,7 @@ impl Pipeline {
                     tracing::error!("the machine gave no response to a request (bug)");
                     return None;
                 };
-                let bytes = response::build_response(&req, &response, &self.response);
+                let bytes = response::build_response(req, &response, &self.response);
                 (
                     Some(bytes),
                     response.status(),
@@ -180,21 +200,21 @@ impl Pipeline {
                 )
             }
             Edge::Options => (
-                Some(response::options_ok(&req, &self.response)),
+                Some(response::options_ok(req, &self.response)),
                 200,
                 "options".into(),
                 None,
                 None,
             ),
             Edge::MethodNotAllowed => (
-                Some(response::method_not_allowed(&req, &self.response)),
+                Some(response::method_not_allowed(req, &self.response)),
                 405,
                 "method_not_allowed".into(),
                 None,
                 None,
             ),
             Edge::NoTransaction => (
-                Some(response::simple(&req, 481, None, &self.response)),
+                Some(response::simple(req, 481, None, &self.response)),
                 481,
                 "no_transaction".into(),
                 None,
@@ -202,14 +222,14 @@ impl Pipeline {
             ),
             Edge::Absorb => (None, 0, "absorbed".into(), None, None),
             Edge::NotFound => (
-                Some(response::simple(&req, 404, None, &self.response)),
+                Some(response::simple(req, 404, None, &self.response)),
                 404,
                 "not_our_resource".into(),
                 None,
                 None,
             ),
             Edge::BadRequest(reason) => {
-                let bytes = response::simple(&req, 400, Some(&reason), &self.response);
+                let bytes = response::simple(req, 400, Some(&reason), &self.response);
                 tracing::info!(%src, method = %req.method, reason, "bad request");
                 (Some(bytes), 400, "bad_request".into(), None, None)
             }
@@ -239,6 +259,31 @@ impl Pipeline {
         );
         reply
     }
+}
+
+/// What the first stage made of a message.
+pub enum Parsed {
+    /// Answered (or dropped) already.
+    Reply(Option<Vec<u8>>),
+    /// A request for [`Pipeline::handle`].
+    Request(Box<SipRequest>),
+}
+
+/// Which IMPU a request concerns (P-Asserted-Identity, else the To of a third-party REGISTER),
+/// hashed: requests with the same key are handled in arrival order by one worker, so RFC 3903's
+/// in-order processing per resource holds while different IMPUs are handled in parallel.
+pub fn shard_key(req: &SipRequest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let identity = req
+        .p_asserted_identity
+        .first()
+        .map(String::as_str)
+        .or_else(|| crate::sip::uri::name_addr_uri(&req.to))
+        .and_then(crate::sip::uri::canonical_impu)
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    identity.hash(&mut h);
+    h.finish()
 }
 
 /// RFC 3261 17.2.3: a server transaction is named by the top Via's branch (with the magic
