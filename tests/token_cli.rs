@@ -145,3 +145,108 @@ fn keygen_other_algorithms_and_verify_with_a_config_file() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HS256"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mint_csv_writes_sipp_users_whose_tokens_verify() {
+    use mcx_authz::token::{Validator, ValidatorConfig};
+    use mcx_model::{Service, TokenVerdict, UnixTime};
+
+    let dir = temp_dir("mint-csv");
+    let out = dir.join("users.csv");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let m = run(
+        &dir,
+        &[
+            "mint-csv",
+            "--users",
+            "300",
+            "--first",
+            "41",
+            "--impu-prefix",
+            "lab-",
+            "--expires-in",
+            "600",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(m.status.success(), "{m:?}");
+    let finished = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.ends_with('\n'));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 301, "SEQUENTIAL + one line per user");
+    assert_eq!(lines[0], "SEQUENTIAL");
+
+    // As `mcx-authz token verify` without --config: the lab IdMS in the data dir is trusted.
+    let validator = Validator::new(ValidatorConfig {
+        data_dir: dir.clone(),
+        ..ValidatorConfig::default()
+    })
+    .unwrap();
+    let now = UnixTime(finished);
+    let mut jtis = std::collections::HashSet::new();
+    let mut clients = std::collections::HashSet::new();
+    for (i, line) in lines[1..].iter().enumerate() {
+        let n = 41 + i;
+        let f: Vec<&str> = line.split(';').collect();
+        assert_eq!(f.len(), 4, "{line}");
+        assert_eq!(f[0], format!("sip:lab-{n:07}@ims.example.org"));
+        assert_eq!(f[2], format!("sip:user{n:07}@example.org"));
+        let uuid = f[1].strip_prefix("urn:uuid:").expect("urn:uuid client ID");
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        assert_eq!(
+            u128::from_str_radix(&uuid.replace('-', ""), 16).unwrap(),
+            n as u128 + 1,
+            "client ID from the user number"
+        );
+        assert!(clients.insert(f[1].to_owned()));
+        let verdict = validator.validate(f[3], now);
+        let TokenVerdict::Verified(claims) = &verdict else {
+            panic!("line {n}: {verdict:?}");
+        };
+        assert_eq!(
+            claims.mcptt_id.as_ref().map(|id| id.to_string()).as_deref(),
+            Some(f[2])
+        );
+        assert!(Validator::for_service(&verdict, Service::Mcptt).is_ok());
+        assert!((started + 600..=finished + 600).contains(&claims.exp.0));
+        assert!(jtis.insert(claims.token_id.to_string()), "jti unique");
+    }
+    // Ten minutes later every token is expired.
+    let later = UnixTime(finished + 700);
+    assert!(matches!(
+        validator.validate(lines[1].split(';').nth(3).unwrap(), later),
+        TokenVerdict::Rejected(_)
+    ));
+
+    // `--out -` writes the same format to stdout; a prefix that would break the CSV is refused.
+    let o = run(&dir, &["mint-csv", "--users", "2", "--out", "-"]);
+    assert!(o.status.success(), "{o:?}");
+    let s = stdout(&o);
+    let l: Vec<&str> = s.lines().collect();
+    assert_eq!(l.len(), 3);
+    assert!(l[1].starts_with("sip:ue0000000@ims.example.org;urn:uuid:00000000-0000-0000-0000-000000000001;sip:user0000000@example.org;ey"));
+    let bad = run(
+        &dir,
+        &[
+            "mint-csv",
+            "--users",
+            "1",
+            "--impu-prefix",
+            "a;b",
+            "--out",
+            "-",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--impu-prefix"));
+    assert!(bad.stdout.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

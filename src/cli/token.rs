@@ -1,6 +1,6 @@
-//! `mcx-authz token`: the lab IdMS (keygen, mint) and token tools (inspect, verify).
+//! `mcx-authz token`: the lab IdMS (keygen, mint, mint-csv) and token tools (inspect, verify).
 
-use std::io::Read as _;
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +38,11 @@ enum Command {
     },
     /// Print a signed access token from the lab IdMS (the key is made on first use).
     Mint(Box<MintArgs>),
+    /// Write a SIPp `-inf` CSV of N users, each with a fresh lab IdMS token (load tests).
+    ///
+    /// First line `SEQUENTIAL`, then `impu;client_id;mc_id;token` per user:
+    /// `sip:<prefix>NNNNNNN@ims.example.org`, `urn:uuid:` from N, `sip:userNNNNNNN@example.org`.
+    MintCsv(MintCsvArgs),
     /// Print a token's header and claims without trusting them.
     Inspect {
         /// The token, or `-` to read it from stdin.
@@ -94,6 +99,136 @@ struct MintArgs {
     alg: String,
 }
 
+#[derive(Debug, clap::Args)]
+struct MintCsvArgs {
+    /// Number of users (CSV lines after `SEQUENTIAL`).
+    #[arg(long)]
+    users: u64,
+    /// Output file, or `-` for stdout.
+    #[arg(long)]
+    out: PathBuf,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    expires_in: u64,
+    /// IMPU user part before the 7-digit user number.
+    #[arg(long, default_value = "ue")]
+    impu_prefix: String,
+    /// Number of the first user.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// Signing algorithm (its key is made on first use).
+    #[arg(long, default_value = "ES256")]
+    alg: String,
+}
+
+/// What `mcx-authz token mint-csv` writes: N users of the SIPp load scenarios.
+#[derive(Clone, Debug)]
+pub struct UsersCsv {
+    /// Number of users.
+    pub users: u64,
+    /// Number of the first user (user numbers are `first..first + users`).
+    pub first: u64,
+    /// IMPU user part before the user number (`ue` gives `sip:ue0000000@ims.example.org`).
+    pub impu_prefix: String,
+    /// `iat` of every token.
+    pub iat: UnixTime,
+    /// Token lifetime in seconds.
+    pub expires_in: u64,
+    /// Signing algorithm; the lab must hold its key.
+    pub alg: jsonwebtoken::Algorithm,
+}
+
+/// The (IMPU, MC client ID, MCPTT ID) of user number `n`, as `mint-csv` (and
+/// `tests/sipp/mint_csv.py users`) name them: `sip:<prefix>NNNNNNN@ims.example.org`,
+/// `urn:uuid:` of the integer n + 1, `sip:userNNNNNNN@example.org`.
+pub fn csv_user(impu_prefix: &str, n: u64) -> (String, String, String) {
+    let u = format!("{:032x}", u128::from(n) + 1);
+    (
+        format!("sip:{impu_prefix}{n:07}@ims.example.org"),
+        format!(
+            "urn:uuid:{}-{}-{}-{}-{}",
+            &u[..8],
+            &u[8..12],
+            &u[12..16],
+            &u[16..20],
+            &u[20..]
+        ),
+        format!("sip:user{n:07}@example.org"),
+    )
+}
+
+/// Writes the SIPp `-inf` CSV of [`UsersCsv`] to `out`, signing on every core (the key is
+/// parsed once; a token costs one signature). Returns the number of users written.
+pub fn write_users_csv(lab: &LabIdms, spec: &UsersCsv, out: &mut dyn Write) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        !spec.impu_prefix.is_empty()
+            && spec
+                .impu_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+        "--impu-prefix must be letters, digits, '-', '_' or '.': {:?}",
+        spec.impu_prefix
+    );
+    anyhow::ensure!(
+        lab.key(spec.alg).is_some(),
+        "the lab has no {} key",
+        alg_name(spec.alg)
+    );
+    let end = spec
+        .first
+        .checked_add(spec.users)
+        .context("--first + --users overflows")?;
+    let line = |n: u64| -> anyhow::Result<String> {
+        let (impu, client_id, mc_id) = csv_user(&spec.impu_prefix, n);
+        let req = MintRequest {
+            sub: Some(format!("user{n:07}")),
+            mcptt_id: Some(mc_id.clone()),
+            iat: Some(spec.iat),
+            expires_in: Some(spec.expires_in),
+            alg: Some(spec.alg),
+            ..MintRequest::default()
+        };
+        let token = lab.mint(&req)?;
+        Ok(format!("{impu};{client_id};{mc_id};{token}\n"))
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    // Blocks bound the memory held; each block is split over the workers and written in order.
+    const BLOCK: u64 = 4096;
+    out.write_all(b"SEQUENTIAL\n")?;
+    let mut start = spec.first;
+    while start < end {
+        let stop = end.min(start + BLOCK);
+        let per = (stop - start).div_ceil(workers);
+        let parts: Vec<anyhow::Result<String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (a, b) = (start + w * per, stop.min(start + (w + 1) * per));
+                    s.spawn(move || {
+                        let mut text = String::new();
+                        for n in a..b {
+                            text.push_str(&line(n)?);
+                        }
+                        Ok(text)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("minting thread panicked")))
+                })
+                .collect()
+        });
+        for part in parts {
+            out.write_all(part?.as_bytes())?;
+        }
+        start = stop;
+    }
+    out.flush()?;
+    Ok(spec.users)
+}
+
 /// An MC service on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ServiceArg {
@@ -117,6 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Keygen { alg, force } => keygen(&args.data_dir, &alg, force),
         Command::Mint(m) => mint(&args.data_dir, *m),
+        Command::MintCsv(m) => mint_csv(&args.data_dir, m),
         Command::Inspect { token } => inspect(&read_token(&token)?),
         Command::Verify {
             token,
@@ -174,6 +310,39 @@ fn mint(dir: &Path, m: MintArgs) -> anyhow::Result<ExitCode> {
         ..MintRequest::default()
     };
     println!("{}", lab.mint(&req)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mint_csv(dir: &Path, m: MintCsvArgs) -> anyhow::Result<ExitCode> {
+    let alg = parse_lab_alg(&m.alg)?;
+    let mut lab = LabIdms::open_or_create(dir)?;
+    if lab.key(alg).is_none() {
+        lab = LabIdms::keygen(dir, alg, false)?;
+    }
+    let spec = UsersCsv {
+        users: m.users,
+        first: m.first,
+        impu_prefix: m.impu_prefix,
+        iat: clock(),
+        expires_in: m.expires_in,
+        alg,
+    };
+    if m.out.as_os_str() == "-" {
+        write_users_csv(&lab, &spec, &mut std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = std::time::Instant::now();
+    let file =
+        std::fs::File::create(&m.out).with_context(|| format!("creating {}", m.out.display()))?;
+    let n = write_users_csv(&lab, &spec, &mut std::io::BufWriter::new(file))
+        .with_context(|| format!("writing {}", m.out.display()))?;
+    // stderr, so that `--out -` and scripts reading stdout see only the CSV.
+    eprintln!(
+        "wrote {} ({n} users, {}, {:.1} s)",
+        m.out.display(),
+        alg_name(alg),
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
