@@ -60,7 +60,9 @@ pub fn require_tools(tools: &[&str]) -> bool {
                      (bash .ci/install-deps.sh installs the Debian package {package})"
                 );
             }
-            eprintln!(
+            // Straight to the process's stderr: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED: {tool} not installed (run bash .ci/install-deps.sh; Debian package {package}) ***\n"
             );
             return false;

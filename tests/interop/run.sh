@@ -33,10 +33,12 @@ case $transport in udp) sipp_t=u1 ;; tcp) sipp_t=t1 ;; *) echo "transport udp|tc
 work=$(mktemp -d "${TMPDIR:-/tmp}/mcx-interop.XXXXXX")
 pids=()
 cleanup() {
+  if [[ -n ${ue_pid:-} ]]; then kill "$ue_pid" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 fake_port=""
 if [[ -z $mcx ]]; then
@@ -69,11 +71,19 @@ fi
 
 ue_port=$(( core_port + 2 ))
 status=0
+# The UE runs in the background and is waited for, so that a SIGTERM to this script runs the
+# trap at once (not after the UE) and the trap stops the UE too; its PID is forgotten once reaped.
+ue_pid=""
 ue() {
   timeout 40 sipp -sf "$here/$1.xml" "127.0.0.1:$core_port" -t "$sipp_t" -i 127.0.0.1 \
     -p "$ue_port" -m 1 -inf "$csv" -nostdin -timeout 30s -default_behaviors all,-bye \
     -trace_err -error_file "$work/$1.err" -trace_logs -log_file "$work/$1.log" \
-    >"$work/$1.out" 2>&1
+    >"$work/$1.out" 2>&1 &
+  ue_pid=$!
+  local rc=0
+  wait "$ue_pid" || rc=$?
+  ue_pid=""
+  return "$rc"
 }
 impu=$(sed -n 2p "$csv" | cut -d';' -f1)
 
