@@ -147,28 +147,29 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        // The post-cr reading, but TS 33.180 clause 9 token protection is not implemented yet,
-        // so an unprotected token must be accepted for the server to be usable (dossier Q-16).
-        let mut overrides = toml::Table::new();
-        overrides.insert(
-            "token_protection".into(),
-            toml::Value::String("optional".into()),
-        );
         PolicyConfig {
             variant: Variant::PostCr,
-            overrides,
+            overrides: toml::Table::new(),
         }
     }
 }
 
 impl PolicyConfig {
     /// The machine's policy: the variant's, with the overrides applied.
+    ///
+    /// Unless `token_protection` is set explicitly it is `optional`, whatever the variant:
+    /// TS 33.180 clause 9 protection is not implemented yet, so requiring it would refuse every
+    /// token (dossier Q-16). `token_protection = "required"` follows the post-CR text literally.
     pub fn policy(&self) -> anyhow::Result<Policy> {
         let base = toml::Value::try_from(self.variant.policy()).context("serialising policy")?;
         let mut table = match base {
             toml::Value::Table(t) => t,
             _ => anyhow::bail!("policy did not serialise as a table"),
         };
+        table.insert(
+            "token_protection".into(),
+            toml::Value::String("optional".into()),
+        );
         for (k, v) in &self.overrides {
             if !table.contains_key(k) && k != "max_devices_per_mc_id" {
                 anyhow::bail!("unknown policy field {k:?}");
@@ -219,6 +220,20 @@ mod tests {
         let p = c.policy.policy().unwrap();
         assert_eq!(p.token_protection, TokenProtection::Optional);
         assert_eq!(p.register_token, Variant::PostCr.policy().register_token);
+    }
+
+    #[test]
+    fn token_protection_stays_optional_unless_set() {
+        for text in ["[policy]\n", "[policy]\nvariant = \"post-cr\"\n"] {
+            let p = ServerConfig::parse(text).unwrap().policy.policy().unwrap();
+            assert_eq!(p.token_protection, TokenProtection::Optional, "{text}");
+        }
+        let p = ServerConfig::parse("[policy]\ntoken_protection = \"required\"\n")
+            .unwrap()
+            .policy
+            .policy()
+            .unwrap();
+        assert_eq!(p.token_protection, TokenProtection::Required);
     }
 
     #[test]
