@@ -805,3 +805,31 @@ fn a_proptest_run_reaches_every_stage() {
         assert!(seen.contains(&format!("{r:?}")), "never reached {r:?}");
     }
 }
+
+/// cargo-fuzz found this: a start line whose 8th byte falls inside a multi-byte character made
+/// the status-line check slice a `str` off a character boundary and panic.
+#[test]
+fn multibyte_start_line_does_not_panic() {
+    let crash: &[u8] = &[
+        197, 173, 0, 0, 1, 115, 10, 197, 173, 0, 0, 10, 13, 10, 13, 13, 10, 13, 10, 113, 1,
+    ];
+    mcx_authz::sip::selfcheck::check_bytes(crash);
+    for start in [
+        "ŭŭŭŭ sip:a@b SIP/2.0",
+        "INVITE sip:a@b SIPŭ/2.0",
+        "SIP/2.0ŭ 200 OK",
+    ] {
+        let msg =
+            format!("{start}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n");
+        mcx_authz::sip::selfcheck::check_bytes(msg.as_bytes());
+        if let Ok(frame) = mcx_authz::sip::frame_datagram(msg.as_bytes()) {
+            let _ = mcx_authz::sip::parse(&frame);
+            let _ = mcx_authz::sip::response::error_response_for_head(
+                &frame.head,
+                400,
+                None,
+                &mcx_authz::sip::adapter::EdgeConfig::default().response_config(),
+            );
+        }
+    }
+}

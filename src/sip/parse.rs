@@ -476,6 +476,17 @@ pub(crate) fn parse_embedded(frame: &Frame) -> Result<SipMessage, ParseError> {
     parse_inner(frame, false)
 }
 
+/// `s` without `prefix` (ASCII, compared case-insensitively), never slicing inside a character.
+pub(crate) fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        // The prefix is ASCII, so its length is a character boundary of `s`.
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
 fn bad(reason: impl Into<String>, reply_to: Option<ReplyTo>) -> ParseError {
     ParseError {
         status: 400,
@@ -487,8 +498,10 @@ fn bad(reason: impl Into<String>, reply_to: Option<ReplyTo>) -> ParseError {
 fn parse_inner(frame: &Frame, strict: bool) -> Result<SipMessage, ParseError> {
     let (start, rest) = frame.head.split_once("\r\n").unwrap_or((&frame.head, ""));
     // Status line: SIP-Version SP Status-Code SP Reason-Phrase (RFC 3261 7.2).
-    if start.len() >= 8 && start[..8].eq_ignore_ascii_case("SIP/2.0 ") {
-        let mut it = start[8..].splitn(2, ' ');
+    // Byte-wise prefix checks: the start line may hold any UTF-8, and slicing a `str` inside a
+    // multi-byte character would panic (found by cargo-fuzz).
+    if let Some(status_rest) = strip_prefix_ignore_case(start, "SIP/2.0 ") {
+        let mut it = status_rest.splitn(2, ' ');
         let code = it.next().unwrap_or("");
         let status = match code.parse::<u16>() {
             Ok(s) if code.len() == 3 && (100..700).contains(&s) => s,
@@ -513,7 +526,7 @@ fn parse_inner(frame: &Frame, strict: bool) -> Result<SipMessage, ParseError> {
             format!("SIP version {:?} not supported", truncate(version)),
             reply_to_from_headers(&headers),
         );
-        if version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/") {
+        if version.len() > 4 && strip_prefix_ignore_case(version, "SIP/").is_some() {
             e.status = 505;
         } else {
             e.reply_to = None;

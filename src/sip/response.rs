@@ -222,7 +222,7 @@ pub fn error_response_for_head(
     cfg: &ResponseConfig,
 ) -> Option<Vec<u8>> {
     let (start, rest) = head.split_once("\r\n")?;
-    if start.len() >= 4 && start[..4].eq_ignore_ascii_case("SIP/") {
+    if super::parse::strip_prefix_ignore_case(start, "SIP/").is_some() {
         return None;
     }
     let headers = header_lines(rest).ok()?;
