@@ -9,3 +9,4 @@ pub mod cli;
 pub mod server;
 pub mod sip;
 pub mod token;
+pub mod trace;

@@ -1,10 +1,133 @@
-//! `mcx-authz trace`.
+//! `mcx-authz trace`: a model trace (a `check --json` witness or counterexample, or a named
+//! scenario) as a runnable SIPp scenario with freshly minted tokens, and as an ITF trace.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use mcx_model::Variant;
+
+use crate::cli::check::ModelArgs;
+use crate::token::LabIdms;
+use crate::trace::{Replay, ReplayOptions, TraceSource};
 
 /// Arguments of `mcx-authz trace`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A `mcx-authz check --json` output (`-` for stdin); pick the trace with `--property`.
+    #[arg(
+        long,
+        conflicts_with = "scenario",
+        required_unless_present = "scenario"
+    )]
+    pub from: Option<PathBuf>,
+    /// A named scenario instead (bound, user-switch, impu-change, deregistration, log-off,
+    /// token-expiry, replay, duplicate-after-switch).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// The variant: required with `--scenario`; with `--from`, picks one of several reports.
+    #[arg(long)]
+    pub variant: Option<Variant>,
+    /// The property whose trace to replay (with `--from`).
+    #[arg(long, requires = "from")]
+    pub property: Option<String>,
+    /// Output directory (scenario.xml, tokens.csv, trace.itf.json, server.toml, README).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Without `--clock-url`: one model tick becomes a pause of this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub tick_ms: u64,
+    /// The server's admin base URL with lab controls (`http://127.0.0.1:8080`): ticks become
+    /// `POST /clock/advance?secs=1`, restarts `POST /restart` (via SIPp `<exec>` and curl).
+    #[arg(long)]
+    pub clock_url: Option<String>,
+    /// Pause after each lab-control call, in milliseconds (SIPp runs `<exec>` in the background).
+    #[arg(long, default_value_t = 300)]
+    pub settle_ms: u64,
+    /// How long SIPp waits for each response, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub response_timeout_ms: u64,
+    /// Unix time of model tick 0 (the server's `[admin] manual_clock_start`); default now.
+    #[arg(long)]
+    pub time_base: Option<u64>,
+    /// The lab IdMS data dir whose key signs the tokens (the server's `--data-dir`).
+    #[arg(long, default_value = crate::token::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Model sizes for `--scenario` (as for `check`).
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
 
 /// Runs `mcx-authz trace`.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("mcx-authz trace is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let src = match (&args.from, &args.scenario) {
+        (Some(path), None) => {
+            let Some(property) = &args.property else {
+                bail!("--from needs --property NAME (the property whose trace to replay)");
+            };
+            let text = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            };
+            TraceSource::from_check_json(&text, args.variant, property)?
+        }
+        (None, Some(name)) => {
+            let Some(variant) = args.variant else {
+                bail!("--scenario needs --variant (post-cr, pre-cr, ct1-rel18)");
+            };
+            TraceSource::from_scenario(name, args.model.config(variant)?)?
+        }
+        _ => bail!("give either --from FILE --property NAME or --scenario NAME --variant V"),
+    };
+    let time_base = match args.time_base {
+        Some(t) => t,
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("system clock before 1970")?
+            .as_secs(),
+    };
+    let opts = ReplayOptions {
+        tick_ms: args.tick_ms,
+        clock_url: args.clock_url.clone(),
+        settle_ms: args.settle_ms,
+        time_base,
+        response_timeout_ms: args.response_timeout_ms,
+    };
+    let lab = LabIdms::open_or_create(&args.data_dir)
+        .with_context(|| format!("lab IdMS in {}", args.data_dir.display()))?;
+    let replay = Replay::build(&src, &lab, &opts)?;
+    replay.write(&args.out, &opts)?;
+    println!("{}", replay.title);
+    println!(
+        "wrote {0}/scenario.xml, {0}/tokens.csv, {0}/trace.itf.json, {0}/server.toml, {0}/README",
+        args.out.display()
+    );
+    println!(
+        "replay: cd {} && {}",
+        args.out.display(),
+        replay.sipp_command("HOST:PORT")
+    );
+    println!(
+        "server: mcx-authz serve --config {}/server.toml --data-dir {}   (the model's policy, min_expires 1, manual clock at {time_base}, SIPp host a trusted core)",
+        args.out.display(),
+        args.data_dir.display()
+    );
+    if !replay.skipped_direct.is_empty() {
+        println!(
+            "not sent: steps {:?} (forged P-Asserted-Identity straight to the server; comments in the scenario)",
+            replay.skipped_direct
+        );
+    }
+    for n in &replay.notes {
+        println!("note: {n}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
