@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod env;
 mod ids;
 mod input;
 mod machine;
@@ -29,6 +30,10 @@ mod output;
 mod policy;
 mod token;
 
+pub use env::{
+    EnvAction, EnvState, Expectation, McxModel, ModelConfig, NetworkKind, PropertyInfo,
+    PropertyKind, TokenKind, Trace, TraceStep, Verdict,
+};
 pub use ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
 pub use input::{
     AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,

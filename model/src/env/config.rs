@@ -1,0 +1,289 @@
+//! The model's configuration: how many UEs, users and IMPUs, which network, which reading of the
+//! spec. [`ModelConfig::for_variant`] gives the defaults `mcx-authz check` uses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Service;
+use crate::policy::{Policy, Variant};
+
+use super::McxModel;
+
+/// How the SIP core delivers requests to the MCX server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkKind {
+    /// Each sender's requests arrive in the order sent (one FIFO per sender; senders interleave).
+    Ordered,
+    /// Any in-flight request may arrive next (a PUBLISH may overtake the third-party REGISTER).
+    Unordered,
+    /// Unordered, and a delivered request may be delivered once more later (bounded by
+    /// [`ModelConfig::max_duplicates`]): a retransmission or a duplicate after a failover.
+    Duplicating,
+}
+
+impl NetworkKind {
+    /// Every kind.
+    pub const ALL: [NetworkKind; 3] = [
+        NetworkKind::Ordered,
+        NetworkKind::Unordered,
+        NetworkKind::Duplicating,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkKind::Ordered => "ordered",
+            NetworkKind::Unordered => "unordered",
+            NetworkKind::Duplicating => "duplicating",
+        }
+    }
+}
+
+impl fmt::Display for NetworkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for NetworkKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NetworkKind::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| format!("unknown network {s:?} (ordered, unordered, duplicating)"))
+    }
+}
+
+/// What kind of access token the IdMS hands out at a log-on (TS 33.180 B.4).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenKind {
+    /// Genuine, scoped for every configured service, valid for [`ModelConfig::token_life`] ticks.
+    #[default]
+    Valid,
+    /// Genuine but already expired when issued (`exp` = issue time): a stale cached token.
+    Expired,
+    /// Genuine and unexpired, but without the MC service scopes (e.g. scoped for the KMS only).
+    WrongScope,
+    /// Not signed by the IdMS: made up by the attacker.
+    Forged,
+}
+
+impl TokenKind {
+    /// The kinds the IdMS issues (everything but [`TokenKind::Forged`]).
+    pub const ISSUED: [TokenKind; 3] =
+        [TokenKind::Valid, TokenKind::Expired, TokenKind::WrongScope];
+
+    /// A stable label.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::Valid => "valid",
+            TokenKind::Expired => "expired",
+            TokenKind::WrongScope => "wrong-scope",
+            TokenKind::Forged => "forged",
+        }
+    }
+}
+
+/// Where a UE carries its access token for the MCX server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Carriage {
+    /// Only in PUBLISH (the CR, TS 33.180 5.1.3.2 as changed).
+    Publish,
+    /// Only in the body of the UE's REGISTER (pre-CR 33.180 5.1.3.2.2): the UE authenticates the
+    /// user before it registers, and the S-CSCF passes the body on in the third-party REGISTER.
+    Register,
+    /// In the REGISTER and again in PUBLISH (TS 24.379 Rel-18 7.1 accepts both).
+    Both,
+}
+
+impl Carriage {
+    /// Whether the UE's REGISTER carries its token (so the UE registers only once it has one).
+    pub fn in_register(self) -> bool {
+        matches!(self, Carriage::Register | Carriage::Both)
+    }
+
+    /// Whether the UE sends its token in PUBLISH.
+    pub fn in_publish(self) -> bool {
+        matches!(self, Carriage::Publish | Carriage::Both)
+    }
+
+    /// A stable label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Carriage::Publish => "publish",
+            Carriage::Register => "register",
+            Carriage::Both => "both",
+        }
+    }
+}
+
+/// The model's configuration. Build one with [`ModelConfig::for_variant`], adjust fields, then
+/// call [`ModelConfig::into_model`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The reading of the spec: decides the UEs' token carriage and protection and (unless
+    /// overridden in [`ModelConfig::policy`]) the server policy.
+    pub variant: Variant,
+    /// Number of UEs (one MC client each). At most 4.
+    pub ues: usize,
+    /// Number of MC service users known to the IdMS. At most 4.
+    pub users: usize,
+    /// IMPUs each UE may register under (IMPU change cycles through them). At most 3.
+    pub impus_per_ue: usize,
+    /// The MC services the clients use.
+    pub services: Vec<Service>,
+    /// Network semantics between the SIP core and the MCX server.
+    pub network: NetworkKind,
+    /// Whether the attacker takes part: its own registered IMPU, replay of every token the SIP
+    /// core sees unprotected, and PUBLISH with a forged P-Asserted-Identity sent straight to the
+    /// server.
+    pub attacker: bool,
+    /// Requests the attacker may send in one run.
+    pub attacker_budget: u8,
+    /// Time runs from 0 to this many ticks.
+    pub max_time: u8,
+    /// Lifetime of a valid token, in ticks.
+    pub token_life: u8,
+    /// `Expires` of the UEs' PUBLISH requests, in ticks.
+    pub publication_ttl: u8,
+    /// `Expires` of registrations, in ticks.
+    pub registration_ttl: u8,
+    /// The token kinds the IdMS may issue at a log-on.
+    pub token_kinds: Vec<TokenKind>,
+    /// Bound on successful PUBLISHes (each draws a fresh SIP-ETag); keeps the space finite.
+    pub max_publications: u16,
+    /// Bound on duplicate deliveries (only with [`NetworkKind::Duplicating`]).
+    pub max_duplicates: u8,
+    /// Bound on server restarts.
+    pub restarts: u8,
+    /// REGISTERs one UE may have in flight at once (2 lets a UE's REGISTERs overtake each
+    /// other; an IMPU change always sends two).
+    pub max_registers_in_flight: u8,
+    /// The server policy the machine runs with (from the variant unless overridden).
+    pub policy: Policy,
+}
+
+impl ModelConfig {
+    /// The defaults of `mcx-authz check --variant <variant>`.
+    pub fn for_variant(variant: Variant) -> Self {
+        // Sized so that `check --variant all` finishes in about a minute on 2 cores (docs/model.md
+        // has the measurements): one UE (the attacker is the second subscriber), two users, two
+        // IMPUs, time 0..2 with tokens living 1 tick and publications 2, so token expiry and
+        // publication expiry both happen.
+        ModelConfig {
+            variant,
+            ues: 1,
+            users: 2,
+            impus_per_ue: 2,
+            services: vec![Service::Mcptt],
+            network: NetworkKind::Unordered,
+            attacker: true,
+            attacker_budget: 1,
+            max_time: 2,
+            token_life: 1,
+            publication_ttl: 2,
+            registration_ttl: 8,
+            token_kinds: vec![TokenKind::Valid],
+            max_publications: 2,
+            max_duplicates: 1,
+            restarts: 0,
+            max_registers_in_flight: 1,
+            policy: variant.policy(),
+        }
+    }
+
+    /// A small configuration for fast tests (one IMPU, time 0..1).
+    pub fn small(variant: Variant) -> Self {
+        ModelConfig {
+            impus_per_ue: 1,
+            max_time: 1,
+            ..ModelConfig::for_variant(variant)
+        }
+    }
+
+    /// Where UE `ue` carries its token in this variant.
+    ///
+    /// - `post-cr`: PUBLISH only.
+    /// - `pre-cr`: the first UE uses the REGISTER option (5.1.3.2.2), the others PUBLISH
+    ///   (5.1.3.2.3): both client kinds coexist, as the pre-CR text lets each client choose.
+    /// - `ct1-rel18`: REGISTER and PUBLISH both (TS 24.379 7.1 as it still reads).
+    pub fn carriage(&self, ue: usize) -> Carriage {
+        match self.variant {
+            Variant::PostCr => Carriage::Publish,
+            Variant::PreCr if ue == 0 => Carriage::Register,
+            Variant::PreCr => Carriage::Publish,
+            Variant::Ct1Rel18 => Carriage::Both,
+        }
+    }
+
+    /// Whether UEs protect the PUBLISH-borne token per TS 33.180 clause 9 (the CR, R-15). A
+    /// protected token is opaque to the SIP core. REGISTER bodies are never protected.
+    pub fn protects_tokens(&self) -> bool {
+        self.variant == Variant::PostCr
+    }
+
+    /// Checks the sizes and returns the model.
+    ///
+    /// # Panics
+    /// When a size is out of range (more than 4 UEs or users, more than 3 IMPUs per UE, no
+    /// service, no token kind); the CLI checks these before.
+    pub fn into_model(self) -> McxModel {
+        if let Err(e) = self.validate() {
+            panic!("invalid model configuration: {e}");
+        }
+        McxModel::new(self)
+    }
+
+    /// Why this configuration cannot be modelled, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=4).contains(&self.ues) {
+            return Err(format!("ues must be 1..=4, not {}", self.ues));
+        }
+        if !(1..=4).contains(&self.users) {
+            return Err(format!("users must be 1..=4, not {}", self.users));
+        }
+        if !(1..=3).contains(&self.impus_per_ue) {
+            return Err(format!(
+                "impus per UE must be 1..=3, not {}",
+                self.impus_per_ue
+            ));
+        }
+        if self.services.is_empty() || self.services.len() > 3 {
+            return Err("between one and three services".into());
+        }
+        if self.token_kinds.is_empty() || self.token_kinds.contains(&TokenKind::Forged) {
+            return Err("the IdMS issues valid, expired or wrong-scope tokens".into());
+        }
+        if self.publication_ttl == 0 || self.registration_ttl == 0 {
+            return Err("publication and registration TTLs must be at least one tick".into());
+        }
+        Ok(())
+    }
+
+    /// The policy the machine runs with in the model: [`ModelConfig::policy`] with RFC 3903
+    /// durations scaled to ticks (`min_expires` 1, `default_expires` = publication TTL).
+    pub fn machine_policy(&self) -> Policy {
+        Policy {
+            min_expires: 1,
+            default_expires: u32::from(self.publication_ttl),
+            max_expires: u32::MAX,
+            ..self.policy.clone()
+        }
+    }
+
+    /// Whether these are the default sizes for the variant (the expectations recorded in
+    /// [`super::properties`] are per configuration; this tells the CLI whether it ran the
+    /// configuration that docs/findings.md reports).
+    pub fn is_default(&self) -> bool {
+        *self == ModelConfig::for_variant(self.variant)
+    }
+}
