@@ -62,6 +62,9 @@ impl Builder<'_> {
             return None;
         }
         let next = self.m.next_state(&self.state, a.clone())?;
+        if !self.m.within_boundary(&next) {
+            return None;
+        }
         self.state = next;
         self.actions.push(a);
         Some(())
@@ -114,7 +117,8 @@ impl Builder<'_> {
 impl McxModel {
     /// The action list of scenario `name` (see [`SCENARIOS`]) for this configuration, or `None`
     /// when the scenario cannot happen here (e.g. `replay` without the attacker or with every
-    /// token protected, `duplicate-after-switch` without a duplicating network).
+    /// token protected, `duplicate-after-switch` without a duplicating network or with fewer
+    /// than three publications allowed).
     pub fn scenario(&self, name: &str) -> Option<Vec<EnvAction>> {
         let mut b = Builder {
             m: self,
@@ -164,12 +168,11 @@ impl McxModel {
                 }
                 b.log_on(0, 0)?;
                 b.act(EnvAction::Register(0))?;
-                b.deliver_all()?;
                 if self.config().carriage(0).in_publish() {
+                    b.deliver_all()?;
                     b.act(EnvAction::Authorize { ue: 0, service: 0 })?;
-                } else {
-                    b.act(EnvAction::Register(0))?;
                 }
+                // The request carrying A's token is delivered and a copy stays in the network.
                 b.deliver_one(true)?;
                 b.log_on(0, 1)?;
                 b.authorize(0)?;

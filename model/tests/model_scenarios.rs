@@ -1,0 +1,242 @@
+//! Named scenarios, pinned shortest witnesses, and the trace rendering.
+
+use mcx_model::env::{step, PropertyKind, RequestKind, Tok, SCENARIOS};
+use mcx_model::{EnvAction, McxModel, ModelConfig, NetworkKind, TokenKind, Variant};
+
+fn model(v: Variant) -> McxModel {
+    ModelConfig::for_variant(v).into_model()
+}
+
+fn reached(m: &McxModel, property: &str, actions: &[EnvAction]) -> bool {
+    let states = m
+        .run(actions)
+        .unwrap_or_else(|i| panic!("{property}: action {i} not enabled: {actions:?}"));
+    let info = m
+        .catalogue()
+        .into_iter()
+        .find(|p| p.name == property)
+        .expect("scenario names a property");
+    // Step facts last one state, so look along the whole run.
+    match info.kind {
+        // A scenario for an `always` property is its counterexample.
+        PropertyKind::Always => states.iter().any(|s| !(info.condition)(m, s)),
+        PropertyKind::Sometimes => states.iter().any(|s| (info.condition)(m, s)),
+    }
+}
+
+#[test]
+fn every_scenario_reaches_its_property_where_it_applies() {
+    for v in Variant::ALL {
+        let mut cfg = ModelConfig::for_variant(v);
+        cfg.network = NetworkKind::Duplicating;
+        // The duplicate of the first PUBLISH draws a third ETag.
+        cfg.max_publications = 3;
+        let m = cfg.into_model();
+        for (name, property, _) in SCENARIOS {
+            let actions = m.scenario(name);
+            match (name, v) {
+                // Post-CR tokens are protected and never in REGISTER: nothing to replay.
+                ("replay", Variant::PostCr) => {
+                    assert!(actions.is_none(), "replay must not exist in post-cr");
+                    continue;
+                }
+                _ => {}
+            }
+            let actions = actions.unwrap_or_else(|| panic!("{v}: scenario {name} not built"));
+            assert!(
+                reached(&m, property, &actions),
+                "{v}: scenario {name} does not reach {property}"
+            );
+        }
+    }
+}
+
+#[test]
+fn duplicate_scenario_needs_a_duplicating_network() {
+    assert!(model(Variant::PostCr)
+        .scenario("duplicate-after-switch")
+        .is_none());
+    assert!(model(Variant::PostCr)
+        .scenario("no-such-scenario")
+        .is_none());
+}
+
+#[test]
+fn a_disabled_action_is_reported_by_index() {
+    let m = model(Variant::PostCr);
+    // Authorizing before anything happened is not enabled (not registered, no token).
+    let r = m.run(&[
+        EnvAction::Register(0),
+        EnvAction::Authorize { ue: 0, service: 0 },
+    ]);
+    assert_eq!(r.err(), Some(1));
+}
+
+#[test]
+fn pinned_shortest_user_switch_witness_post_cr() {
+    let m = model(Variant::PostCr);
+    let cond = m
+        .catalogue()
+        .into_iter()
+        .find(|p| p.name == "rebound-after-user-switch")
+        .unwrap()
+        .condition;
+    let path = m.shortest_path(|s| cond(&m, s), 12).expect("reachable");
+    let t = m.trace(&path);
+    let kinds: Vec<(String, RequestKind)> = t
+        .steps
+        .iter()
+        .map(|s| (s.action.clone(), s.request))
+        .collect();
+    use RequestKind::*;
+    let want: Vec<(String, RequestKind)> = [
+        ("send", Register),
+        ("log-on", LogOn),
+        ("send", PublishAuth),
+        ("deliver", Register),
+        ("deliver", PublishAuth),
+        ("log-on", LogOn),
+        ("send", PublishAuth),
+        ("deliver", PublishAuth),
+    ]
+    .into_iter()
+    .map(|(a, k)| (a.to_string(), k))
+    .collect();
+    assert_eq!(kinds, want, "{}", t.numbered());
+    let last = t.steps.last().unwrap();
+    assert_eq!(last.status, Some(200));
+    assert_eq!(
+        last.if_match.as_deref(),
+        Some("e0"),
+        "modify with SIP-If-Match"
+    );
+    assert_eq!(last.etag.as_deref(), Some("e1"), "a fresh ETag");
+    assert!(last.events[0].starts_with("rebound "), "{:?}", last.events);
+    let states = m.run(&path).unwrap();
+    assert_ne!(states.last().unwrap().step & step::REBOUND, 0);
+}
+
+#[test]
+fn pinned_shortest_replay_counterexample_pre_cr() {
+    let m = model(Variant::PreCr);
+    let cond = m
+        .catalogue()
+        .into_iter()
+        .find(|p| p.name == "no-impersonation")
+        .unwrap()
+        .condition;
+    let path = m.shortest_path(|s| !cond(&m, s), 12).expect("violated");
+    let tok = Tok {
+        user: 0,
+        issued: 0,
+        kind: TokenKind::Valid,
+    };
+    assert_eq!(
+        path,
+        vec![
+            EnvAction::LogOn {
+                ue: 0,
+                user: 0,
+                kind: TokenKind::Valid
+            },
+            EnvAction::Register(0),
+            EnvAction::Replay {
+                token: tok,
+                service: 0
+            },
+        ]
+    );
+    let t = m.trace(&path);
+    let last = t.steps.last().unwrap();
+    assert_eq!(last.actor, "Attacker");
+    assert_eq!(last.impu.as_deref(), Some("sip:attacker@ims.example"));
+    assert_eq!(last.status, Some(200));
+    assert_eq!(last.token.as_ref().unwrap().id, "tok-A-t0-valid");
+    assert!(!last.token.as_ref().unwrap().protected);
+    let mermaid = t.mermaid(1, true);
+    assert!(mermaid.starts_with("sequenceDiagram\n"));
+    for lane in ["UE1", "Attacker", "IdMS", "SIP core", "MCX server"] {
+        assert!(mermaid.contains(lane), "{lane} missing:\n{mermaid}");
+    }
+    assert!(t.numbered().contains("  3. [t=0] Attacker"));
+}
+
+#[test]
+fn post_cr_attacker_sees_no_token() {
+    // Walk the `user-switch` scenario: every token crossed the SIP core, none was captured.
+    let m = model(Variant::PostCr);
+    let states = m.run(&m.scenario("user-switch").unwrap()).unwrap();
+    assert!(states.iter().all(|s| s.captured.is_empty()));
+    // The same scenario in ct1-rel18 exposes tokens.
+    let m = model(Variant::Ct1Rel18);
+    let states = m.run(&m.scenario("user-switch").unwrap()).unwrap();
+    assert!(states.iter().any(|s| !s.captured.is_empty()));
+}
+
+#[test]
+fn forged_pai_is_refused_with_403() {
+    let m = model(Variant::PostCr);
+    let mut actions = m.scenario("bound").unwrap();
+    actions.push(EnvAction::ForgePai { impu: 0 });
+    let t = m.trace(&actions);
+    let last = t.steps.last().unwrap();
+    assert_eq!(last.via.as_deref(), Some("direct"));
+    assert_eq!(last.status, Some(403));
+    assert_eq!(last.outcome.as_deref(), Some("untrusted_source"));
+    assert!(last.events.is_empty());
+}
+
+#[test]
+fn token_ids_round_trip() {
+    for kind in [
+        TokenKind::Valid,
+        TokenKind::Expired,
+        TokenKind::WrongScope,
+        TokenKind::Forged,
+    ] {
+        let t = Tok {
+            user: 3,
+            issued: 2,
+            kind,
+        };
+        assert_eq!(Tok::parse(&t.id()), Some(t));
+    }
+    assert_eq!(Tok::parse("tok-A-tx-valid"), None);
+    assert_eq!(Tok::parse("tok-AB-t0-valid"), None);
+    assert_eq!(Tok::parse("nonsense"), None);
+}
+
+#[test]
+fn trace_steps_serialize_with_the_fields_the_trace_command_reads() {
+    let m = model(Variant::PostCr);
+    let t = m.trace(&m.scenario("log-off").unwrap());
+    let v = serde_json::to_value(&t.steps).unwrap();
+    let last = &v.as_array().unwrap().last().unwrap();
+    for f in [
+        "step",
+        "time",
+        "actor",
+        "sender",
+        "action",
+        "request",
+        "via",
+        "impu",
+        "client_id",
+        "user",
+        "mc_id",
+        "token",
+        "if_match",
+        "expires",
+        "status",
+        "etag",
+        "events",
+    ] {
+        assert!(last.get(f).is_some(), "field {f} missing in {last}");
+    }
+    assert_eq!(last["request"], "remove");
+    assert_eq!(last["status"], 200);
+    assert_eq!(last["expires"], 0);
+    let first_send = t.steps.iter().find(|s| s.action == "deliver").unwrap();
+    assert_eq!(first_send.sender.as_deref(), Some("UE1"));
+    assert_eq!(first_send.via.as_deref(), Some("sip-core"));
+}
