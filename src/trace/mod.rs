@@ -316,7 +316,7 @@ fn wire_protection(cfg: &ModelConfig, steps: &[TraceStep]) -> anyhow::Result<Tok
     let policy = cfg.machine_policy().token_protection;
     let sent = steps
         .iter()
-        .filter(|s| s.action.starts_with("deliver") && s.via.as_deref() == Some("sip-core"));
+        .filter(|s| sipp::is_delivery(s) && s.via.as_deref() == Some("sip-core"));
     let (mut protected, mut clear) = (false, false);
     for s in sent {
         if let Some(t) = &s.token {
@@ -382,4 +382,119 @@ pub(crate) fn check_impu(model: &McxModel, impu: &str) -> anyhow::Result<()> {
         bail!("IMPU {impu} is not one of the configuration's: the trace and its \"config\" do not match");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcx_model::env::EnvAction;
+
+    fn lab() -> LabIdms {
+        LabIdms::ephemeral(&[jsonwebtoken::Algorithm::ES256]).unwrap()
+    }
+
+    /// The attacker's forged-PAI PUBLISH straight to the server is a comment, not a request; the
+    /// tokens the UE presents are in the CSV in order; ticks are pauses without lab controls.
+    #[test]
+    fn direct_requests_are_comments_and_ticks_pauses() {
+        let cfg = ModelConfig::for_variant(Variant::Ct1Rel18);
+        let model = cfg.clone().into_model();
+        let mut s = model.init_state();
+        let mut actions = Vec::new();
+        let intents = [
+            EnvAction::LogOn {
+                ue: 0,
+                user: 0,
+                kind: mcx_model::TokenKind::Valid,
+            },
+            EnvAction::Register(0),
+            EnvAction::ForgePai {
+                impu: model.ue_impu(0, 0),
+            },
+            EnvAction::Tick,
+        ];
+        for a in intents {
+            s = model.apply(&s, &a).unwrap().0;
+            actions.push(a);
+            while let Some(d) = model.enabled(&s).into_iter().find(|a| {
+                matches!(
+                    a,
+                    EnvAction::Deliver {
+                        keep_copy: false,
+                        ..
+                    }
+                )
+            }) {
+                s = model.apply(&s, &d).unwrap().0;
+                actions.push(d);
+            }
+        }
+        let src = TraceSource {
+            steps: model.trace(&actions).steps,
+            config: cfg,
+            title: "test".into(),
+        };
+        let opts = ReplayOptions {
+            tick_ms: 777,
+            ..ReplayOptions::default()
+        };
+        let r = Replay::build(&src, &lab(), &opts).unwrap();
+        assert_eq!(r.skipped_direct.len(), 1, "{:?}", src.steps);
+        assert!(r.scenario_xml.contains("NOT SENT"));
+        // Set-up REGISTER of the attacker, the UE's REGISTER; not the forged PUBLISH.
+        assert_eq!(r.requests, 2);
+        assert_eq!(r.scenario_xml.matches("<send ").count(), 2);
+        assert_eq!(r.scenario_xml.matches("PUBLISH sip:").count(), 0);
+        assert_eq!(
+            r.scenario_xml
+                .matches("<pause milliseconds=\"777\"/>")
+                .count(),
+            1
+        );
+        assert_eq!(r.token_ids, vec!["tok-A-t0-valid".to_owned()]);
+        assert!(r.tokens_csv.starts_with("SEQUENTIAL\n"));
+        assert_eq!(r.tokens_csv.lines().nth(1).unwrap().split('.').count(), 3);
+        assert!(r.readme(&opts).contains("Not sent: steps"));
+    }
+
+    /// `check --json` input: the variant and property pick the trace; clear errors otherwise.
+    #[test]
+    fn check_json_selection() {
+        let cfg = ModelConfig::for_variant(Variant::PreCr);
+        let model = cfg.clone().into_model();
+        let steps = model.trace(&model.scenario("bound").unwrap()).steps;
+        let doc = serde_json::json!([{
+            "variant": "pre-cr",
+            "config": cfg,
+            "properties": [
+                {"name": "bound", "kind": "sometimes", "verdict": "holds", "expected": "holds", "trace": steps},
+                {"name": "s1-authenticated-binding", "kind": "always", "verdict": "holds", "expected": "holds", "trace": null},
+            ],
+        }])
+        .to_string();
+        let src = TraceSource::from_check_json(&doc, Some(Variant::PreCr), "bound").unwrap();
+        assert_eq!(src.steps, steps);
+        assert_eq!(src.config, cfg);
+        let e =
+            TraceSource::from_check_json(&doc, Some(Variant::PreCr), "s1-authenticated-binding")
+                .unwrap_err();
+        assert!(e.to_string().contains("has no trace"), "{e}");
+        let e = TraceSource::from_check_json(&doc, Some(Variant::PostCr), "bound").unwrap_err();
+        assert!(e.to_string().contains("no variant post-cr"), "{e}");
+        assert!(TraceSource::from_check_json("[1", None, "bound").is_err());
+    }
+
+    /// Protected tokens go in clear with `token_protection = "optional"`, said in the notes.
+    #[test]
+    fn post_cr_protection_is_noted() {
+        let src =
+            TraceSource::from_scenario("bound", ModelConfig::for_variant(Variant::PostCr)).unwrap();
+        assert!(src
+            .steps
+            .iter()
+            .any(|s| s.token.as_ref().is_some_and(|t| t.protected)));
+        let r = Replay::build(&src, &lab(), &ReplayOptions::default()).unwrap();
+        assert!(r.server_toml.contains("token_protection = \"optional\""));
+        assert!(r.notes.iter().any(|n| n.contains("clause 9")));
+    }
 }

@@ -43,10 +43,7 @@ impl Plan {
         let mut tokens: Vec<Tok> = Vec::new();
         let mut skipped_direct = Vec::new();
         let mut requests = usize::from(model.config().attacker);
-        for st in steps {
-            if !st.action.starts_with("deliver") {
-                continue;
-            }
+        for st in steps.iter().filter(|s| is_delivery(s)) {
             match st.via.as_deref() {
                 Some("sip-core") => {}
                 Some("direct") => {
@@ -83,6 +80,12 @@ impl Plan {
             .position(|t| *t == tok)
             .with_context(|| format!("token {id} not planned"))
     }
+}
+
+/// Whether a step is a request reaching the server (a delivery by the network, or the attacker's
+/// request straight to the server): it has a route and a response.
+pub fn is_delivery(st: &TraceStep) -> bool {
+    st.via.is_some() && st.status.is_some()
 }
 
 /// Keeps an XML comment ASCII and free of `--`.
@@ -429,7 +432,7 @@ impl Xml {
         let _ = writeln!(
             self.out,
             "  <nop>\n    <action>\n      <exec command=\"{}\"/>\n    </action>\n  </nop>",
-            attr(&format!("curl -s -S -X POST {url}"))
+            attr(&format!("curl -s -S -o /dev/null -X POST {url}"))
         );
         let _ = writeln!(self.out, "  <pause milliseconds=\"{settle_ms}\"/>");
     }
@@ -511,7 +514,7 @@ pub fn render(
     for st in &src.steps {
         let label = format!("step {} (t={})", st.step, st.time);
         match st.action.as_str() {
-            a if a.starts_with("deliver") => {
+            _ if is_delivery(st) => {
                 if st.via.as_deref() == Some("direct") {
                     x.comment(
                         "  ",
