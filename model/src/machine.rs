@@ -484,7 +484,9 @@ impl Machine {
                 settings.or(old.settings),
                 publication.or_else(|| old.publication.clone()),
             ),
-            // User switch (CR 5.1.3.2.1; dossier Q-10): nothing of the old user survives (S-5).
+            // User switch (CR 5.1.3.2.1; dossier Q-10): nothing of the old user survives (S-5),
+            // not even its publication: after a switch by a REGISTER-borne token the old user's
+            // SIP-ETag no longer names anything (412).
             Some(old) => (
                 Some(BindingEvent::Rebound {
                     key: key.clone(),
@@ -492,7 +494,7 @@ impl Machine {
                     to: grant.mc_id.clone(),
                 }),
                 settings,
-                publication.or_else(|| old.publication.clone()),
+                publication,
             ),
         };
         self.put_binding(

@@ -750,3 +750,35 @@ S2 bound, drop-binding     | register 0             | 200 registered            
 ";
     assert_eq!(table, expected, "\nactual table:\n{table}");
 }
+
+#[test]
+fn user_switch_by_register_token_drops_the_old_users_publication() {
+    let mut h = Harness::new(Variant::PreCr.policy());
+    let etag = bound(&mut h);
+    let out = h.m.handle(
+        UnixTime(h.now),
+        Input::ThirdPartyRegister(ThirdPartyRegister {
+            impu: AssertedIdentity::Trusted(Impu::new(IMPU1)),
+            expires: 600,
+            services: Some(ServiceSet::only(Service::Mcptt)),
+            embedded: vec![(
+                Service::Mcptt,
+                Authorization {
+                    token: valid(BOB),
+                    protected: false,
+                    client_id: ClientId::new(CLIENT),
+                    settings: None,
+                },
+            )],
+        }),
+    );
+    let (_, e) = split(out);
+    assert!(matches!(&e[..], [BindingEvent::Rebound { .. }]));
+    let (_, b) = h.m.bindings().next().unwrap();
+    assert_eq!(
+        b.publication, None,
+        "S-5: alice's publication does not become bob's"
+    );
+    let (r, _) = h.publish(IMPU1, Some(&etag), Some(3600), PublishBody::Empty);
+    assert_eq!(r.outcome, Outcome::ConditionalRequestFailed);
+}

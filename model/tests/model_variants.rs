@@ -74,7 +74,7 @@ fn pre_cr_small_breaks_impersonation_switch_isolation_and_registration() {
             "s5-user-switch-isolation",
         ])
     );
-    assert_eq!(o.unique, 39105);
+    assert_eq!(o.unique, 35301);
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn ct1_rel18_small_breaks_what_pre_cr_breaks() {
             "s5-user-switch-isolation",
         ])
     );
-    assert_eq!(o.unique, 70146);
+    assert_eq!(o.unique, 73364);
 }
 
 #[test]
