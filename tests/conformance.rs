@@ -439,20 +439,16 @@ fn describe(model: &McxModel, a: &EnvAction) -> String {
 
 /// Compares the model's machine with the server's tables.
 fn compare_tables(sut: &Sut<'_>, state: &EnvState) -> Result<(), String> {
-    let mut expected: Vec<BindingView> = state
-        .server
-        .bindings()
-        .map(|(k, b)| BindingView {
-            service: k.service.name().to_owned(),
-            impu: k.impu.to_string(),
-            client_id: k.client_id.to_string(),
-            mc_id: b.mc_id.to_string(),
-            token_exp: BASE + b.token_exp.0,
-            etag: b.publication.as_ref().map(|p| {
-                let n = McxModel::etag_number(&p.etag).expect("model ETag");
+    let mut expected: Vec<BindingView> = mcx_authz::server::admin::binding_views(&state.server)
+        .into_iter()
+        .map(|v| BindingView {
+            token_exp: BASE + v.token_exp,
+            etag: v.etag.map(|tag| {
+                let n = McxModel::etag_number(&mcx_model::ETag::new(tag)).expect("model ETag");
                 sut.server_etag(n)
             }),
-            publication_expires: b.publication.as_ref().map(|p| BASE + p.expires_at.0),
+            publication_expires: v.publication_expires.map(|t| BASE + t),
+            ..v
         })
         .collect();
     expected.sort_by(|a, b| {
@@ -485,6 +481,38 @@ struct Coverage {
     delivered: usize,
     statuses: std::collections::BTreeSet<u16>,
     events: std::collections::BTreeSet<String>,
+}
+
+/// Sends a delivered request to the server and compares its answer with the model's.
+fn deliver_and_compare(
+    sut: &mut Sut<'_>,
+    msg: &Msg,
+    effect: &mcx_model::env::StepEffect,
+    coverage: &mut Coverage,
+) -> Result<(), String> {
+    let reply = sut.deliver(msg);
+    coverage.delivered += 1;
+    coverage.statuses.insert(reply.status);
+    let Some(expected) = &effect.response else {
+        return Err("model delivered a request without a response".into());
+    };
+    let got = (reply.status, reply.mc_warning(), reply.etag().is_some());
+    let want = (
+        expected.status(),
+        expected.warning().map(|w| w.code()),
+        expected.etag.is_some(),
+    );
+    if got != want {
+        return Err(format!(
+            "response differs: model {want:?} ({:?}), server {got:?}\n{}",
+            expected.outcome, reply.raw
+        ));
+    }
+    if let (Some(tag), Some(server_tag)) = (&expected.etag, reply.etag()) {
+        sut.etags
+            .insert(McxModel::etag_number(tag).expect("model ETag"), server_tag);
+    }
+    Ok(())
 }
 
 /// Runs one case; on a mismatch returns the path so far and what differed.
@@ -539,43 +567,28 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         }
         match &action {
             EnvAction::Deliver { msg, .. } => {
-                let reply = sut.deliver(msg);
-                coverage.delivered += 1;
-                coverage.statuses.insert(reply.status);
-                let Some(expected) = &effect.response else {
-                    return fail(&path, "model delivered a request without a response".into());
-                };
-                let got = (reply.status, reply.mc_warning(), reply.etag().is_some());
-                let want = (
-                    expected.status(),
-                    expected.warning().map(|w| w.code()),
-                    expected.etag.is_some(),
-                );
-                if got != want {
-                    return fail(
-                        &path,
-                        format!(
-                            "response differs: model {want:?} ({:?}), server {got:?}\n{}",
-                            expected.outcome, reply.raw
-                        ),
-                    );
-                }
-                if let (Some(tag), Some(server_tag)) = (&expected.etag, reply.etag()) {
-                    sut.etags
-                        .insert(McxModel::etag_number(tag).expect("model ETag"), server_tag);
+                if let Err(e) = deliver_and_compare(&mut sut, msg, &effect, &mut coverage) {
+                    return fail(&path, e);
                 }
             }
             EnvAction::Tick => sut.server.advance(1),
             EnvAction::Restart => {
                 http(sut.server.admin, "POST", "/restart");
             }
-            _ => {
-                // UE-local steps (log-on, queueing a request) and the attacker's preparation reach
-                // the server only when the network delivers them.
-                if effect.input.is_some() {
+            _ => match model.attacker_msg(&state, &action) {
+                // The attacker's replay and forged PUBLISH are sent and delivered in one step.
+                Some(msg) => {
+                    if let Err(e) = deliver_and_compare(&mut sut, &msg, &effect, &mut coverage) {
+                        return fail(&path, e);
+                    }
+                }
+                // UE-local steps (log-on, queueing a request) reach the server only when the
+                // network delivers them.
+                None if effect.input.is_some() => {
                     return fail(&path, format!("unexpected server input for {action:?}"));
                 }
-            }
+                None => {}
+            },
         }
         if let Err(e) = compare_tables(&sut, &next) {
             return fail(&path, e);

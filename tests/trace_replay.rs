@@ -15,12 +15,10 @@
 
 mod external;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use external::*;
 use mcx_authz::cli::check::{json_report, PropertyReport, VariantReport};
@@ -134,10 +132,12 @@ fn check_json(model: &McxModel, ws: &[Witness]) -> String {
 
 /// `mcx-authz serve` with a generated `server.toml` (listeners moved to ephemeral loopback
 /// ports, the admin view to `admin`), and the lab IdMS in `lab`.
+/// The server under replay: the shared harness's `McxServer`, on the generated `server.toml`
+/// with the admin view on the port the scenario's clock calls were generated for.
 struct Server {
     udp: SocketAddr,
     admin: SocketAddr,
-    _child: ChildGuard,
+    _inner: McxServer,
 }
 
 impl Server {
@@ -151,52 +151,12 @@ impl Server {
         );
         let config = scratch.join("server.toml");
         std::fs::write(&config, text).unwrap();
-        let stderr = std::fs::File::create(scratch.join("serve.err")).unwrap();
-        let mut child = ChildGuard::spawn(
-            "mcx-authz serve",
-            Command::new(mcx_bin())
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .arg("--data-dir")
-                .arg(lab)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(stderr),
-        );
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut udp = None;
-        let mut admin_seen = false;
-        while udp.is_none() || !admin_seen {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "mcx-authz serve printed no listener lines within 20 s: {}",
-                    std::fs::read_to_string(scratch.join("serve.err")).unwrap_or_default()
-                )
-            });
-            if let Some(rest) = line.strip_prefix("SIP over UDP") {
-                udp = rest
-                    .trim()
-                    .strip_prefix("sip:")
-                    .and_then(|r| r.split(';').next())
-                    .and_then(|a| a.parse().ok());
-            }
-            admin_seen |= line.starts_with("admin view");
-        }
+        let inner = McxServer::spawn(scratch, &config, lab.to_path_buf());
+        assert_eq!(inner.admin, admin);
         Server {
-            udp: udp.unwrap(),
-            admin,
-            _child: child,
+            udp: inner.udp,
+            admin: inner.admin,
+            _inner: inner,
         }
     }
 
@@ -273,17 +233,13 @@ fn sipp(out: &Path, udp: SocketAddr) -> Finished {
 /// The model's machine as the admin view shows it (times shifted by the base; ETags by
 /// presence, since the server draws its own).
 fn model_tables(s: &EnvState) -> (Vec<BindingView>, Vec<(String, u64)>) {
-    let mut b: Vec<BindingView> = s
-        .server
-        .bindings()
-        .map(|(k, b)| BindingView {
-            service: k.service.name().to_owned(),
-            impu: k.impu.to_string(),
-            client_id: k.client_id.to_string(),
-            mc_id: b.mc_id.to_string(),
-            token_exp: BASE + b.token_exp.0,
-            etag: b.publication.as_ref().map(|_| "present".to_owned()),
-            publication_expires: b.publication.as_ref().map(|p| BASE + p.expires_at.0),
+    let mut b: Vec<BindingView> = mcx_authz::server::admin::binding_views(&s.server)
+        .into_iter()
+        .map(|v| BindingView {
+            token_exp: BASE + v.token_exp,
+            etag: v.etag.map(|_| "present".to_owned()),
+            publication_expires: v.publication_expires.map(|t| BASE + t),
+            ..v
         })
         .collect();
     b.sort_by(|x, y| (&x.impu, &x.service, &x.client_id).cmp(&(&y.impu, &y.service, &y.client_id)));

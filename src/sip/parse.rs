@@ -543,8 +543,9 @@ fn parse_inner(frame: &Frame, strict: bool) -> Result<SipMessage, ParseError> {
     build_request(method, request_uri, headers, frame, strict)
 }
 
-/// Best-effort reading of what a 400 needs, from unvalidated headers.
-fn reply_to_from_headers(headers: &[(String, String)]) -> Option<ReplyTo> {
+/// Best-effort reading of what a 400 needs, from unvalidated headers: one each of From, To,
+/// Call-ID and CSeq, and at least one Via (comma-joined Vias split).
+pub(crate) fn reply_to_from_headers(headers: &[(String, String)]) -> Option<ReplyTo> {
     let one = |name: &str| {
         let mut it = headers.iter().filter(|(n, _)| n == name);
         match (it.next(), it.next()) {

@@ -11,7 +11,7 @@ use mcx_model::{Outcome, Response};
 use sha2::{Digest, Sha256};
 
 use super::adapter::ALLOW;
-use super::parse::{header_lines, header_param, split_commas, ReplyTo, SipRequest};
+use super::parse::{header_lines, header_param, reply_to_from_headers, ReplyTo, SipRequest};
 
 /// Server-wide response settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,29 +226,7 @@ pub fn error_response_for_head(
         return None;
     }
     let headers = header_lines(rest).ok()?;
-    let one = |name: &str| {
-        let mut it = headers.iter().filter(|(n, _)| n == name);
-        match (it.next(), it.next()) {
-            (Some((_, v)), None) if !v.is_empty() => Some(v.clone()),
-            _ => None,
-        }
-    };
-    let vias: Vec<String> = headers
-        .iter()
-        .filter(|(n, _)| n == "Via")
-        .flat_map(|(_, v)| split_commas(v))
-        .map(str::to_owned)
-        .collect();
-    if vias.is_empty() {
-        return None;
-    }
-    let reply = ReplyTo {
-        vias,
-        from: one("From")?,
-        to: one("To")?,
-        call_id: one("Call-ID")?,
-        cseq: one("CSeq")?,
-    };
+    let reply = reply_to_from_headers(&headers)?;
     Some(build(&reply, status, reason, &Extras::default(), cfg))
 }
 

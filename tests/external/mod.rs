@@ -310,30 +310,28 @@ impl McxServer {
             Duration::from_secs(30),
         );
         assert_eq!(keygen.code(), Some(0), "token keygen: {keygen:?}");
-        // A `[policy]` table replaces the embedded default wholesale, including its
-        // `token_protection = "optional"` (clause 9 protection is not implemented, and the
-        // scenarios send `type="Normal"` tokens), so keep that unless the caller sets it.
-        let protection = if policy.contains("token_protection") {
-            ""
-        } else {
-            "token_protection = \"optional\"\n"
-        };
         let config = scratch.join("mcx.toml");
         std::fs::write(
             &config,
             format!(
                 "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{protection}{policy}\n"
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n"
             ),
         )
         .expect("write config");
+        McxServer::spawn(scratch, &config, lab_dir)
+    }
+
+    /// Runs `mcx-authz serve --config config --data-dir lab_dir` (the lab key must exist) and
+    /// reads the bound addresses from the listener lines it prints.
+    pub fn spawn(scratch: &Scratch, config: &Path, lab_dir: PathBuf) -> McxServer {
         let stderr = std::fs::File::create(scratch.join("serve.err")).expect("serve.err");
         let mut child = ChildGuard::spawn(
             "mcx-authz serve",
             Command::new(mcx_bin())
                 .arg("serve")
                 .arg("--config")
-                .arg(&config)
+                .arg(config)
                 .arg("--data-dir")
                 .arg(&lab_dir)
                 .env("RUST_LOG", "warn")
