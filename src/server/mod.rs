@@ -61,11 +61,7 @@ impl Server {
         let shared = Arc::new(Mutex::new(state));
         let mut udp = Vec::new();
         for addr in &config.sip.udp {
-            udp.push(
-                UdpSocket::bind(addr)
-                    .await
-                    .with_context(|| format!("binding SIP UDP {addr}"))?,
-            );
+            udp.push(bind_udp(*addr).with_context(|| format!("binding SIP UDP {addr}"))?);
         }
         let mut tcp = Vec::new();
         for addr in &config.sip.tcp {
@@ -225,6 +221,25 @@ async fn serve_udp(
     }
     drop(queues);
     while tasks.join_next().await.is_some() {}
+}
+
+/// Kernel receive buffer asked for on SIP UDP sockets: a burst of requests arriving while the
+/// workers check signatures waits here instead of being dropped (and retransmitted by the
+/// client 500 ms later). The kernel caps it at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(%addr, error = %e, "could not enlarge the UDP receive buffer");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Requests waiting per UDP worker.
