@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::*;
 use mcx_authz::server::admin::BindingView;
-use mcx_authz::token::{LabIdms, MintRequest};
+use mcx_authz::token::LabIdms;
 use mcx_model::env::{
     Body, EnvAction, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Req, Sender, Tok, TokenKind,
 };
-use mcx_model::{FailedReauthorization, ImpuChange, Service, TokenExpiry, UnixTime, Variant};
+use mcx_model::{FailedReauthorization, ImpuChange, Service, TokenExpiry, Variant};
 use proptest::prelude::*;
 use stateright::Model;
 
@@ -180,26 +180,8 @@ impl<'m> Sut<'m> {
         if let Some(t) = self.tokens.get(&tok) {
             return t.clone();
         }
-        let cfg = self.model.config();
-        let id = |s: Service| {
-            cfg.services
-                .iter()
-                .position(|x| *x == s)
-                .map(|i| self.model.mc_id(tok.user, i as u8).to_string())
-        };
-        let req = MintRequest {
-            mcptt_id: id(Service::Mcptt),
-            mcvideo_id: id(Service::Mcvideo),
-            mcdata_id: id(Service::Mcdata),
-            scopes: Some(match tok.kind {
-                TokenKind::WrongScope => vec!["3gpp:mc:ptt_key_management_service".into()],
-                _ => Service::ALL.iter().map(|s| s.scope().to_owned()).collect(),
-            }),
-            iat: Some(UnixTime(BASE + u64::from(tok.issued))),
-            exp: Some(UnixTime(BASE + tok.exp(cfg.token_life))),
-            jti: Some(tok.id()),
-            ..MintRequest::default()
-        };
+        // The same token the trace replay mints for this abstract token (jti = the model's id).
+        let req = mcx_authz::trace::tokens::mint_request(self.model, &tok, BASE);
         let lab = if tok.kind == TokenKind::Forged {
             &self.forger
         } else {
