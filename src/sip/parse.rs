@@ -331,20 +331,9 @@ fn truncate(s: &str) -> &str {
 /// (RFC 3261 7.3.1: `field-value *(COMMA field-value)`); parts are trimmed, empty parts dropped.
 pub fn split_commas(value: &str) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut quoted, mut escaped, mut angle) = (false, false, false);
-    let mut start = 0;
-    for (i, c) in value.char_indices() {
-        if quoted {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut angle, mut start) = (false, 0);
+    for (i, c) in unquoted_chars(value) {
         match c {
-            '"' => quoted = true,
             '<' => angle = true,
             '>' => angle = false,
             ',' if !angle => {
@@ -357,6 +346,29 @@ pub fn split_commas(value: &str) -> Vec<&str> {
     parts.push(value[start..].trim());
     parts.retain(|p| !p.is_empty());
     parts
+}
+
+/// The characters of `s` outside quoted strings (RFC 3261 25.1 `quoted-string`, with
+/// `quoted-pair` escapes), with their byte offsets; the quotes themselves are skipped. Every
+/// quote-aware scan of a header value goes through this one.
+pub(crate) fn unquoted_chars(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    s.char_indices().filter(move |&(_, c)| {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            false
+        } else if c == '"' {
+            quoted = true;
+            false
+        } else {
+            true
+        }
+    })
 }
 
 /// Header parameters of a Via, From/To, Contact or Event value: the `;name[=value]` list after
@@ -388,30 +400,18 @@ pub fn header_params(value: &str) -> Vec<(String, Option<String>)> {
 /// The `;…` parameter list of a header value: after the `>` closing a name-addr, else after the
 /// first `;` outside quotes. Empty when there is none.
 fn params_part(value: &str) -> &str {
-    let mut quoted = false;
-    let mut escaped = false;
-    let mut angle_open: Option<usize> = None;
-    for (i, c) in value.char_indices() {
-        if quoted {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut angle_open = false;
+    for (i, c) in unquoted_chars(value) {
         match c {
-            '"' => quoted = true,
-            '<' if angle_open.is_none() => angle_open = Some(i),
-            '>' if angle_open.is_some() => {
+            '<' if !angle_open => angle_open = true,
+            '>' if angle_open => {
                 let rest = &value[i + 1..];
                 return match find_unquoted(rest, ';') {
                     Some(s) => &rest[s + 1..],
                     None => "",
                 };
             }
-            ';' if angle_open.is_none() => return &value[i + 1..],
+            ';' if !angle_open => return &value[i + 1..],
             _ => {}
         }
     }
@@ -427,28 +427,17 @@ pub fn header_param(value: &str, name: &str) -> Option<String> {
 }
 
 fn find_unquoted(s: &str, needle: char) -> Option<usize> {
-    let mut quoted = false;
-    for (i, c) in s.char_indices() {
-        if c == '"' {
-            quoted = !quoted;
-        } else if c == needle && !quoted {
-            return Some(i);
-        }
-    }
-    None
+    unquoted_chars(s)
+        .find(|&(_, c)| c == needle)
+        .map(|(i, _)| i)
 }
 
 fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
-    let mut quoted = false;
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if c == '"' {
-            quoted = !quoted;
-        } else if c == sep && !quoted {
-            parts.push(&s[start..i]);
-            start = i + 1;
-        }
+    for (i, _) in unquoted_chars(s).filter(|&(_, c)| c == sep) {
+        parts.push(&s[start..i]);
+        start = i + 1;
     }
     parts.push(&s[start..]);
     parts
@@ -778,6 +767,18 @@ mod tests {
         assert_eq!(
             split_commas("\"a,b\" <sip:x>, <sip:y,z>, tel:1"),
             vec!["\"a,b\" <sip:x>", "<sip:y,z>", "tel:1"]
+        );
+    }
+
+    #[test]
+    fn escaped_quotes_stay_inside_quoted_strings() {
+        // RFC 3261 25.1 quoted-pair: `\"` does not end the quoted string, in any scan.
+        let p = header_params("<sip:a@x>;note=\"a\\\";b\";expires=5");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[1], ("expires".into(), Some("5".into())));
+        assert_eq!(
+            split_commas("\"x\\\",y\" <sip:a@x>, <sip:b@x>"),
+            vec!["\"x\\\",y\" <sip:a@x>", "<sip:b@x>"]
         );
     }
 }

@@ -39,23 +39,9 @@ pub fn name_addr_uri(value: &str) -> Option<&str> {
 
 /// The `<` that opens a name-addr, outside a quoted display name.
 fn find_angle(s: &str) -> Option<usize> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if quoted {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            quoted = true;
-        } else if c == '<' {
-            return Some(i);
-        }
-    }
-    None
+    super::parse::unquoted_chars(s)
+        .find(|&(_, c)| c == '<')
+        .map(|(i, _)| i)
 }
 
 /// A URI reduced to what identifies a resource here.
