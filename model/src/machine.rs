@@ -7,8 +7,9 @@
 //! number, verifies no signature and does no IO.
 //!
 //! Invariant kept by construction: every binding change goes through [`Machine::put_binding`] or
-//! [`Machine::take_binding`], which keep the entity-tag index and the deadline index in step with
-//! the binding table, so the indexes never describe state that no longer exists.
+//! [`Machine::take_binding`] (registrations through `put_registration`/`take_registration`), which
+//! keep the deadline indexes in step with the tables, so no deadline names state that no longer
+//! exists. SIP-ETags are not indexed: a tag is looked up among its IMPU's adjacent bindings.
 
 use std::collections::{BTreeMap, BTreeSet};
 
