@@ -281,7 +281,7 @@ impl ModelConfig {
     }
 
     /// Whether these are the default sizes for the variant (the expectations recorded in
-    /// [`super::properties`] are per configuration; this tells the CLI whether it ran the
+    /// `properties.rs` are per configuration; this tells the CLI whether it ran the
     /// configuration that docs/findings.md reports).
     pub fn is_default(&self) -> bool {
         *self == ModelConfig::for_variant(self.variant)
