@@ -15,4 +15,5 @@
 
 pub mod eccsi;
 pub mod kms;
+pub mod mikey;
 pub mod uid;
