@@ -16,4 +16,5 @@
 pub mod eccsi;
 pub mod kms;
 pub mod mikey;
+pub mod sakke;
 pub mod uid;
