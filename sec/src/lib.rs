@@ -13,6 +13,7 @@
 //! - [`sakke`]: SAKKE (RFC 6508) with parameter set 1 (RFC 6509 Appendix A).
 //! - [`csk_upload`]: the server's check of a CSK upload (TS 33.180 5.4), cheap stages first.
 
+pub mod csk_upload;
 pub mod eccsi;
 pub mod kms;
 pub mod mikey;
