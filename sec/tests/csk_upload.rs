@@ -33,7 +33,7 @@ fn streamwide_csk_upload_verifies_and_decapsulates() {
         &message("test2_csk.b64"),
         T_UNIX + 20,
         30,
-        &[cert.clone()],
+        std::slice::from_ref(&cert),
         &gms,
     )
     .unwrap();
@@ -95,7 +95,8 @@ fn streamwide_gmk_and_pck_messages_verify_and_decapsulate() {
         assert_eq!(encode_hex(&ssv[..]), key, "{file}");
 
         let r = Receiver::new(&cert, &ks).unwrap();
-        let err = csk_upload::verify(&bytes, T_UNIX, 30, &[cert.clone()], &r).unwrap_err();
+        let err =
+            csk_upload::verify(&bytes, T_UNIX, 30, std::slice::from_ref(&cert), &r).unwrap_err();
         assert!(
             matches!(err, UploadRejection::NotCsk(0 | 1)),
             "{file}: {err}"
@@ -171,7 +172,8 @@ fn lab_round_trip() {
     let csk = Csk::new([0x5a; 16]);
     let bytes = build(&lab, &csk, 0x2123_4567, NOW, SERVER);
     let receiver = Receiver::new(&lab.cert, &lab.server).unwrap();
-    let up = csk_upload::verify(&bytes, NOW, 30, &[lab.cert.clone()], &receiver).unwrap();
+    let up =
+        csk_upload::verify(&bytes, NOW, 30, std::slice::from_ref(&lab.cert), &receiver).unwrap();
     assert_eq!(up.csk, csk);
     assert_eq!(up.csk_id, 0x2123_4567);
     assert_eq!(up.initiator_uid, lab.alice.uid().unwrap());
@@ -206,10 +208,10 @@ fn resign(lab: &Lab, m: &mikey::Message) -> Vec<u8> {
 fn each_rejection_stage_is_reached_by_a_crafted_message() {
     let lab = lab();
     let csk = Csk::new([0x11; 16]);
-    let certs = [lab.cert.clone()];
+    let certs = std::slice::from_ref(&lab.cert);
     let receiver = Receiver::new(&lab.cert, &lab.server).unwrap();
     let good = build(&lab, &csk, 0x2000_0001, NOW, SERVER);
-    let check = |bytes: &[u8], now: u64| csk_upload::verify(bytes, now, 30, &certs, &receiver);
+    let check = |bytes: &[u8], now: u64| csk_upload::verify(bytes, now, 30, certs, &receiver);
     assert!(check(&good, NOW).is_ok());
 
     // parse
@@ -268,7 +270,7 @@ fn each_rejection_stage_is_reached_by_a_crafted_message() {
         old.key_period_no,
     ));
     let stale_receiver = Receiver::new(&lab.cert, &old).unwrap();
-    let e = csk_upload::verify(&good, NOW, 30, &certs, &stale_receiver).unwrap_err();
+    let e = csk_upload::verify(&good, NOW, 30, certs, &stale_receiver).unwrap_err();
     assert_eq!(e, UploadRejection::NoReceiverKey);
     // decapsulation: a validly signed message whose H was changed
     let mut m = mikey::decode(&good).unwrap().message;
