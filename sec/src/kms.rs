@@ -258,6 +258,36 @@ pub fn provision(
     })
 }
 
+/// The lab KMS directory layout (default `./mcx-lab/kms/`), shared by `mcx-authz kms`, the
+/// KMS resource server and `mikey inspect`: the public certificate, the KMS's own secrets
+/// (mode 0600) and one key set per user URI (mode 0600).
+pub mod layout {
+    /// The community's certificate (`KmsCertificate`, TOML).
+    pub const CERTIFICATE: &str = "certificate.toml";
+    /// The KMS's secrets (`KmsSecrets`, TOML, mode 0600).
+    pub const SECRETS: &str = "secrets.toml";
+    /// The directory of key sets.
+    pub const KEY_SETS: &str = "keysets";
+
+    /// The file name of `uri`'s key set in [`KEY_SETS`]: the URI with every character other
+    /// than ASCII letters, digits, `.`, `@`, `-` and `_` replaced by `_`, then `.toml`
+    /// (`sip:alice@example.org` -> `sip_alice@example.org.toml`).
+    pub fn key_set_file(uri: &str) -> String {
+        let mut s: String = uri
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '@' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        s.push_str(".toml");
+        s
+    }
+}
+
 /// Decodes a hex octet string as the vector files and Annex D documents write it: case-free,
 /// with spaces (and an optional `0x`) allowed. `None` on any other character or an odd length.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
