@@ -28,8 +28,10 @@
 //!   `r + 2q` (chosen in constant time so that the top bit is always at the same position),
 //!   with the result picked by constant-time selection. The final comparison with `R_(b,S)`
 //!   reveals only accept/refuse, which is public anyway.
-//! - **Not constant time, and why it need not be**: parsing and validating points from the
-//!   message or from the KMS certificate (public), `[b]P` for the receiver identifier b
+//! - The RSK is parsed and validated once, when the key set is loaded (with a constant-time
+//!   range check and curve equation), and kept as field elements.
+//! - **Not constant time, and why it need not be**: the structure of parsing and validating
+//!   points from the message or from the KMS certificate (public), `[b]P` for the receiver identifier b
 //!   (public), HashToIntegerRange's hashing (SHA-256, constant time in the data) and its
 //!   reductions (constant-time Montgomery conversion), and the branch on whether
 //!   decapsulation succeeded (public outcome). Encapsulation ([`encapsulate`], lab tools)
@@ -200,18 +202,19 @@ fn on_curve(p: &Affine) -> bool {
     bool::from(p.y.square().ct_eq(&rhs))
 }
 
+use crypto_bigint::ctutils::CtLt as _;
 use crypto_bigint::CtEq;
 
 fn fp_from_bytes(bytes: &[u8]) -> Option<Fp> {
     if bytes.len() != FP_LEN {
         return None;
     }
-    let p = U1024::from_be_hex(P_HEX).to_be_bytes();
-    // Canonical only: below p. (Byte-wise comparison of public or at-rest values.)
-    if bytes >= p.as_ref() {
+    // Canonical only: below p (a constant-time comparison: an RSK passes through here).
+    let v = U1024::from_be_slice(bytes);
+    if !bool::from(v.ct_lt(&U1024::from_be_hex(P_HEX))) {
         return None;
     }
-    Some(Fp::new(&U1024::from_be_slice(bytes)))
+    Some(Fp::new(&v))
 }
 
 fn fp_to_bytes(v: &Fp) -> [u8; FP_LEN] {
@@ -463,6 +466,20 @@ fn receiver_base(id: &[u8], z: &Affine) -> Result<Affine, SakkeError> {
     sum.to_affine().ok_or(SakkeError::BadKey)
 }
 
+/// The pairing `<R, Q>` of two encoded points of E(F_p), in the `b/a` form of PF_p
+/// (128 octets). Public API for tests and benchmarks; Q may be secret (an RSK).
+pub fn pairing_of(r: &[u8], q: &[u8]) -> Result<[u8; FP_LEN], SakkeError> {
+    let r = parse_point(r)?;
+    let mut q = parse_point(q)?;
+    let w = pairing(&r, &q);
+    q.x.zeroize();
+    q.y.zeroize();
+    let mut w = w.ok_or(SakkeError::Invalid)?;
+    let out = fp_to_bytes(&w);
+    w.zeroize();
+    Ok(out)
+}
+
 /// A KMS public key `Z = [z]P` (the `PubEncKey` of Annex D), validated.
 #[derive(Clone)]
 pub struct PublicKey {
@@ -484,11 +501,29 @@ impl PublicKey {
     }
 }
 
-/// A Receiver Secret Key `K_(b,S)` (Annex D `UserDecryptKey`). Wiped on drop.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// A Receiver Secret Key `K_(b,S)` (Annex D `UserDecryptKey`), parsed and validated once.
+/// Wiped on drop.
+#[derive(Clone)]
 pub struct ReceiverSecretKey {
     bytes: Box<[u8; POINT_LEN]>,
+    point: Affine,
 }
+
+impl Zeroize for ReceiverSecretKey {
+    fn zeroize(&mut self) {
+        self.bytes.zeroize();
+        self.point.x.zeroize();
+        self.point.y.zeroize();
+    }
+}
+
+impl Drop for ReceiverSecretKey {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for ReceiverSecretKey {}
 
 impl std::fmt::Debug for ReceiverSecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -499,12 +534,10 @@ impl std::fmt::Debug for ReceiverSecretKey {
 impl ReceiverSecretKey {
     /// Parses and validates the point.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SakkeError> {
-        let mut p = parse_point(bytes)?;
-        p.x.zeroize();
-        p.y.zeroize();
+        let point = parse_point(bytes)?;
         let mut b = Box::new([0u8; POINT_LEN]);
         b.copy_from_slice(bytes);
-        Ok(ReceiverSecretKey { bytes: b })
+        Ok(ReceiverSecretKey { bytes: b, point })
     }
     /// The octets (secret).
     pub fn as_bytes(&self) -> &[u8; POINT_LEN] {
@@ -513,9 +546,8 @@ impl ReceiverSecretKey {
     /// Checks `<[b]P + Z, K_(b,S)> = g` (RFC 6508 6.1.2), as a receiver does on
     /// provisioning.
     pub fn validate(&self, id: &[u8], kms: &PublicKey) -> Result<(), SakkeError> {
-        let k = parse_point(&self.bytes[..])?;
         let base = receiver_base(id, &kms.z)?;
-        let g = pairing(&base, &k).ok_or(SakkeError::Invalid)?;
+        let g = pairing(&base, &self.point).ok_or(SakkeError::Invalid)?;
         if bool::from(g.ct_eq(&fp_hex(G_HEX))) {
             Ok(())
         } else {
@@ -541,11 +573,8 @@ pub fn decapsulate(
     // Step 1: parse R_(b,S) (public) and H.
     let r_point = parse_point(&encapsulated[..POINT_LEN])?;
     let h = &encapsulated[POINT_LEN..];
-    let mut k = parse_point(&rsk.bytes[..]).map_err(|_| SakkeError::BadKey)?;
     // Step 2: w = <R_(b,S), K_(b,S)>.
-    let w = pairing(&r_point, &k);
-    k.x.zeroize();
-    k.y.zeroize();
+    let w = pairing(&r_point, &rsk.point);
     let mut w = w.ok_or(SakkeError::Invalid)?;
     let mut w_bytes = Zeroizing::new(fp_to_bytes(&w));
     w.zeroize();
@@ -649,13 +678,11 @@ impl MasterSecret {
         let mut k = inv.ok_or(SakkeError::BadKey)?.retrieve();
         let pt = mul_ct(&generator(), &k).to_affine();
         k.zeroize();
-        let mut pt = pt.ok_or(SakkeError::BadKey)?;
-        let rsk = ReceiverSecretKey {
+        let pt = pt.ok_or(SakkeError::BadKey)?;
+        Ok(ReceiverSecretKey {
             bytes: Box::new(encode_point(&pt)),
-        };
-        pt.x.zeroize();
-        pt.y.zeroize();
-        Ok(rsk)
+            point: pt,
+        })
     }
 }
 
