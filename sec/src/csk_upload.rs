@@ -19,6 +19,14 @@
 //! and whether this message was seen before. Both are machine decisions
 //! (`mcx_model`: the shell passes the [`CskUpload::message_id`], `t` and the MC service ID whose
 //! UID equals [`CskUpload::initiator_uid`], found with [`uid_for`]).
+//!
+//! For `mcx_model::KeyUpload`: `csk_id` as 8 hex digits is the `CskId`, `message_id` in hex
+//! the `KeyMessageId`, `t_unix` the `sent_at`; a rejection maps by [`UploadRejection::stage`]:
+//! parse/structure -> `Malformed`, purpose -> `NotACsk`, [`UploadRejection::UnknownKms`] ->
+//! `UnknownKms`, [`UploadRejection::BadSignature`] -> `BadSignature`, receiver ->
+//! `NotForThisServer`, decapsulation -> `Undecryptable`. The timestamp stage is a cheap early
+//! refusal (a stale or replayed flood costs no signature check); pass `skew_secs = u64::MAX`
+//! to leave freshness entirely to the machine's own window on `sent_at`.
 
 use crate::eccsi;
 use crate::kms::{KmsCertificate, KmsError, KmsKeySet};
@@ -131,8 +139,7 @@ impl UploadRejection {
 pub struct Receiver {
     uri: String,
     cert: KmsCertificate,
-    z: sakke::PublicKey,
-    rsk: sakke::ReceiverSecretKey,
+    decapsulator: sakke::Decapsulator,
     key_period_no: u64,
     uid: Uid,
 }
@@ -150,13 +157,16 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     /// From the receiver's KMS certificate and its key set (its MDSI's).
     pub fn new(cert: &KmsCertificate, key_set: &KmsKeySet) -> Result<Self, KmsError> {
+        let uid = key_set.uid()?;
+        let decapsulator =
+            sakke::Decapsulator::new(&uid, key_set.rsk()?, &cert.sakke_public_key()?)
+                .map_err(|_| KmsError::Field("UserDecryptKey"))?;
         Ok(Receiver {
             uri: key_set.user_uri.clone(),
             cert: cert.clone(),
-            z: cert.sakke_public_key()?,
-            rsk: key_set.rsk()?,
+            decapsulator,
             key_period_no: key_set.key_period_no,
-            uid: key_set.uid()?,
+            uid,
         })
     }
 
@@ -255,7 +265,10 @@ pub fn verify(
         return Err(UploadRejection::NoReceiverKey);
     }
     // 7. SAKKE.
-    let ssv = sakke::decapsulate(&sakke_payload.data, &our_uid, &receiver.rsk, &receiver.z)
+    // (receiver.uid == our_uid here, which the decapsulator was prepared for.)
+    let ssv = receiver
+        .decapsulator
+        .decapsulate(&sakke_payload.data)
         .map_err(UploadRejection::Decapsulation)?;
     let mut h = Sha256::new();
     h.update(m.header.csb_id.to_be_bytes());

@@ -559,6 +559,37 @@ impl ReceiverSecretKey {
 /// The SSV (n = 128 bits). Wiped on drop.
 pub type Ssv = Zeroizing<[u8; SSV_LEN]>;
 
+/// A receiver ready to decapsulate: its identifier b, its RSK, and `[b]P + Z` computed once
+/// (a server decapsulates many messages to one identifier per key period).
+#[derive(Clone)]
+pub struct Decapsulator {
+    id: Vec<u8>,
+    rsk: ReceiverSecretKey,
+    base: Affine,
+}
+
+impl std::fmt::Debug for Decapsulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decapsulator").finish_non_exhaustive()
+    }
+}
+
+impl Decapsulator {
+    /// Prepares decapsulation for the identifier `id` under the KMS key.
+    pub fn new(id: &[u8], rsk: ReceiverSecretKey, kms: &PublicKey) -> Result<Self, SakkeError> {
+        Ok(Decapsulator {
+            id: id.to_vec(),
+            base: receiver_base(id, &kms.z)?,
+            rsk,
+        })
+    }
+
+    /// Decapsulates (RFC 6508 6.2.2) `R_(b,S) || H`.
+    pub fn decapsulate(&self, encapsulated: &[u8]) -> Result<Ssv, SakkeError> {
+        decapsulate_with(encapsulated, &self.id, &self.rsk, &self.base)
+    }
+}
+
 /// Decapsulates (RFC 6508 6.2.2): the receiver `id` (b) with its RSK and its KMS's public
 /// key recovers the SSV from `R_(b,S) || H`, or refuses.
 pub fn decapsulate(
@@ -566,6 +597,20 @@ pub fn decapsulate(
     id: &[u8],
     rsk: &ReceiverSecretKey,
     kms: &PublicKey,
+) -> Result<Ssv, SakkeError> {
+    if encapsulated.len() != ENCAPSULATED_LEN {
+        return Err(SakkeError::BadLength);
+    }
+    parse_point(&encapsulated[..POINT_LEN])?;
+    let base = receiver_base(id, &kms.z)?;
+    decapsulate_with(encapsulated, id, rsk, &base)
+}
+
+fn decapsulate_with(
+    encapsulated: &[u8],
+    id: &[u8],
+    rsk: &ReceiverSecretKey,
+    base: &Affine,
 ) -> Result<Ssv, SakkeError> {
     if encapsulated.len() != ENCAPSULATED_LEN {
         return Err(SakkeError::BadLength);
@@ -586,9 +631,8 @@ pub fn decapsulate(
         ssv[i] = h[i] ^ mask[i];
     }
     // Steps 4-5: r = HashToIntegerRange(SSV || b, q); [r]([b]P + Z) must be R_(b,S).
-    let base = receiver_base(id, &kms.z)?;
     let mut r = hash_to_q(&[&ssv[..], id].concat());
-    let test = mul_ct(&base, &r);
+    let test = mul_ct(base, &r);
     r.zeroize();
     if test.equals(&r_point) {
         Ok(ssv)
