@@ -1,5 +1,5 @@
 //! The MCX server's check of a CSK upload: a MIKEY-SAKKE I_MESSAGE (RFC 6509) by which an MC
-//! client gives the server its client-server key (TS 33.180 5.4, Annex E.?: the CSK is
+//! client gives the server its client-server key (TS 33.180 5.4 and Annex E: the CSK is
 //! encapsulated to the server's identity with SAKKE and signed with the user's identity with
 //! ECCSI).
 //!
@@ -9,7 +9,7 @@
 //! 2. structure: one T, one RAND, IDRi/IDRr/IDRkmsi, one SAKKE payload of parameter set 1 and
 //!    the hashed-UID ID scheme, an ECCSI SIGN;
 //! 3. T within the skew window around `now`;
-//! 4. the CSB-ID purpose nibble is 2 (CSK; TS 33.180 5.4 / E.?);
+//! 4. the CSB-ID purpose nibble is 2 (CSK; TS 33.180 5.4, the purpose tag of the key id);
 //! 5. ECCSI verification (RFC 6507 5.2.2) against the KPAK of the KMS named in IDRkmsi; a KMS
 //!    we do not know is refused;
 //! 6. IDRr is the receiver's (our) UID for the current key period;
