@@ -3,7 +3,7 @@
 //! encapsulated to the server's identity with SAKKE and signed with the user's identity with
 //! ECCSI).
 //!
-//! Cheap checks first, because the pairing costs milliseconds (docs/benchmarks.md):
+//! Cheap checks first, because the pairing costs milliseconds (docs/mikey-sakke.md, Costs):
 //!
 //! 1. parse ([`crate::mikey`]): at most 2 KiB, strict chain, every length checked;
 //! 2. structure: one T, one RAND, IDRi/IDRr/IDRkmsi, one SAKKE payload of parameter set 1 and
