@@ -25,6 +25,10 @@ enum Command {
     Token(cli::token::Args),
     /// Turn a model trace into a SIPp scenario and an ITF trace.
     Trace(cli::trace::Args),
+    /// The KMS/CM/GM listener's lab set-up: a self-signed HTTPS certificate.
+    Http(cli::http::Args),
+    /// The lab groups the GM server serves.
+    Groups(cli::groups::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
         Command::Explore(a) => cli::check::explore(a),
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
+        Command::Http(a) => cli::http::run(a),
+        Command::Groups(a) => cli::groups::run(a),
     };
     match result {
         Ok(code) => code,

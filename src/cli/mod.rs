@@ -1,6 +1,8 @@
 //! The `mcx-authz` subcommands. Each module owns its clap arguments and its `run`.
 
 pub mod check;
+pub mod groups;
+pub mod http;
 pub mod serve;
 pub mod token;
 pub mod trace;
