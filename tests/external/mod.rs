@@ -315,7 +315,7 @@ impl McxServer {
             &config,
             format!(
                 "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n"
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n"
             ),
         )
         .expect("write config");
