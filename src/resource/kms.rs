@@ -188,8 +188,9 @@ fn xml_response(status: StatusCode, body: String) -> Response {
     resp
 }
 
-/// A `KmsResponse` carrying a `KmsError` (ErrorCode = the HTTP status).
-pub fn error_response(ctx: &Ctx, status: StatusCode, msg: &str, uri: &Uri) -> Response {
+/// A `KmsResponse` carrying a `KmsError` (ErrorCode = the HTTP status), for `user` (empty when
+/// the request was refused before anyone was known).
+pub fn error_response(ctx: &Ctx, user: &str, status: StatusCode, msg: &str, uri: &Uri) -> Response {
     let kms_uri = load_certificate(&kms_dir(ctx))
         .ok()
         .flatten()
@@ -200,7 +201,7 @@ pub fn error_response(ctx: &Ctx, status: StatusCode, msg: &str, uri: &Uri) -> Re
         status.as_u16(),
         esc(msg)
     );
-    xml_response(status, envelope(ctx, "", &kms_uri, uri, &inner))
+    xml_response(status, envelope(ctx, user, &kms_uri, uri, &inner))
 }
 
 fn certificate_xml(cert: &KmsCertificate, role: &str) -> String {
@@ -245,11 +246,12 @@ fn hex_clean(s: &str) -> String {
         .collect()
 }
 
-fn community(ctx: &Ctx, uri: &Uri) -> Result<KmsCertificate, Box<Response>> {
+fn community(ctx: &Ctx, user: &str, uri: &Uri) -> Result<KmsCertificate, Box<Response>> {
     match load_certificate(&kms_dir(ctx)) {
         Ok(Some(c)) => Ok(c),
         Ok(None) => Err(Box::new(error_response(
             ctx,
+            user,
             StatusCode::SERVICE_UNAVAILABLE,
             "this KMS has no community yet (mcx-authz kms init)",
             uri,
@@ -258,6 +260,7 @@ fn community(ctx: &Ctx, uri: &Uri) -> Result<KmsCertificate, Box<Response>> {
             tracing::error!(error = %e, "KMS certificate unreadable");
             Err(Box::new(error_response(
                 ctx,
+                user,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "KMS certificate unreadable",
                 uri,
@@ -272,7 +275,7 @@ fn first_id(a: &Authorized) -> &str {
 
 /// `POST …/init` → `KmsInit` (D.3.2): the community's root certificate.
 fn init(ctx: &Ctx, a: &Authorized, _: &Target, req: &Request) -> Response {
-    let cert = match community(ctx, &req.uri) {
+    let cert = match community(ctx, first_id(a), &req.uri) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -291,7 +294,7 @@ fn init(ctx: &Ctx, a: &Authorized, _: &Target, req: &Request) -> Response {
 /// time's period. An ID with no key set in any of those periods makes the whole answer a
 /// `KmsError` (404).
 fn keyprov(ctx: &Ctx, a: &Authorized, target: &Target, req: &Request) -> Response {
-    let cert = match community(ctx, &req.uri) {
+    let cert = match community(ctx, first_id(a), &req.uri) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -301,6 +304,7 @@ fn keyprov(ctx: &Ctx, a: &Authorized, target: &Target, req: &Request) -> Respons
         let Some(secs) = parse_ntp_hex(t) else {
             return error_response(
                 ctx,
+                first_id(a),
                 StatusCode::BAD_REQUEST,
                 "the requested time is not a 64-bit NTP timestamp in 16 hex digits",
                 &req.uri,
@@ -312,6 +316,7 @@ fn keyprov(ctx: &Ctx, a: &Authorized, target: &Target, req: &Request) -> Respons
             None => {
                 return error_response(
                     ctx,
+                    first_id(a),
                     StatusCode::BAD_REQUEST,
                     "the requested time is before the community's UserKeyOffset",
                     &req.uri,
@@ -341,6 +346,7 @@ fn keyprov(ctx: &Ctx, a: &Authorized, target: &Target, req: &Request) -> Respons
         let periods: Vec<String> = periods.iter().map(u64::to_string).collect();
         return error_response(
             ctx,
+            first_id(a),
             StatusCode::NOT_FOUND,
             &format!(
                 "no key set for {} in key period {} (mcx-authz kms provision)",
@@ -360,7 +366,7 @@ fn keyprov(ctx: &Ctx, a: &Authorized, target: &Target, req: &Request) -> Respons
 /// `POST …/certcache[/<n>]` → `KmsCertCache` (D.3.4): the certificates of the communities this
 /// KMS trusts: its own, and any in `<data_dir>/kms/certcache/*.toml`.
 fn certcache(ctx: &Ctx, a: &Authorized, _: &Target, req: &Request) -> Response {
-    let cert = match community(ctx, &req.uri) {
+    let cert = match community(ctx, first_id(a), &req.uri) {
         Ok(c) => c,
         Err(r) => return *r,
     };

@@ -37,7 +37,9 @@ use crate::token::Validator;
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address; `None` turns the resource servers off.
+    /// Run the resource servers at all.
+    pub enabled: bool,
+    /// Listen address; `None` (or `enabled = false`) turns the resource servers off.
     pub listen: Option<SocketAddr>,
     /// PEM certificate chain: with [`Self::tls_key`], the listener speaks HTTPS only.
     pub tls_cert: Option<PathBuf>,
@@ -56,6 +58,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            enabled: true,
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
             tls_cert: None,
             tls_key: None,
@@ -245,7 +248,7 @@ pub fn handle(ctx: &Ctx, method: Method, uri: Uri, headers: HeaderMap) -> Respon
                 // The KMS answers in its own XML, with the RFC 6750 status and challenge.
                 let status = resp.status();
                 let challenge = resp.headers().get(header::WWW_AUTHENTICATE).cloned();
-                resp = kms::error_response(ctx, status, &kms_reason(&refusal), &uri);
+                resp = kms::error_response(ctx, "", status, &kms_reason(&refusal), &uri);
                 if let Some(c) = challenge {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
                 }

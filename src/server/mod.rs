@@ -96,7 +96,7 @@ impl Server {
             ),
             None => None,
         };
-        let http = match config.http.listen {
+        let http = match config.http.listen.filter(|_| config.http.enabled) {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
