@@ -29,6 +29,10 @@ enum Command {
     Mikey(cli::mikey::Args),
     /// The lab KMS: create a community, provision users' key sets.
     Kms(cli::kms::Args),
+    /// The KMS/CM/GM listener's lab set-up: a self-signed HTTPS certificate.
+    Http(cli::http::Args),
+    /// The lab groups the GM server serves.
+    Groups(cli::groups::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         Command::Trace(a) => cli::trace::run(a),
         Command::Mikey(a) => cli::mikey::run(a),
         Command::Kms(a) => cli::kms::run(a),
+        Command::Http(a) => cli::http::run(a),
+        Command::Groups(a) => cli::groups::run(a),
     };
     match result {
         Ok(code) => code,

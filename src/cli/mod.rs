@@ -3,6 +3,8 @@
 pub mod check;
 pub mod kms;
 pub mod mikey;
+pub mod groups;
+pub mod http;
 pub mod serve;
 pub mod token;
 pub mod trace;

@@ -50,6 +50,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(a) = addrs.admin {
             println!("admin view     http://{a}/bindings  (/registrations /metrics /healthz)");
         }
+        if let Some(a) = addrs.http {
+            let scheme = if addrs.http_tls { "https" } else { "http" };
+            println!("KMS            {scheme}://{a}/keymanagement/identity/v1/  (init keyprov certcache)");
+            println!("CM, GM (XCAP)  {scheme}://{a}/xcap-root/");
+        }
         println!(
             "policy         {}",
             serde_json::to_string(&policy).unwrap_or_default()

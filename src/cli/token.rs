@@ -76,7 +76,10 @@ struct MintArgs {
     /// The `mcdata_id` claim (MCData ID).
     #[arg(long)]
     mcdata_id: Option<String>,
-    /// A scope value (repeatable). Default: `openid` and the scope of each service whose ID is given.
+    /// A scope value (repeatable), e.g. `3gpp:mc:ptt_service` or a resource server's
+    /// `3gpp:mc:ptt_key_management_service`, `…_config_management_service`,
+    /// `…_group_management_service`. Default: `openid` and the scope of each service whose ID
+    /// is given.
     #[arg(long = "scope")]
     scopes: Vec<String>,
     /// Lifetime in seconds.

@@ -14,6 +14,11 @@
 //! [admin]
 //! listen = "127.0.0.1:8080"
 //!
+//! [http]                             # KMS, CM and GM servers (crate::resource::HttpConfig)
+//! listen = "127.0.0.1:8090"
+//! tls_cert = "mcx-lab/http/cert.pem" # with tls_key: HTTPS only
+//! tls_key = "mcx-lab/http/key.pem"
+//!
 //! [policy]
 //! variant = "post-cr"
 //! token_protection = "optional"      # any mcx_model::Policy field overrides the variant
@@ -47,6 +52,8 @@ pub struct ServerConfig {
     pub policy: PolicyConfig,
     /// Access-token validation.
     pub token: ValidatorConfig,
+    /// The KMS, CM and GM resource servers' HTTP listener.
+    pub http: crate::resource::HttpConfig,
 }
 
 /// `[sip]`.

@@ -36,6 +36,12 @@ pub struct Server {
     tcp: Vec<TcpListener>,
     admin: Option<TcpListener>,
     lab_controls: bool,
+    /// The KMS/CM/GM listener, its TLS configuration, and their state.
+    http: Option<(
+        TcpListener,
+        Option<rustls::ServerConfig>,
+        Arc<crate::resource::Ctx>,
+    )>,
 }
 
 /// The addresses a [`Server`] actually listens on (ports resolved when 0 was asked for).
@@ -47,13 +53,18 @@ pub struct BoundAddrs {
     pub tcp: Vec<SocketAddr>,
     /// The admin view.
     pub admin: Option<SocketAddr>,
+    /// The KMS, CM and GM servers.
+    pub http: Option<SocketAddr>,
+    /// Whether [`Self::http`] speaks HTTPS.
+    pub http_tls: bool,
 }
 
 impl Server {
     /// Builds the validator and the machine and binds every listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
         let policy = config.policy.policy()?;
-        let validator = Validator::new(config.token.clone()).context("token validator")?;
+        let validator = Arc::new(Validator::new(config.token.clone()).context("token validator")?);
+        config.http.check()?;
         let mut state = Shared::new(policy, config.sip.transaction_cache_entries);
         if let Some(start) = config.admin.manual_clock_start {
             state.clock = state::Clock::manual(mcx_model::UnixTime(start));
@@ -85,7 +96,30 @@ impl Server {
             ),
             None => None,
         };
+        let http = match config.http.listen.filter(|_| config.http.enabled) {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding HTTP resource servers {addr}"))?;
+                let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        Some(crate::resource::tls::server_config(cert, key)?)
+                    }
+                    _ => None,
+                };
+                let ctx = crate::resource::Ctx::new(
+                    &config.http,
+                    &config.token.data_dir,
+                    config.token.accept_rel13_scope,
+                    validator.clone(),
+                    shared.clone(),
+                );
+                Some((listener, tls, Arc::new(ctx)))
+            }
+            None => None,
+        };
         Ok(Server {
+            http,
             pipeline: Arc::new(Pipeline::new(config.sip.clone(), validator, shared)),
             udp,
             tcp,
@@ -108,6 +142,8 @@ impl Server {
                 .filter_map(|s| s.local_addr().ok())
                 .collect(),
             admin: self.admin.as_ref().and_then(|s| s.local_addr().ok()),
+            http: self.http.as_ref().and_then(|(s, _, _)| s.local_addr().ok()),
+            http_tls: self.http.as_ref().is_some_and(|(_, tls, _)| tls.is_some()),
         }
     }
 
@@ -140,6 +176,31 @@ impl Server {
                     .await
                 {
                     tracing::error!(error = %e, "admin view failed");
+                }
+            });
+        }
+        if let Some((listener, tls, ctx)) = self.http {
+            let router = crate::resource::router(ctx);
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let graceful = async move { stopped(&mut stop).await };
+                let served = match tls {
+                    None => {
+                        axum::serve(listener, router)
+                            .with_graceful_shutdown(graceful)
+                            .await
+                    }
+                    Some(tls) => match crate::resource::tls::TlsListener::new(listener, tls) {
+                        Ok(l) => {
+                            axum::serve(l, router)
+                                .with_graceful_shutdown(graceful)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP resource servers failed");
                 }
             });
         }

@@ -31,13 +31,13 @@ pub struct Pipeline {
     sip: SipConfig,
     edge: EdgeConfig,
     response: ResponseConfig,
-    validator: Validator,
+    validator: Arc<Validator>,
     shared: Arc<Mutex<Shared>>,
 }
 
 impl Pipeline {
     /// A pipeline over `shared`.
-    pub fn new(sip: SipConfig, validator: Validator, shared: Arc<Mutex<Shared>>) -> Self {
+    pub fn new(sip: SipConfig, validator: Arc<Validator>, shared: Arc<Mutex<Shared>>) -> Self {
         let edge = sip.edge();
         let response = edge.response_config();
         Pipeline {

@@ -57,6 +57,34 @@ pub struct ValidatorStats {
     pub rejections: Vec<(&'static str, u64)>,
 }
 
+/// What an HTTP resource server reads from an access token verified by
+/// [`Validator::validate_resource`]: the MC service ID claims and the `scope` values as sent
+/// (bounded by the token size limit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceToken {
+    /// The `mcptt_id` claim.
+    pub mcptt_id: Option<McId>,
+    /// The `mcvideo_id` claim.
+    pub mcvideo_id: Option<McId>,
+    /// The `mcdata_id` claim.
+    pub mcdata_id: Option<McId>,
+    /// Every `scope` value, in token order.
+    pub scope_values: Vec<String>,
+    /// `exp`.
+    pub exp: UnixTime,
+}
+
+impl ResourceToken {
+    /// The MC service ID the token carries for `service`.
+    pub fn mc_id(&self, service: Service) -> Option<&McId> {
+        match service {
+            Service::Mcptt => self.mcptt_id.as_ref(),
+            Service::Mcvideo => self.mcvideo_id.as_ref(),
+            Service::Mcdata => self.mcdata_id.as_ref(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawHeader {
     alg: String,
@@ -243,6 +271,48 @@ impl Validator {
         }
     }
 
+    /// Validates `token` presented at `now` to an HTTP resource server (KMS, CM server, GM
+    /// server; TS 33.180 5.1.3.1 steps C-2, C-4, C-5). The same checks as [`Self::validate`] up
+    /// to `aud`, and well-formed MC service ID claims (at least one), but no MC *service* scope
+    /// is required: each resource server asks for its own scope, so the `scope` values are
+    /// returned as sent. Stateless and uncached (each call costs one signature check).
+    pub fn validate_resource(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<ResourceToken, TokenRejection> {
+        let token = token.trim_ascii();
+        let result = if token.len() > self.max_bytes {
+            Err(TokenRejection::TooLarge)
+        } else {
+            self.verify_jws(token, now.0).and_then(|c| {
+                let (exp, _, _) = self.check_time_and_origin(&c, now.0)?;
+                let (mcptt_id, mcvideo_id, mcdata_id) =
+                    mc_id_claims(c.mcptt_id, c.mcvideo_id, c.mcdata_id)?;
+                if mcptt_id.is_none() && mcvideo_id.is_none() && mcdata_id.is_none() {
+                    return Err(TokenRejection::MissingMcId);
+                }
+                let mut scope_values = Vec::new();
+                if let Some(s) = &c.scope {
+                    for item in s.iter() {
+                        scope_values.extend(item.split_ascii_whitespace().map(str::to_owned));
+                    }
+                }
+                Ok(ResourceToken {
+                    mcptt_id,
+                    mcvideo_id,
+                    mcdata_id,
+                    scope_values,
+                    exp: UnixTime(exp),
+                })
+            })
+        };
+        if let Err(r) = result {
+            self.reject(r);
+        }
+        result
+    }
+
     /// Fetches the JWKS URL now (no rate limit) and replaces the fetched keys; returns the number
     /// of trusted keys. Blocking, bounded by `jwks_fetch_timeout_ms`: call it from
     /// `spawn_blocking` (e.g. every few minutes). Without a URL it does nothing.
@@ -385,6 +455,12 @@ impl Validator {
         digest: &TokenDigest,
         now: u64,
     ) -> Result<CachedToken, TokenRejection> {
+        let claims = self.verify_jws(token, now)?;
+        self.check_claims(claims, digest, now)
+    }
+
+    /// The JWS part of [`Self::verify`]: shape, header, key, signature; then the claims JSON.
+    fn verify_jws(&self, token: &str, now: u64) -> Result<RawClaims, TokenRejection> {
         // JWS compact serialization: exactly three dot-separated parts (RFC 7515 7.1).
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) =
@@ -426,9 +502,7 @@ impl Validator {
         let payload = URL_SAFE_NO_PAD
             .decode(p64)
             .map_err(|_| TokenRejection::Malformed)?;
-        let claims: RawClaims =
-            serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
-        self.check_claims(claims, digest, now)
+        serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)
     }
 
     fn find_key(
@@ -480,34 +554,7 @@ impl Validator {
         digest: &TokenDigest,
         now: u64,
     ) -> Result<CachedToken, TokenRejection> {
-        // TS 33.180 B.12: the resource server uses `exp`; a token without one is refused.
-        let exp = c.exp.ok_or(TokenRejection::Malformed)?.0;
-        let expired_at = exp.saturating_add(self.leeway);
-        if now >= expired_at {
-            return Err(TokenRejection::Expired);
-        }
-        let starts = [c.nbf.map(|d| d.0), c.iat.map(|d| d.0)]
-            .into_iter()
-            .flatten()
-            .max();
-        let valid_from = starts.map(|s| s.saturating_sub(self.leeway));
-        if valid_from.is_some_and(|from| now < from) {
-            return Err(TokenRejection::NotYetValid);
-        }
-        if let Some(expected) = &self.issuer {
-            if c.iss.as_deref() != Some(expected.as_str()) {
-                return Err(TokenRejection::WrongIssuer);
-            }
-        }
-        if !self.audience.is_empty() {
-            let ok = c
-                .aud
-                .as_ref()
-                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|x| x == a)));
-            if !ok {
-                return Err(TokenRejection::WrongAudience);
-            }
-        }
+        let (exp, expired_at, valid_from) = self.check_time_and_origin(&c, now)?;
         // TS 33.180 B.4.2.2 scopes; `scope` is space-separated (RFC 6749 3.3) or, from some
         // IdMSs, an array.
         let mut scopes = ServiceSet::EMPTY;
@@ -525,15 +572,8 @@ impl Validator {
                 }
             }
         }
-        let id = |v: Option<String>| -> Result<Option<McId>, TokenRejection> {
-            match v {
-                None => Ok(None),
-                Some(s) if s.is_empty() || s.trim() != s => Err(TokenRejection::Malformed),
-                Some(s) => Ok(Some(McId::new(s))),
-            }
-        };
         let (mcptt_id, mcvideo_id, mcdata_id) =
-            (id(c.mcptt_id)?, id(c.mcvideo_id)?, id(c.mcdata_id)?);
+            mc_id_claims(c.mcptt_id, c.mcvideo_id, c.mcdata_id)?;
         if scopes.is_empty() {
             return Err(TokenRejection::MissingScope);
         }
@@ -557,6 +597,61 @@ impl Validator {
             valid_from,
         })
     }
+
+    /// `exp`, `nbf`/`iat` (with leeway), `iss` and `aud`: the checks every resource server makes.
+    /// Returns `exp`, the instant the token stops being accepted, and the instant it starts.
+    fn check_time_and_origin(
+        &self,
+        c: &RawClaims,
+        now: u64,
+    ) -> Result<(u64, u64, Option<u64>), TokenRejection> {
+        // TS 33.180 B.12: the resource server uses `exp`; a token without one is refused.
+        let exp = c.exp.as_ref().ok_or(TokenRejection::Malformed)?.0;
+        let expired_at = exp.saturating_add(self.leeway);
+        if now >= expired_at {
+            return Err(TokenRejection::Expired);
+        }
+        let starts = [c.nbf.as_ref().map(|d| d.0), c.iat.as_ref().map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .max();
+        let valid_from = starts.map(|s| s.saturating_sub(self.leeway));
+        if valid_from.is_some_and(|from| now < from) {
+            return Err(TokenRejection::NotYetValid);
+        }
+        if let Some(expected) = &self.issuer {
+            if c.iss.as_deref() != Some(expected.as_str()) {
+                return Err(TokenRejection::WrongIssuer);
+            }
+        }
+        if !self.audience.is_empty() {
+            let ok = c
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|x| x == a)));
+            if !ok {
+                return Err(TokenRejection::WrongAudience);
+            }
+        }
+        Ok((exp, expired_at, valid_from))
+    }
+}
+
+/// The MC service ID claims: absent, or a non-empty string without surrounding whitespace.
+#[allow(clippy::type_complexity)]
+fn mc_id_claims(
+    mcptt_id: Option<String>,
+    mcvideo_id: Option<String>,
+    mcdata_id: Option<String>,
+) -> Result<(Option<McId>, Option<McId>, Option<McId>), TokenRejection> {
+    let id = |v: Option<String>| -> Result<Option<McId>, TokenRejection> {
+        match v {
+            None => Ok(None),
+            Some(s) if s.is_empty() || s.trim() != s => Err(TokenRejection::Malformed),
+            Some(s) => Ok(Some(McId::new(s))),
+        }
+    };
+    Ok((id(mcptt_id)?, id(mcvideo_id)?, id(mcdata_id)?))
 }
 
 fn digest(token: &str) -> TokenDigest {

@@ -20,6 +20,8 @@ pub struct TestServer {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub admin: SocketAddr,
+    /// The KMS/CM/GM listener (`None` when the test turned it off).
+    pub http: Option<SocketAddr>,
     pub lab: LabIdms,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -33,6 +35,7 @@ pub fn test_config(lab: &LabIdms) -> ServerConfig {
     config.sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     config.admin.lab_controls = true;
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     config.token = lab.validator_config();
     config
 }
@@ -69,6 +72,7 @@ impl TestServer {
             udp: addrs.udp[0],
             tcp: addrs.tcp[0],
             admin: addrs.admin.expect("admin"),
+            http: addrs.http,
             lab,
             stop: Some(stop_tx),
             thread: Some(thread),

@@ -291,6 +291,8 @@ pub struct McxServer {
     pub tcp: SocketAddr,
     /// The admin view.
     pub admin: SocketAddr,
+    /// The KMS/CM/GM listener (the printed `KMS` line), when it runs.
+    pub http: Option<SocketAddr>,
     /// The lab IdMS data dir the server trusts.
     pub lab_dir: PathBuf,
     /// The same lab, for minting in the test.
@@ -315,7 +317,7 @@ impl McxServer {
             &config,
             format!(
                 "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n"
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n"
             ),
         )
         .expect("write config");
@@ -349,10 +351,12 @@ impl McxServer {
                 let _ = tx.send(line);
             }
         });
-        let (mut udp, mut tcp, mut admin) = (None, None, None);
+        let (mut udp, mut tcp, mut admin, mut http) = (None, None, None, None);
+        // `policy` is printed after every listener line.
+        let mut policy_seen = false;
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
-        while udp.is_none() || tcp.is_none() || admin.is_none() {
+        while udp.is_none() || tcp.is_none() || admin.is_none() || !policy_seen {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
@@ -371,6 +375,8 @@ impl McxServer {
             udp = udp.or_else(|| addr_in("SIP over UDP", "sip:", ';'));
             tcp = tcp.or_else(|| addr_in("SIP over TCP", "sip:", ';'));
             admin = admin.or_else(|| addr_in("admin view", "http://", '/'));
+            http = http.or_else(|| addr_in("KMS", "http://", '/'));
+            policy_seen |= line.starts_with("policy");
             seen.push(line);
         }
         let lab = LabIdms::open(&lab_dir).expect("open the lab IdMS the server uses");
@@ -378,6 +384,7 @@ impl McxServer {
             udp: udp.expect("udp"),
             tcp: tcp.expect("tcp"),
             admin: admin.expect("admin"),
+            http,
             lab_dir,
             lab,
             child,
