@@ -352,7 +352,7 @@ pub fn assemble(parts: &[(String, Vec<u8>)], p: &Perturbation) -> (String, Vec<u
     let unknown = || {
         (
             "application/x-unknown-to-mcx+xml".to_owned(),
-            format!("<x><impu>sip:somebody@ims.example</impu></x>").into_bytes(),
+            b"<x><impu>sip:somebody@ims.example</impu></x>".to_vec(),
             true,
         )
     };
@@ -407,10 +407,11 @@ impl SipMsg {
             match lower.as_str() {
                 "from" => headers.push((n.clone(), party(v, p.from, other, false))),
                 "to" => headers.push((n.clone(), party(v, p.to, other, register))),
-                "contact" => match contact(v, p.contact, other) {
-                    Some(c) => headers.push((n.clone(), c)),
-                    None => {}
-                },
+                "contact" => {
+                    if let Some(c) = contact(v, p.contact, other) {
+                        headers.push((n.clone(), c));
+                    }
+                }
                 "p-asserted-identity" if !pai_done => {
                     pai_done = true;
                     headers.extend(pai(v, p.pai, other, ctx.trusted));
