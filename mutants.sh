@@ -83,7 +83,7 @@ run_one() {
     report "$file" "$out/mutants.out" "$rc"
 }
 
-count() { [ -f "$1" ] && grep -c . "$1" || echo 0; }
+count() { if [ -f "$1" ]; then grep -c . "$1" || true; else echo 0; fi; }
 
 report() {
     local file=$1 dir=$2 rc=$3
