@@ -17,6 +17,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
+use common::perturb::{self, perturbation, Perturbation};
 use common::*;
 use mcx_authz::server::admin::BindingView;
 use mcx_authz::token::LabIdms;
@@ -45,6 +46,9 @@ struct Case {
     impu_change: ImpuChange,
     two_services: bool,
     choices: Vec<u16>,
+    /// How the request of step i is written (issue 16: what the edge must ignore); a step
+    /// without one sends the request as built.
+    perturbations: Vec<Perturbation>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -64,6 +68,7 @@ fn case() -> impl Strategy<Value = Case> {
         ],
         any::<bool>(),
         proptest::collection::vec(any::<u16>(), 1..48),
+        proptest::collection::vec(perturbation(), 0..48),
     )
         .prop_map(
             |(
@@ -73,6 +78,7 @@ fn case() -> impl Strategy<Value = Case> {
                 impu_change,
                 two_services,
                 choices,
+                perturbations,
             )| Case {
                 variant,
                 token_expiry,
@@ -80,6 +86,7 @@ fn case() -> impl Strategy<Value = Case> {
                 impu_change,
                 two_services,
                 choices,
+                perturbations,
             },
         )
 }
@@ -170,6 +177,7 @@ impl<'m> Sut<'m> {
                 true,
                 None,
                 "attacker-client",
+                &Perturbation::default(),
             ));
             assert_eq!(r.status, 200);
         }
@@ -199,8 +207,9 @@ impl<'m> Sut<'m> {
             .unwrap_or_else(|| format!("never-issued-{n}"))
     }
 
-    /// The SIP request a model message becomes.
-    fn sip_for(&mut self, msg: &Msg) -> SipMsg {
+    /// The SIP request a model message becomes (`p` also reorders the parts inside a
+    /// third-party REGISTER's `message/sip` body).
+    fn sip_for(&mut self, msg: &Msg, p: &Perturbation) -> SipMsg {
         let client = self.model.client(msg.from).to_string();
         match &msg.req {
             Req::Register {
@@ -218,6 +227,7 @@ impl<'m> Sut<'m> {
                     *mc_tags,
                     jwt.as_deref(),
                     &client,
+                    p,
                 )
             }
             Req::Publish {
@@ -254,13 +264,13 @@ impl<'m> Sut<'m> {
                     }
                 };
                 match info {
-                    Some((ct, xml)) => {
-                        let (ct, bytes) = multipart(&[
-                            (ct.as_str(), xml),
-                            ("application/poc-settings+xml", settings_xml(&client)),
-                        ]);
-                        m.body(&ct, bytes)
-                    }
+                    Some((ct, xml)) => m.parts(vec![
+                        (ct, xml.into_bytes()),
+                        (
+                            "application/poc-settings+xml".into(),
+                            settings_xml(&client).into_bytes(),
+                        ),
+                    ]),
                     None => m,
                 }
             }
@@ -268,28 +278,57 @@ impl<'m> Sut<'m> {
     }
 
     fn send_core(&mut self, m: &SipMsg) -> SipReply {
+        let others = vec!["sip:nobody@invalid".to_owned()];
+        self.send_core_as(m, &Perturbation::default(), others)
+    }
+
+    /// Sends as the SIP core, written as `p` says.
+    fn send_core_as(&mut self, m: &SipMsg, p: &Perturbation, others: Vec<String>) -> SipReply {
+        let ctx = perturb::Context {
+            others,
+            trusted: true,
+        };
         match self.wire {
             Wire::Udp => {
-                let bytes = m.to_bytes(&self.core_udp.local());
+                let bytes = m.render(&self.core_udp.local(), p, &ctx);
                 let r = self.core_udp.send_raw(&bytes);
                 self.last_udp = Some((bytes, r.clone()));
                 r
             }
-            Wire::Tcp => self.core_tcp.as_mut().expect("TCP client").send(m),
+            Wire::Tcp => {
+                let tcp = self.core_tcp.as_mut().expect("TCP client");
+                let bytes = m.render(&tcp.local(), p, &ctx);
+                tcp.send_raw(bytes)
+            }
         }
     }
 
-    fn deliver(&mut self, msg: &Msg) -> SipReply {
-        let m = self.sip_for(msg);
-        let trusted = match &msg.req {
-            Req::Publish { trusted, .. } => *trusted,
-            Req::Register { .. } => true,
+    /// Every model IMPU except `impu` (all registered at some point of a walk; the attacker's
+    /// from tick 0).
+    fn other_impus(&self, impu: u8) -> Vec<String> {
+        (0..=self.model.attacker_impu())
+            .filter(|i| *i != impu)
+            .map(|i| self.model.impu(i).to_string())
+            .collect()
+    }
+
+    fn deliver(&mut self, msg: &Msg, p: &Perturbation) -> SipReply {
+        let m = self.sip_for(msg, p);
+        let (trusted, impu) = match &msg.req {
+            Req::Publish { trusted, impu, .. } => (*trusted, *impu),
+            Req::Register { impu, .. } => (true, *impu),
         };
+        let others = self.other_impus(impu);
         if trusted {
-            self.send_core(&m)
+            self.send_core_as(&m, p, others)
         } else {
             // The attacker skips the SIP core: it sends from an address that is not one.
-            self.attacker.send(&m)
+            let ctx = perturb::Context {
+                others,
+                trusted: false,
+            };
+            self.attacker
+                .send_raw(&m.render(&self.attacker.local(), p, &ctx))
         }
     }
 
@@ -316,54 +355,6 @@ impl<'m> Sut<'m> {
         out.sort();
         out
     }
-}
-
-/// Adds the `message/sip` body a third-party REGISTER carries: the UE's REGISTER, with the MC
-/// feature tags in its Contact when `mc_tags`, and a token body per service when given.
-fn with_embedded(
-    reg: SipMsg,
-    services: &[Service],
-    mc_tags: bool,
-    token: Option<&str>,
-    client: &str,
-) -> SipMsg {
-    let impu = reg
-        .headers
-        .iter()
-        .find(|(n, _)| n == "To")
-        .map(|(_, v)| v.trim_matches(['<', '>']).to_owned())
-        .unwrap();
-    let tags: String = if mc_tags {
-        services
-            .iter()
-            .map(|s| format!(";+{}", s.feature_tag()))
-            .collect()
-    } else {
-        String::new()
-    };
-    let (ct, body) = match token {
-        Some(t) => {
-            let parts: Vec<(String, String)> = services
-                .iter()
-                .map(|s| info_body(*s, Some(t), None, client))
-                .collect();
-            let refs: Vec<(&str, String)> =
-                parts.iter().map(|(c, x)| (c.as_str(), x.clone())).collect();
-            let (ct, bytes) = multipart(&refs);
-            (Some(ct), bytes)
-        }
-        None => (None, Vec::new()),
-    };
-    let mut ue = format!(
-        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKue\r\nFrom: <{impu}>;tag=ue\r\nTo: <{impu}>\r\nCall-ID: ue-reg@192.0.2.10\r\nCSeq: 1 REGISTER\r\nContact: <sip:ue@192.0.2.10:5060>{tags}\r\n"
-    );
-    if let Some(ct) = ct {
-        ue.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    ue.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = ue.into_bytes();
-    bytes.extend(body);
-    reg.body("message/sip", bytes)
 }
 
 fn describe(model: &McxModel, a: &EnvAction) -> String {
@@ -469,10 +460,11 @@ struct Coverage {
 fn deliver_and_compare(
     sut: &mut Sut<'_>,
     msg: &Msg,
+    p: &Perturbation,
     effect: &mcx_model::env::StepEffect,
     coverage: &mut Coverage,
 ) -> Result<(), String> {
-    let reply = sut.deliver(msg);
+    let reply = sut.deliver(msg, p);
     coverage.delivered += 1;
     coverage.statuses.insert(reply.status);
     let Some(expected) = &effect.response else {
@@ -511,7 +503,8 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         ))
     };
     let mut coverage = Coverage::default();
-    for &choice in &case.choices {
+    for (step, &choice) in case.choices.iter().enumerate() {
+        let p = case.perturbations.get(step).copied().unwrap_or_default();
         let mut enabled = model.enabled(&state);
         let retransmit_possible = wire == Wire::Udp && sut.last_udp.is_some();
         let n = enabled.len() + usize::from(retransmit_possible);
@@ -540,7 +533,11 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
             continue;
         }
         let action = enabled.swap_remove(pick);
-        path.push(describe(&model, &action));
+        let mut said = describe(&model, &action);
+        if !p.is_none() && matches!(action, EnvAction::Deliver { .. }) {
+            said.push_str(&format!(" [written: {p}]"));
+        }
+        path.push(said);
         let Some((next, effect)) = model.apply(&state, &action) else {
             return fail(&path, "model refused an enabled action".into());
         };
@@ -549,7 +546,7 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         }
         match &action {
             EnvAction::Deliver { msg, .. } => {
-                if let Err(e) = deliver_and_compare(&mut sut, msg, &effect, &mut coverage) {
+                if let Err(e) = deliver_and_compare(&mut sut, msg, &p, &effect, &mut coverage) {
                     return fail(&path, e);
                 }
             }
@@ -560,7 +557,11 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
             _ => match model.attacker_msg(&state, &action) {
                 // The attacker's replay and forged PUBLISH are sent and delivered in one step.
                 Some(msg) => {
-                    if let Err(e) = deliver_and_compare(&mut sut, &msg, &effect, &mut coverage) {
+                    path.last_mut()
+                        .expect("pushed above")
+                        .push_str(&format!(" [written: {p}]"));
+                    if let Err(e) = deliver_and_compare(&mut sut, &msg, &p, &effect, &mut coverage)
+                    {
                         return fail(&path, e);
                     }
                 }
@@ -637,6 +638,16 @@ fn conformance_paths_exercise_the_server() {
             choices: (0..160u16)
                 .map(|i| i.wrapping_mul(7919).wrapping_add(seed.wrapping_mul(40_503)))
                 .collect(),
+            // Every other seed writes its requests as built; the rest perturbed.
+            perturbations: if seed % 2 == 0 {
+                Vec::new()
+            } else {
+                (0..160u64)
+                    .map(|i| {
+                        Perturbation::pick(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(seed))
+                    })
+                    .collect()
+            },
         };
         let c = run_case(&case, Wire::Udp).expect("conformance");
         all.delivered += c.delivered;
@@ -670,6 +681,9 @@ fn one_long_walk_agrees() {
         impu_change: ImpuChange::KeepOldBinding,
         two_services: false,
         choices: (0..200u16).map(|i| i.wrapping_mul(7919)).collect(),
+        perturbations: (0..200u64)
+            .map(|i| Perturbation::pick(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect(),
     };
     let c = run_case(&case, Wire::Udp).expect("conformance");
     assert!(c.delivered >= 10, "only {} deliveries", c.delivered);

@@ -836,3 +836,208 @@ fn user_switch_by_register_token_drops_the_old_users_publication() {
     let (r, _) = h.publish(IMPU1, Some(&etag), Some(3600), PublishBody::Empty);
     assert_eq!(r.outcome, Outcome::ConditionalRequestFailed);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16: behaviours no earlier test pinned down (each was a surviving cargo-mutants mutant).
+
+const IMPU3: &str = "sip:ue2@ims.example.org";
+const CLIENT2: &str = "urn:uuid:00000000-0000-0000-0000-00000000c002";
+const CLIENT3: &str = "urn:uuid:00000000-0000-0000-0000-00000000c003";
+
+/// A third-party REGISTER of `impu` for MCPTT and MCVideo.
+fn register_both(h: &mut Harness, impu: &str, expires: u32) {
+    let out = h.m.handle(
+        UnixTime(h.now),
+        Input::ThirdPartyRegister(ThirdPartyRegister {
+            target: RegisterTarget::Ours,
+            impu: AssertedIdentity::Trusted(Impu::new(impu)),
+            expires: Some(expires),
+            services: Some([Service::Mcptt, Service::Mcvideo].into_iter().collect()),
+            embedded: vec![],
+        }),
+    );
+    assert_eq!(split(out).0.outcome, Outcome::Registered);
+}
+
+/// A PUBLISH authorizing `client` of `impu` for `service` with a fresh token of alice's (each
+/// its own jti, so the replay window does not refuse it), protected under her lab CSK.
+fn authorize(
+    h: &mut Harness,
+    impu: &str,
+    service: Service,
+    client: &str,
+) -> (Response, Vec<BindingEvent>) {
+    h.etags += 1;
+    let identity = AssertedIdentity::Trusted(Impu::new(impu));
+    let body = PublishBody::Authorization(Authorization {
+        token: TokenVerdict::Verified(claims(ALICE, 10_000, &format!("jti-{}", h.etags))),
+        protection: Protection::Csk(CskId::new(LAB_CSK)),
+        client_id: ClientId::new(client),
+        settings: None,
+    });
+    let body = h.with_lab_csk(&identity, body);
+    let out = h.m.handle(
+        UnixTime(h.now),
+        Input::Publish(Publish {
+            target: PublishTarget::Service(service),
+            event: EventPackage::PocSettings,
+            impu: identity,
+            if_match: IfMatch::Absent,
+            expires: None,
+            body,
+            key_upload: None,
+            fresh_etag: ETag::new(format!("e{}", h.etags)),
+        }),
+    );
+    split(out)
+}
+
+/// The binding keys, as (IMPU, service, client ID).
+fn keys(h: &Harness) -> Vec<(String, Service, String)> {
+    h.m.bindings()
+        .map(|(k, _)| (k.impu.to_string(), k.service, k.client_id.to_string()))
+        .collect()
+}
+
+/// RFC 3903 step 4: "If the requested duration is shorter than the minimum expiration interval
+/// the ESC SHOULD reject the request with 423 (Interval Too Brief)". Shorter, not equal: an
+/// Expires of exactly Min-Expires is accepted, and one second less is not.
+#[test]
+fn expires_equal_to_min_expires_is_accepted() {
+    let mut h = Harness::post_cr();
+    let min = h.m.policy().min_expires;
+    assert_eq!(h.register(IMPU1, 600).len(), 1);
+    let (r, _) = h.publish(IMPU1, None, Some(min - 1), auth(valid(ALICE)));
+    assert_eq!(r.outcome, Outcome::IntervalTooBrief { min_expires: min });
+    assert_eq!(h.m.binding_count(), 0);
+    let (r, e) = h.publish(IMPU1, None, Some(min), auth(valid(ALICE)));
+    assert_eq!(r.outcome, Outcome::Authorized);
+    assert_eq!(r.expires, Some(min), "granted exactly as asked");
+    assert!(matches!(&e[..], [BindingEvent::Bound { .. }]));
+    // A refresh at exactly Min-Expires is accepted too.
+    let etag = r.etag.unwrap();
+    let (r, _) = h.publish(IMPU1, Some(&etag), Some(min), PublishBody::Empty);
+    assert_eq!(r.outcome, Outcome::Refreshed);
+}
+
+/// When a registration and a binding's own deadline fall at the same instant, the registration
+/// ends first, so the binding ends because its IMPU is no longer registered (TS 24.229: the
+/// registration is what the SIP core asserted; S-3: no binding outlives it) and the event says
+/// `registration_expired`, not `publication_expired`. Both are true at that instant; the rule
+/// picks the cause that also explains every other binding of the IMPU ending at once.
+#[test]
+fn at_the_same_instant_registration_expiry_is_the_cause() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600); // registration ends at 700
+    let (r, _) = h.publish(IMPU1, None, Some(600), auth(valid(ALICE))); // publication too
+    assert_eq!(r.outcome, Outcome::Authorized);
+    assert_eq!(h.m.next_deadline(), Some(UnixTime(700)));
+    let e = h.tick_to(700);
+    assert!(
+        matches!(
+            &e[..],
+            [BindingEvent::Unbound {
+                cause: UnbindCause::RegistrationExpired,
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    assert_eq!(h.m.registrations().count(), 0);
+}
+
+/// A tick that comes late handles deadlines earliest first: a publication that ran out before
+/// its IMPU's registration ended reports `publication_expired`, even though both deadlines have
+/// passed by the time the machine looks.
+#[test]
+fn a_late_tick_ends_things_in_deadline_order() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600); // registration ends at 700
+    let (r, _) = h.publish(IMPU1, None, Some(120), auth(valid(ALICE))); // publication at 220
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let e = h.tick_to(1_000);
+    assert!(
+        matches!(
+            &e[..],
+            [BindingEvent::Unbound {
+                cause: UnbindCause::PublicationExpired,
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    assert_eq!(h.m.registrations().count(), 0, "the registration ended too");
+    assert_eq!(h.m.next_deadline(), None);
+}
+
+/// `impu_change = move-binding` (dossier Q-11): when a client's binding for a service appears
+/// on a new IMPU, only that client's binding for that service leaves the old IMPU. The same
+/// client's binding for another service stays, and so do other clients' bindings (on the old
+/// IMPU or elsewhere), and the new binding itself.
+#[test]
+fn a_moved_binding_leaves_other_services_and_other_clients_alone() {
+    let mut h = Harness::new(Policy {
+        impu_change: ImpuChange::MoveBinding,
+        ..Variant::PostCr.policy()
+    });
+    for impu in [IMPU1, IMPU2, IMPU3] {
+        register_both(&mut h, impu, 600);
+    }
+    for (impu, service, client) in [
+        (IMPU1, Service::Mcptt, CLIENT),
+        (IMPU1, Service::Mcvideo, CLIENT),
+        (IMPU1, Service::Mcptt, CLIENT2),
+        (IMPU3, Service::Mcptt, CLIENT3),
+    ] {
+        let (r, _) = authorize(&mut h, impu, service, client);
+        assert_eq!(r.outcome, Outcome::Authorized, "{impu} {service} {client}");
+    }
+    // CLIENT's MCPTT binding moves from IMPU1 to IMPU2.
+    let (r, e) = authorize(&mut h, IMPU2, Service::Mcptt, CLIENT);
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let unbound: Vec<_> = e
+        .iter()
+        .filter_map(|e| match e {
+            BindingEvent::Unbound { key, cause, .. } => Some((
+                key.impu.to_string(),
+                key.service,
+                key.client_id.to_string(),
+                *cause,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unbound,
+        vec![(
+            IMPU1.to_string(),
+            Service::Mcptt,
+            CLIENT.to_string(),
+            UnbindCause::MovedToNewImpu
+        )]
+    );
+    let mut expected = vec![
+        (IMPU1.to_string(), Service::Mcvideo, CLIENT.to_string()),
+        (IMPU1.to_string(), Service::Mcptt, CLIENT2.to_string()),
+        (IMPU2.to_string(), Service::Mcptt, CLIENT.to_string()),
+        (IMPU3.to_string(), Service::Mcptt, CLIENT3.to_string()),
+    ];
+    expected.sort();
+    let mut got = keys(&h);
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+/// The machine runs the policy it was given (the server's admin view and `check` report it).
+#[test]
+fn the_machine_reports_the_policy_it_was_given() {
+    let policy = Policy {
+        impu_change: ImpuChange::MoveBinding,
+        max_devices_per_mc_id: Some(2),
+        min_expires: 30,
+        ..Variant::PreCr.policy()
+    };
+    assert_ne!(policy, Policy::default());
+    let h = Harness::new(policy.clone());
+    assert_eq!(h.m.policy(), &policy);
+}

@@ -391,6 +391,8 @@ pub fn publish_body(
             // The signature and key-transport parts of TS 33.180 clause 9 are read by the
             // runtime's opener and CSK upload, not here.
             BodyKind::ProtectionPart => {}
+            // A part we do not understand that the sender marked optional (RFC 3261 20.11).
+            BodyKind::Other if p.is_optional() => {}
             // Another service's info body (a PUBLISH serves one service) and anything else.
             BodyKind::Info(_) | BodyKind::MessageSip | BodyKind::Multipart | BodyKind::Other => {
                 return PublishBody::UnsupportedMediaType

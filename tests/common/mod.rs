@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod perturb;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +57,18 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let server = Server::bind(config).await.expect("bind");
+                // With port 0 the TCP listener follows the UDP port, which another process on
+                // this shared machine may hold for TCP: try again on a fresh port.
+                let mut attempts = 0;
+                let server = loop {
+                    match Server::bind(config.clone()).await {
+                        Ok(s) => break s,
+                        Err(e) if attempts < 20 && format!("{e:#}").contains("in use") => {
+                            attempts += 1
+                        }
+                        Err(e) => panic!("bind: {e:#}"),
+                    }
+                };
                 addr_tx.send(server.addrs()).expect("report addresses");
                 server
                     .run(async {
@@ -243,8 +256,13 @@ impl TcpClient {
     }
 
     pub fn send(&mut self, msg: &SipMsg) -> SipReply {
-        let bytes = msg.to_bytes(&self.local()).with_transport("TCP");
-        self.write(&bytes);
+        let bytes = msg.to_bytes(&self.local());
+        self.send_raw(bytes)
+    }
+
+    /// Sends bytes written for UDP (the top Via's transport becomes TCP), returns the response.
+    pub fn send_raw(&mut self, bytes: Vec<u8>) -> SipReply {
+        self.write(&bytes.with_transport("TCP"));
         self.read_reply()
     }
 }
@@ -321,6 +339,9 @@ pub struct SipMsg {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Body parts kept apart until [`SipMsg::render`] writes them (so a perturbation can reorder
+    /// them); `None` when [`SipMsg::body`] set the body as bytes.
+    pub parts: Option<Vec<(String, Vec<u8>)>>,
     pub branch: String,
 }
 
@@ -336,6 +357,7 @@ impl SipMsg {
                 ("CSeq".into(), format!("{n} {method}")),
             ],
             body: Vec::new(),
+            parts: None,
             branch: format!("z9hG4bK-test-{n}"),
         }
     }
@@ -357,18 +379,24 @@ impl SipMsg {
         self
     }
 
+    /// The body as parts, each (Content-Type, bytes): one part is sent as it is, several as
+    /// `multipart/mixed` ([`perturb::assemble`]).
+    pub fn parts(mut self, parts: Vec<(String, Vec<u8>)>) -> SipMsg {
+        self.parts = Some(parts);
+        self.body = Vec::new();
+        self
+    }
+
+    /// The request as bytes sent from `local`, written as built.
     pub fn to_bytes(&self, local: &SocketAddr) -> Vec<u8> {
-        let mut s = format!(
-            "{} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\n",
-            self.method, self.uri, self.branch
-        );
-        for (n, v) in &self.headers {
-            s.push_str(&format!("{n}: {v}\r\n"));
-        }
-        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
-        let mut b = s.into_bytes();
-        b.extend_from_slice(&self.body);
-        b
+        self.render(
+            local,
+            &perturb::Perturbation::default(),
+            &perturb::Context {
+                others: vec!["sip:nobody@invalid".into()],
+                trusted: true,
+            },
+        )
     }
 }
 
@@ -382,6 +410,56 @@ pub fn third_party_register(impu: &str, expires: u32) -> SipMsg {
         .header("To", &format!("<{impu}>"))
         .header("Contact", "<sip:scscf.ims.example.org>")
         .header("Expires", &expires.to_string())
+}
+
+/// Adds the `message/sip` body a third-party REGISTER carries: the UE's REGISTER, with the MC
+/// feature tags in its Contact when `mc_tags`, and a token body per service when given.
+pub fn with_embedded(
+    reg: SipMsg,
+    services: &[mcx_model::Service],
+    mc_tags: bool,
+    token: Option<&str>,
+    client: &str,
+    p: &perturb::Perturbation,
+) -> SipMsg {
+    let impu = reg
+        .headers
+        .iter()
+        .find(|(n, _)| n == "To")
+        .map(|(_, v)| v.trim_matches(['<', '>']).to_owned())
+        .unwrap();
+    let tags: String = if mc_tags {
+        services
+            .iter()
+            .map(|s| format!(";+{}", s.feature_tag()))
+            .collect()
+    } else {
+        String::new()
+    };
+    let (ct, body) = match token {
+        Some(t) => {
+            let parts: Vec<(String, Vec<u8>)> = services
+                .iter()
+                .map(|s| {
+                    let (ct, xml) = info_body(*s, Some(t), None, client);
+                    (ct, xml.into_bytes())
+                })
+                .collect();
+            let (ct, bytes) = perturb::assemble(&parts, p);
+            (Some(ct), bytes)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut ue = format!(
+        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKue\r\nFrom: <{impu}>;tag=ue\r\nTo: <{impu}>\r\nCall-ID: ue-reg@192.0.2.10\r\nCSeq: 1 REGISTER\r\nContact: <sip:ue@192.0.2.10:5060>{tags}\r\n"
+    );
+    if let Some(ct) = ct {
+        ue.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    ue.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = ue.into_bytes();
+    bytes.extend(body);
+    reg.parts(vec![("message/sip".into(), bytes)])
 }
 
 /// The participating-function PSI of `service` (the server's lab defaults).
