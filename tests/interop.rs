@@ -7,8 +7,8 @@
 //! from its side that every request really reached mcx-authz and was decided there (counters,
 //! bindings, registrations), and that the script stopped its Kamailio.
 //!
-//! Needs `sipp`, `kamailio` and `curl`: under CI a missing one fails the test; elsewhere it is
-//! skipped with a loud message.
+//! Needs `sipp`, `kamailio` and `curl`: a missing one fails the test, naming
+//! `bash .ci/install-deps.sh` (which `./test` runs first).
 
 mod external;
 
@@ -97,9 +97,7 @@ fn assert_core_stopped(core_port: u16) {
 }
 
 fn through_the_core(tcp: bool) {
-    if !require_tools(&TOOLS) {
-        return;
-    }
+    require_tools(&TOOLS);
     let name = if tcp { "interop-tcp" } else { "interop-udp" };
     let scratch = Scratch::new(name);
     let server = McxServer::start(&scratch, "");
@@ -204,9 +202,7 @@ fn ue_through_kamailio_to_mcx_authz_over_tcp() {
 /// PUBLISH whose P-Asserted-Identity is exactly the registered IMPU with no PPI left.
 #[test]
 fn kamailio_core_sends_what_an_mcx_server_needs() {
-    if !require_tools(&TOOLS) {
-        return;
-    }
+    require_tools(&TOOLS);
     let scratch = Scratch::new("interop-stand-in");
     // The stand-in accepts any token: a syntactically plausible one is enough.
     let csv = scratch.join("ue.csv");
