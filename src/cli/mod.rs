@@ -2,5 +2,6 @@
 
 pub mod check;
 pub mod serve;
+pub mod tls;
 pub mod token;
 pub mod trace;

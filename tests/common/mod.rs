@@ -19,6 +19,8 @@ use mcx_model::UnixTime;
 pub struct TestServer {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The first SIP over TLS listener, if the test configured one.
+    pub tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub lab: LabIdms,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -68,6 +70,7 @@ impl TestServer {
         TestServer {
             udp: addrs.udp[0],
             tcp: addrs.tcp[0],
+            tls: addrs.tls.first().copied(),
             admin: addrs.admin.expect("admin"),
             lab,
             stop: Some(stop_tx),
