@@ -286,6 +286,8 @@ pub struct McxServer {
     pub udp: SocketAddr,
     /// SIP over TCP.
     pub tcp: SocketAddr,
+    /// SIP over TLS, when the configuration has a `[[sip.tls]]` listener.
+    pub tls: Option<SocketAddr>,
     /// The admin view.
     pub admin: SocketAddr,
     /// The lab IdMS data dir the server trusts.
@@ -298,6 +300,12 @@ pub struct McxServer {
 impl McxServer {
     /// Starts the server; `policy` is the body of its `[policy]` table (empty for the defaults).
     pub fn start(scratch: &Scratch, policy: &str) -> McxServer {
+        McxServer::start_with(scratch, "", policy)
+    }
+
+    /// Like [`McxServer::start`], with `sip` appended to the `[sip]` table (lines such as
+    /// `trusted_cores = []`, then any `[[sip.tls]]` tables).
+    pub fn start_with(scratch: &Scratch, sip: &str, policy: &str) -> McxServer {
         let lab_dir = scratch.join("lab");
         let keygen = run_bounded(
             "mcx-authz token keygen",
@@ -311,8 +319,8 @@ impl McxServer {
         std::fs::write(
             &config,
             format!(
-                "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n"
+                "[admin]\nlisten = \"127.0.0.1:0\"\n\n[policy]\n{policy}\n\n\
+                 [sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}\n"
             ),
         )
         .expect("write config");
@@ -346,7 +354,7 @@ impl McxServer {
                 let _ = tx.send(line);
             }
         });
-        let (mut udp, mut tcp, mut admin) = (None, None, None);
+        let (mut udp, mut tcp, mut tls, mut admin) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         while udp.is_none() || tcp.is_none() || admin.is_none() {
@@ -367,6 +375,7 @@ impl McxServer {
             };
             udp = udp.or_else(|| addr_in("SIP over UDP", "sip:", ';'));
             tcp = tcp.or_else(|| addr_in("SIP over TCP", "sip:", ';'));
+            tls = tls.or_else(|| addr_in("SIP over TLS", "sip:", ';'));
             admin = admin.or_else(|| addr_in("admin view", "http://", '/'));
             seen.push(line);
         }
@@ -374,6 +383,7 @@ impl McxServer {
         McxServer {
             udp: udp.expect("udp"),
             tcp: tcp.expect("tcp"),
+            tls,
             admin: admin.expect("admin"),
             lab_dir,
             lab,
