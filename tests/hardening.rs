@@ -307,6 +307,10 @@ fn ten_thousand_invented_methods_leave_metrics_bounded() {
 #[test]
 fn a_worker_panic_shows_in_healthz_and_a_downed_listener_comes_back() {
     let s = TestServer::start(|c| c.limits.listener_restart_ms = 1500);
+    // Listeners are down until their tasks have started.
+    eventually(Duration::from_secs(5), "healthy after start", || {
+        admin(s.admin, "GET", "/healthz").0 == 200
+    });
     let (status, body) = admin(s.admin, "GET", "/healthz");
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("ok\n") && body.contains(" up "), "{body}");

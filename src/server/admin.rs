@@ -277,7 +277,8 @@ async fn restart(State(app): State<AppState>) -> impl IntoResponse {
         return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
     }
     let mut s = lock(&app.shared);
-    s.step(mcx_model::Input::Restart);
+    let now = s.clock.now();
+    s.step(now, mcx_model::Input::Restart);
     (StatusCode::OK, "restarted\n".to_owned())
 }
 
