@@ -6,6 +6,7 @@
 #   fuzz/run.sh [SECONDS] [TARGET...]        # default 60 s, every target of `cargo fuzz list`
 #   SANITIZER=address fuzz/run.sh 600 sip_edge  # default: none (safe Rust; fastest executions)
 #   JOBS=2 fuzz/run.sh 600                    # parallel libFuzzer jobs per target (default 1)
+#   FUZZ_NO_BUILD=1 fuzz/run.sh 600           # run the binaries of the last build as they are
 #
 # The corpus of each target lives in fuzz/corpus/<target>/ (git-ignored) and grows from run to
 # run; it is seeded from tests/fixtures/ the first time. cargo-fuzz needs a nightly compiler or
@@ -51,8 +52,10 @@ seed() {
 
 # One build for every target (the library is compiled once), then each fuzzer binary is run
 # directly: editing the sources while a run goes on does not trigger a rebuild.
-echo "building every target (sanitizer $sanitizer)" >&2
-nice -n 10 cargo fuzz build -O -s "$sanitizer" >&2
+if [[ -z ${FUZZ_NO_BUILD:-} ]]; then
+  echo "building every target (sanitizer $sanitizer)" >&2
+  nice -n 10 cargo fuzz build -O -s "$sanitizer" >&2
+fi
 bindir=target/x86_64-unknown-linux-gnu/release
 
 total=0
