@@ -27,6 +27,10 @@ enum Command {
     Trace(cli::trace::Args),
     /// Make lab certificates for SIP over TLS (a CA, the server's, the SIP core's).
     TlsLabCerts(cli::tls::Args),
+    /// MIKEY-SAKKE tools: inspect (and verify, decapsulate) an I_MESSAGE.
+    Mikey(cli::mikey::Args),
+    /// The lab KMS: create a community, provision users' key sets.
+    Kms(cli::kms::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
         Command::TlsLabCerts(a) => cli::tls::run(a),
+        Command::Mikey(a) => cli::mikey::run(a),
+        Command::Kms(a) => cli::kms::run(a),
     };
     match result {
         Ok(code) => code,

@@ -15,7 +15,7 @@
 //!
 //! One module per concern: [`multipart`] splits, [`xml`] is the one bounded XML reader,
 //! [`info`] reads MC info bodies, [`settings`] poc-settings bodies, [`message_sip`] the UE
-//! REGISTER inside a third-party REGISTER. Header semantics (feature tags, ICSIs) live in
+//! REGISTER inside a third-party REGISTER, and [`write`] writes what they read. Header semantics (feature tags, ICSIs) live in
 //! [`super::headers`].
 
 use std::fmt;
@@ -24,6 +24,7 @@ pub mod info;
 pub mod message_sip;
 pub mod multipart;
 pub mod settings;
+pub mod write;
 pub mod xml;
 
 pub use info::{read_info, InfoValue, McInfo, NotReadable, ProtectedElement};
