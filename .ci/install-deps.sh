@@ -5,11 +5,12 @@
 #   sipp                    <- sip-tester
 #   kamailio (+ modules)    <- kamailio (sl, tm, registrar, usrloc, uac, htable, textops, ...)
 #   app_python3             <- kamailio-python3-modules
+#   tls (SIP over TLS)      <- kamailio-tls-modules
 #   PyJWT + cryptography    <- python3-jwt, python3-cryptography (pip fallback: pyjwt cryptography)
 #   ss, curl                <- iproute2, curl
 set -euo pipefail
 
-packages=(sip-tester kamailio kamailio-python3-modules python3-jwt python3-cryptography iproute2 curl)
+packages=(sip-tester kamailio kamailio-tls-modules kamailio-python3-modules python3-jwt python3-cryptography iproute2 curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

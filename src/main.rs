@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the MCX server (SIP over UDP and TCP, admin view over HTTP).
+    /// Run the MCX server (SIP over UDP, TCP and TLS, admin view over HTTP).
     Serve(cli::serve::Args),
     /// Model-check the authorization machine for one or all spec variants.
     Check(cli::check::Args),
@@ -25,6 +25,8 @@ enum Command {
     Token(cli::token::Args),
     /// Turn a model trace into a SIPp scenario and an ITF trace.
     Trace(cli::trace::Args),
+    /// Make lab certificates for SIP over TLS (a CA, the server's, the SIP core's).
+    TlsLabCerts(cli::tls::Args),
     /// MIKEY-SAKKE tools: inspect (and verify, decapsulate) an I_MESSAGE.
     Mikey(cli::mikey::Args),
     /// The lab KMS: create a community, provision users' key sets.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Explore(a) => cli::check::explore(a),
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
+        Command::TlsLabCerts(a) => cli::tls::run(a),
         Command::Mikey(a) => cli::mikey::run(a),
         Command::Kms(a) => cli::kms::run(a),
         Command::Http(a) => cli::http::run(a),

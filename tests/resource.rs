@@ -900,7 +900,9 @@ mod paths {
                 Arc::new(mcx_authz::token::Validator::new(lab.validator_config()).unwrap());
             let policy = mcx_model::Variant::PostCr.policy();
             let shared = Arc::new(std::sync::Mutex::new(mcx_authz::server::Shared::new(
-                policy, 16,
+                policy,
+                16,
+                1 << 20,
             )));
             let config = HttpConfig {
                 data_dir: Some(data.0.clone()),

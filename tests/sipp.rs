@@ -8,8 +8,8 @@
 //! mint-csv` for the plain `impu;client_id;mc_id;token` scenarios, with the library for the ones
 //! that need extra tokens (a second user, expired, forged, wrongly scoped).
 //!
-//! Needs `sipp` (Debian sip-tester): under CI a missing sipp fails the tests; elsewhere they are
-//! skipped with a loud message.
+//! Needs `sipp` (Debian sip-tester): a missing sipp fails the tests, naming
+//! `bash .ci/install-deps.sh` (which `./test` runs first).
 
 mod external;
 
@@ -36,11 +36,9 @@ struct Harness {
 }
 
 impl Harness {
-    /// `None` (test skipped) when sipp is missing outside CI.
+    /// Fails the test when sipp is missing ([`require_tools`]).
     fn start(scenario: &str, tcp: bool, policy: &str) -> Option<Harness> {
-        if !require_tools(&["sipp"]) {
-            return None;
-        }
+        require_tools(&["sipp"]);
         let name = format!("{scenario}-{}", if tcp { "tcp" } else { "udp" });
         let scratch = Scratch::new(&name);
         let server = McxServer::start(&scratch, policy);

@@ -1,10 +1,11 @@
 //! The `mcx-authz` subcommands. Each module owns its clap arguments and its `run`.
 
 pub mod check;
-pub mod kms;
-pub mod mikey;
 pub mod groups;
 pub mod http;
+pub mod kms;
+pub mod mikey;
 pub mod serve;
+pub mod tls;
 pub mod token;
 pub mod trace;

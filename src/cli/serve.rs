@@ -47,6 +47,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for a in &addrs.tcp {
             println!("SIP over TCP   sip:{a};transport=tcp");
         }
+        for a in &addrs.tls {
+            println!("SIP over TLS   sip:{a};transport=tls");
+        }
         if let Some(a) = addrs.admin {
             println!("admin view     http://{a}/bindings  (/registrations /metrics /healthz)");
         }
@@ -76,8 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal: a log file or a pipe gets plain text.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

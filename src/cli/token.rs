@@ -278,14 +278,14 @@ fn keygen(dir: &Path, alg: &str, force: bool) -> anyhow::Result<ExitCode> {
     let lab = LabIdms::keygen(dir, alg, force)?;
     let key = lab.key(alg).context("key not written")?;
     let verb = if existed && !force { "kept" } else { "wrote" };
-    println!(
-        "{verb} {} ({}, kid {})",
+    emit(&format!(
+        "{verb} {} ({}, kid {})\nwrote {}\nissuer {}",
         dir.join(key_file_name(alg)).display(),
         alg_name(alg),
-        key.kid()
-    );
-    println!("wrote {}", dir.join(JWKS_FILE).display());
-    println!("issuer {}", lab.issuer());
+        key.kid(),
+        dir.join(JWKS_FILE).display(),
+        lab.issuer()
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -312,7 +312,7 @@ fn mint(dir: &Path, m: MintArgs) -> anyhow::Result<ExitCode> {
         alg: Some(alg),
         ..MintRequest::default()
     };
-    println!("{}", lab.mint(&req)?);
+    emit(&lab.mint(&req)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -368,7 +368,7 @@ fn inspect(token: &str) -> anyhow::Result<ExitCode> {
         "claims": part(1, "claims")?,
         "signature_bytes": URL_SAFE_NO_PAD.decode(parts[2]).map(|s| s.len()).ok(),
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    emit(&serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -406,7 +406,7 @@ fn verify(
             answer.is_ok()
         }
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    emit(&serde_json::to_string_pretty(&out)?)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -448,4 +448,14 @@ fn clock() -> UnixTime {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     )
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (`token verify … | head`)
+/// is not an error: the output is simply no longer wanted (`println!` would panic on EPIPE).
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

@@ -8,6 +8,13 @@
 //! host = "mcx.example.org"            # Warning header host, Server identity
 //! trusted_cores = ["127.0.0.0/8", "::1/128"]
 //!
+//! [[sip.tls]]                        # optional SIP over TLS listeners (server::tls)
+//! listen = "127.0.0.1:5061"
+//! cert = "tls/server.pem"
+//! key = "tls/server.key"
+//! client_ca = "tls/ca.pem"
+//! trusted_client_names = ["core.ims.example.org"]   # or trusted_client_sha256 = ["ab:cd:…"]
+//!
 //! [sip.psi]                          # participating-function PSI per service
 //! mcptt = "sip:mcptt@mcx.example.org"
 //!
@@ -26,6 +33,10 @@
 //! [token]                            # mcx_authz::token::ValidatorConfig
 //! jwks_url = "https://idms.example.org/realms/mcx/protocol/openid-connect/certs"
 //! issuer = "https://idms.example.org/realms/mcx"
+//!
+//! [limits]                           # LimitsConfig: bounds under hostile load
+//! tcp_max_connections = 1000
+//! untrusted_rate_per_sec = 50
 //! ```
 
 use std::collections::BTreeMap;
@@ -37,6 +48,7 @@ use ipnet::IpNet;
 use mcx_model::{Policy, Service, TokenProtection, Variant};
 use serde::Deserialize;
 
+pub use super::tls::TlsListenerConfig;
 use crate::sip::EdgeConfig;
 use crate::token::ValidatorConfig;
 
@@ -54,6 +66,8 @@ pub struct ServerConfig {
     pub token: ValidatorConfig,
     /// The KMS, CM and GM resource servers' HTTP listener.
     pub http: crate::resource::HttpConfig,
+    /// Bounds under hostile load.
+    pub limits: LimitsConfig,
 }
 
 /// `[sip]`.
@@ -64,6 +78,9 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP listen addresses.
     pub tcp: Vec<SocketAddr>,
+    /// TLS listeners (`[[sip.tls]]`), with their certificates and the client certificates that
+    /// are trusted SIP cores ([`super::tls`]). None by default.
+    pub tls: Vec<TlsListenerConfig>,
     /// Source address ranges of trusted SIP cores: only requests from these have their
     /// P-Asserted-Identity (or third-party REGISTER To) believed.
     pub trusted_cores: Vec<IpNet>,
@@ -75,6 +92,8 @@ pub struct SipConfig {
     pub psi: BTreeMap<Service, String>,
     /// Most entries kept for absorbing UDP retransmissions (RFC 3261 17.2.2).
     pub transaction_cache_entries: usize,
+    /// Most bytes (keys and cached responses) the UDP transaction cache holds.
+    pub transaction_cache_bytes: usize,
 }
 
 impl Default for SipConfig {
@@ -83,6 +102,7 @@ impl Default for SipConfig {
         SipConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            tls: Vec::new(),
             trusted_cores: vec![
                 "127.0.0.0/8".parse().expect("valid CIDR"),
                 "::1/128".parse().expect("valid CIDR"),
@@ -91,6 +111,7 @@ impl Default for SipConfig {
             server_uri: edge.server_uri,
             psi: edge.psi,
             transaction_cache_entries: 200_000,
+            transaction_cache_bytes: 64 << 20,
         }
     }
 }
@@ -112,6 +133,55 @@ impl SipConfig {
             v4 => v4,
         };
         self.trusted_cores.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `[limits]`: what one sender, or many, can make the server hold. Every limit has a counter in
+/// `/metrics` (docs/ARCHITECTURE.md, "Bounded under hostile load").
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most SIP connections (TCP and TLS) open at once, per listener; one more is accepted and
+    /// closed at once (`mcx_tcp_refused_total{reason="cap"}`). Each costs a file descriptor:
+    /// keep it under `ulimit -n`.
+    pub tcp_max_connections: usize,
+    /// Most connections open at once from one address that is not a trusted SIP core
+    /// (`reason="per_source"`).
+    pub tcp_max_connections_per_source: usize,
+    /// A connection with no byte received for this long is closed (`mcx_tcp_timeouts_total
+    /// {kind="idle"}`). RFC 5626 CRLF keep-alives count as traffic.
+    pub tcp_idle_timeout_secs: u64,
+    /// A message whose first byte has arrived must be complete within this time, else the
+    /// connection is closed (`kind="message"`): the slowloris bound.
+    pub tcp_message_timeout_ms: u64,
+    /// A TLS handshake must complete within this time (`kind="handshake"`).
+    pub tls_handshake_timeout_ms: u64,
+    /// Messages per second accepted from one address that is not a trusted SIP core (token
+    /// bucket; UDP datagrams and stream messages alike; TCP/TLS connection attempts count as
+    /// one). 0 turns the limit off. Excess is dropped (`mcx_rate_limited_total`).
+    pub untrusted_rate_per_sec: u32,
+    /// The bucket size: a burst of this many messages passes at once.
+    pub untrusted_burst: u32,
+    /// Most untrusted addresses tracked; beyond it, new addresses share one bucket.
+    pub rate_limit_sources: usize,
+    /// Pause before a listener that stopped (a panic outside a request) is started again; the
+    /// listener is `down` in `/healthz` meanwhile.
+    pub listener_restart_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            tcp_max_connections: 1000,
+            tcp_max_connections_per_source: 32,
+            tcp_idle_timeout_secs: 300,
+            tcp_message_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
+            untrusted_rate_per_sec: 50,
+            untrusted_burst: 100,
+            rate_limit_sources: 10_000,
+            listener_restart_ms: 1000,
+        }
     }
 }
 
@@ -256,5 +326,20 @@ mod tests {
         assert!(ServerConfig::parse("[policy]\ntoken_expiry_typo = 1\n").is_err());
         assert!(ServerConfig::parse("[policy]\ntoken_expiry = \"sometimes\"\n").is_err());
         assert!(ServerConfig::parse("[sip]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set() {
+        let c = ServerConfig::parse("").unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert!(c.limits.tcp_max_connections > 0 && c.limits.untrusted_rate_per_sec > 0);
+        let c = ServerConfig::parse(
+            "[limits]\ntcp_max_connections = 7\nuntrusted_rate_per_sec = 0\n\n[sip]\ntransaction_cache_bytes = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.tcp_max_connections, 7);
+        assert_eq!(c.limits.untrusted_rate_per_sec, 0);
+        assert_eq!(c.sip.transaction_cache_bytes, 4096);
+        assert!(ServerConfig::parse("[limits]\ntcp_max_conections = 7\n").is_err());
     }
 }

@@ -24,6 +24,25 @@ pub enum Transport {
     Udp,
     /// TCP: reliable, no retransmissions (RFC 3261 17.2.2 Timer J = 0).
     Tcp,
+    /// TLS over TCP (RFC 3261 26.3.1). `trusted_peer`: the client presented a certificate the
+    /// listener's `trusted_client_*` names, so the sender is a trusted SIP core whatever its
+    /// source address.
+    Tls {
+        /// Whether the client certificate makes the peer a trusted SIP core.
+        trusted_peer: bool,
+    },
+}
+
+impl Transport {
+    /// Whether this is a stream (TCP or TLS).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// Whether the transport itself vouches for the peer (a trusted TLS client certificate).
+    pub fn trusted_peer(self) -> bool {
+        matches!(self, Transport::Tls { trusted_peer: true })
+    }
 }
 
 /// Everything a request needs, shared by every listener.
@@ -49,6 +68,11 @@ impl Pipeline {
         }
     }
 
+    /// The token validator (its counters are in `/metrics`).
+    pub fn validator(&self) -> &Validator {
+        &self.validator
+    }
+
     /// The shared state.
     pub fn shared(&self) -> Arc<Mutex<Shared>> {
         self.shared.clone()
@@ -68,7 +92,7 @@ impl Pipeline {
     ) -> Option<Vec<u8>> {
         if e.kind == FramingErrorKind::KeepAlive {
             // RFC 5626 4.4.1: a double-CRLF ping on a stream is answered with a single CRLF.
-            return (transport == Transport::Tcp).then(|| b"\r\n".to_vec());
+            return transport.is_stream().then(|| b"\r\n".to_vec());
         }
         let reply = match (e.status(), &e.head) {
             (Some(status), Some(head)) => response::error_response_for_head(
@@ -83,10 +107,7 @@ impl Pipeline {
         match &reply {
             Some(_) => {
                 let status = e.status().unwrap_or(400);
-                *s.metrics
-                    .requests
-                    .entry(("UNFRAMED".into(), status))
-                    .or_default() += 1;
+                s.metrics.count_request("UNFRAMED", status);
                 tracing::info!(%src, status, reason = %e.kind, "refused unframable message");
             }
             None => {
@@ -126,12 +147,7 @@ impl Pipeline {
                 });
                 let mut s = self.lock();
                 match reply {
-                    Some(_) => {
-                        *s.metrics
-                            .requests
-                            .entry(("INVALID".into(), e.status))
-                            .or_default() += 1
-                    }
+                    Some(_) => s.metrics.count_request("INVALID", e.status),
                     None => *s.metrics.dropped.entry("unparsable").or_default() += 1,
                 }
                 tracing::info!(%src, status = e.status, reason = %e.reason, answered = reply.is_some(), "invalid SIP message");
@@ -169,8 +185,9 @@ impl Pipeline {
             (s.clock.now(), s.etags.fresh())
         };
         // Token signatures are checked here, outside the lock, and only for requests from a
-        // trusted SIP core (the edge does not read an untrusted body).
-        let trusted_source = self.sip.is_trusted(src.ip());
+        // trusted SIP core (the edge does not read an untrusted body). Over TLS a trusted client
+        // certificate makes a trusted core too.
+        let trusted_source = transport.trusted_peer() || self.sip.is_trusted(src.ip());
         let mut validate = |token: &str| self.validator.validate(token, now);
         // No CSK store in this build: a protected value is reported as not openable, and the
         // machine answers it (403/101, or per `token_protection`).
@@ -236,10 +253,7 @@ impl Pipeline {
             }
         }
         if reply.is_some() {
-            *s.metrics
-                .requests
-                .entry((req.method.to_string(), status))
-                .or_default() += 1;
+            s.metrics.count_request(req.method.as_str(), status);
         }
         drop(s);
         tracing::info!(

@@ -21,6 +21,8 @@ use mcx_model::UnixTime;
 pub struct TestServer {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The first SIP over TLS listener, if the test configured one.
+    pub tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     /// The KMS/CM/GM listener (`None` when the test turned it off).
     pub http: Option<SocketAddr>,
@@ -84,6 +86,7 @@ impl TestServer {
         TestServer {
             udp: addrs.udp[0],
             tcp: addrs.tcp[0],
+            tls: addrs.tls.first().copied(),
             admin: addrs.admin.expect("admin"),
             http: addrs.http,
             lab,
