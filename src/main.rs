@@ -25,6 +25,10 @@ enum Command {
     Token(cli::token::Args),
     /// Turn a model trace into a SIPp scenario and an ITF trace.
     Trace(cli::trace::Args),
+    /// Client-server keys (CSK) for TS 33.180 clause 9: make a lab CSK.
+    Csk(cli::protect::CskArgs),
+    /// Print an MC info body with the token (and client ID) protected per TS 33.180 clause 9.
+    Protect(Box<cli::protect::ProtectArgs>),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
         Command::Explore(a) => cli::check::explore(a),
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
+        Command::Csk(a) => cli::protect::run_csk(a),
+        Command::Protect(a) => cli::protect::run_protect(*a),
     };
     match result {
         Ok(code) => code,

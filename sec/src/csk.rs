@@ -14,7 +14,7 @@ use serde::Deserialize;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Most entries a lab table holds (it is config, but bounded all the same).
-pub const MAX_LAB_CSKS: usize = 65_536;
+pub const MAX_LAB_CSKS: usize = 1 << 20;
 
 /// Why a CSK-ID, a CSK or a table entry could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
