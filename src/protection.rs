@@ -158,3 +158,149 @@ impl Protector {
         (format!("multipart/mixed;boundary={BOUNDARY}"), body)
     }
 }
+
+/// The server's CSKs (TS 33.180 5.4) and the F.1.4 reading: what the SIP edge's opener uses.
+/// Today the lab table of the config; a CSK the machine drops is forgotten (zeroized) here too.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    table: std::sync::RwLock<mcx_sec::csk::LabCskTable>,
+    reading: KdfReading,
+}
+
+/// Why a protected value failed, as the machine sees it, from `mcx-sec`'s typed error.
+fn enc_failure(e: &xmlenc::XmlEncError) -> mcx_model::ProtectionFailure {
+    use mcx_model::ProtectionFailure as F;
+    use xmlenc::XmlEncError as E;
+    match e {
+        E::UnknownKeyName(_) => F::UnknownKey,
+        E::Decrypt => F::Undecryptable,
+        E::WrongAlgorithm(_) | E::UnsupportedType(_) => F::WrongAlgorithm,
+        _ => F::Malformed,
+    }
+}
+
+fn dsig_failure(e: &xmldsig::XmlDsigError) -> mcx_model::ProtectionFailure {
+    use mcx_model::ProtectionFailure as F;
+    use xmldsig::XmlDsigError as E;
+    match e {
+        E::UnknownKeyName(_) => F::UnknownKey,
+        E::WrongSignatureMethod(_) | E::WrongDigestMethod(_) | E::WrongCanonicalization(_) => {
+            F::WrongAlgorithm
+        }
+        _ => F::BadSignature,
+    }
+}
+
+impl KeyStore {
+    /// A store over `table` with `reading`.
+    pub fn new(table: mcx_sec::csk::LabCskTable, reading: KdfReading) -> KeyStore {
+        KeyStore {
+            table: std::sync::RwLock::new(table),
+            reading,
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, mcx_sec::csk::LabCskTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The F.1.4 reading in use.
+    pub fn reading(&self) -> KdfReading {
+        self.reading
+    }
+
+    /// Number of CSKs held.
+    pub fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Whether no CSK is held.
+    pub fn is_empty(&self) -> bool {
+        self.table().is_empty()
+    }
+
+    /// The machine inputs that tie each CSK to its MC service ID (fed once at start).
+    pub fn provisioning(&self) -> Vec<mcx_model::Input> {
+        self.table()
+            .ties()
+            .map(|(id, mc_id)| mcx_model::Input::ProvisionCsk {
+                csk_id: mcx_model::CskId::new(id.to_string()),
+                mc_id: mcx_model::McId::new(mc_id),
+            })
+            .collect()
+    }
+
+    /// Forgets (zeroizes) a CSK the machine dropped.
+    pub fn forget(&self, id: &mcx_model::CskId) {
+        if let Ok(id) = id.as_str().parse::<CskId>() {
+            self.table
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+    }
+
+    /// Opens one protected value for the SIP edge: decrypts the element (XML encryption, FC
+    /// 0x51 key) and, when the message has a signature part, verifies it (FC 0x52 key): it must
+    /// cover the info body and be made with the same CSK. The reason of a failure is logged; the
+    /// machine gets its kind and refuses (403/101).
+    pub fn open(
+        &self,
+        s: &crate::sip::Sealed<'_>,
+    ) -> Result<(String, mcx_model::CskId), mcx_model::ProtectionFailure> {
+        let result = self.open_inner(s);
+        if let Err((failure, reason)) = &result {
+            tracing::info!(element = s.element, ?failure, reason, "protection failed");
+        }
+        result.map_err(|(f, _)| f)
+    }
+
+    fn open_inner(
+        &self,
+        s: &crate::sip::Sealed<'_>,
+    ) -> Result<(String, mcx_model::CskId), (mcx_model::ProtectionFailure, String)> {
+        use mcx_model::ProtectionFailure as F;
+        let table = self.table();
+        let keys = mcx_sec::kdf::CskKeys {
+            store: &*table,
+            reading: self.reading,
+        };
+        let opened = xmlenc::open_in_body(s.info_body, s.service.name(), s.element, &keys)
+            .map_err(|e| (enc_failure(&e), e.to_string()))?;
+        match s.signatures {
+            [] => {}
+            [sig] => {
+                let parts: Vec<MimePart<'_>> = s
+                    .parts
+                    .iter()
+                    .map(|(content_id, body)| MimePart { content_id, body })
+                    .collect();
+                let v = xmldsig::verify(sig, &parts, &keys)
+                    .map_err(|e| (dsig_failure(&e), e.to_string()))?;
+                let covered = s
+                    .info_content_id
+                    .is_some_and(|cid| v.covered.iter().any(|c| c == cid));
+                if !covered {
+                    return Err((
+                        F::BadSignature,
+                        "the signature does not cover the info body".into(),
+                    ));
+                }
+                if v.csk_id != opened.csk_id {
+                    return Err((
+                        F::BadSignature,
+                        format!(
+                            "signed under CSK {} but encrypted under {}",
+                            v.csk_id, opened.csk_id
+                        ),
+                    ));
+                }
+            }
+            _ => return Err((F::BadSignature, "more than one signature part".into())),
+        }
+        Ok((
+            opened.value,
+            mcx_model::CskId::new(opened.csk_id.to_string()),
+        ))
+    }
+}

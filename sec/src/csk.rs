@@ -261,6 +261,11 @@ impl LabCskTable {
         Ok(())
     }
 
+    /// Removes (and so zeroizes) a CSK; whether it was there.
+    pub fn remove(&mut self, id: CskId) -> bool {
+        self.entries.remove(&id).is_some()
+    }
+
     /// Number of CSKs.
     pub fn len(&self) -> usize {
         self.entries.len()

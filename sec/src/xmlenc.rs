@@ -300,6 +300,43 @@ pub fn open_element(
     })
 }
 
+/// Opens the one `type="Encrypted"` element whose local name is `local` (e.g.
+/// `mcptt-access-token`) in the MC info body of service `svc` (root `<{svc}info>`). The body is
+/// read with the same bounds as [`reveal_info`]; the element must appear once.
+pub fn open_in_body(
+    body: &[u8],
+    svc: &str,
+    local: &str,
+    keys: &dyn XmlKeys,
+) -> Result<Opened, XmlEncError> {
+    let root = xml::parse_bytes(body, Limits::default())?;
+    if root.local != format!("{svc}info") {
+        return Err(XmlEncError::WrongRoot(
+            root.local.chars().take(60).collect(),
+        ));
+    }
+    let mut found: Vec<&Element> = Vec::new();
+    find_all(&root, local, &mut found);
+    match found.as_slice() {
+        [holder] if holder.get_attr("type") == Some("Encrypted") => open_element(holder, svc, keys),
+        [_] => Err(XmlEncError::Unexpected(format!(
+            "<{local}> is not type=\"Encrypted\""
+        ))),
+        [] => Err(XmlEncError::Unexpected(format!("no <{local}>"))),
+        _ => Err(XmlEncError::Unexpected(format!("<{local}> twice"))),
+    }
+}
+
+fn find_all<'e>(el: &'e Element, local: &str, out: &mut Vec<&'e Element>) {
+    for c in el.elements() {
+        if c.local == local {
+            out.push(c);
+        } else {
+            find_all(c, local, out);
+        }
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

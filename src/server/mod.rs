@@ -54,7 +54,23 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
         let policy = config.policy.policy()?;
         let validator = Validator::new(config.token.clone()).context("token validator")?;
+        // TS 33.180 clause 9: the CSK store, and the machine told which MC service ID each
+        // lab CSK belongs to (TS 33.180 5.4). Under `token_protection = off` nothing is opened.
+        let keys = (policy.token_protection != mcx_model::TokenProtection::Off)
+            .then(|| -> anyhow::Result<_> {
+                Ok(Arc::new(crate::protection::KeyStore::new(
+                    config.protection.table()?,
+                    config.protection.kdf,
+                )))
+            })
+            .transpose()?;
         let mut state = Shared::new(policy, config.sip.transaction_cache_entries);
+        if let Some(k) = &keys {
+            for input in k.provisioning() {
+                state.machine.handle(mcx_model::UnixTime(0), input);
+            }
+        }
+        state.keys = keys.clone();
         if let Some(start) = config.admin.manual_clock_start {
             state.clock = state::Clock::manual(mcx_model::UnixTime(start));
         }
@@ -86,7 +102,7 @@ impl Server {
             None => None,
         };
         Ok(Server {
-            pipeline: Arc::new(Pipeline::new(config.sip.clone(), validator, shared)),
+            pipeline: Arc::new(Pipeline::new(config.sip.clone(), validator, keys, shared)),
             udp,
             tcp,
             admin,
