@@ -102,7 +102,8 @@ fn through_the_core(tcp: bool) {
     }
     let name = if tcp { "interop-tcp" } else { "interop-udp" };
     let scratch = Scratch::new(name);
-    let server = McxServer::start(&scratch, "");
+    // Clear tokens through Kamailio: post-cr with protection optional (clause 9 is tests/protection.rs).
+    let server = McxServer::start(&scratch, "token_protection = \"optional\"");
     let csv = scratch.join("ue.csv");
     let mint = run_bounded(
         "mcx-authz token mint-csv",
