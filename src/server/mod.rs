@@ -75,24 +75,44 @@ impl Server {
             state.clock = state::Clock::manual(mcx_model::UnixTime(start));
         }
         let shared = Arc::new(Mutex::new(state));
-        let mut udp = Vec::new();
-        for addr in &config.sip.udp {
-            udp.push(bind_udp(*addr).with_context(|| format!("binding SIP UDP {addr}"))?);
-        }
-        let mut tcp = Vec::new();
-        for addr in &config.sip.tcp {
-            // Port 0 on TCP follows the UDP port when both are asked on the same address, so
-            // that one "host:port" serves both transports.
-            let addr = match (addr.port(), udp.first()) {
-                (0, Some(u)) if u.local_addr()?.ip() == addr.ip() => u.local_addr()?,
-                _ => *addr,
-            };
-            tcp.push(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding SIP TCP {addr}"))?,
-            );
-        }
+        // Port 0 on TCP follows the UDP port when both are asked on the same address, so that
+        // one "host:port" serves both transports. The OS picks the UDP port among free UDP
+        // ports only; when that port is taken on TCP (another listener, a client's ephemeral
+        // port), the pair is picked again (a few times).
+        let mut attempt = 0;
+        let (udp, tcp) = loop {
+            attempt += 1;
+            let mut udp = Vec::new();
+            for addr in &config.sip.udp {
+                udp.push(bind_udp(*addr).with_context(|| format!("binding SIP UDP {addr}"))?);
+            }
+            let mut tcp = Vec::new();
+            let mut follow_failed = None;
+            for addr in &config.sip.tcp {
+                let (addr, follows) = match (addr.port(), udp.first()) {
+                    (0, Some(u)) if u.local_addr()?.ip() == addr.ip() => (u.local_addr()?, true),
+                    _ => (*addr, false),
+                };
+                match TcpListener::bind(addr).await {
+                    Ok(l) => tcp.push(l),
+                    Err(e)
+                        if follows && e.kind() == std::io::ErrorKind::AddrInUse && attempt < 8 =>
+                    {
+                        follow_failed = Some(addr);
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!("binding SIP TCP {addr}")))
+                    }
+                }
+            }
+            match follow_failed {
+                None => break (udp, tcp),
+                Some(addr) => {
+                    tracing::debug!(%addr, attempt, "TCP port taken; picking another pair")
+                }
+            }
+        };
         let admin = match config.admin.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
