@@ -274,6 +274,15 @@ fn every_bad_protection_gets_403_101_and_changes_nothing() {
             format!("{}{}", &good[..ed0], &good[ed1..]),
         ),
         (
+            "Encrypted, empty element",
+            INFO_TYPE.into(),
+            format!("{}{}", &good[..ed0], &good[ed1..]).replacen(
+                "<mcptt-access-token type=\"Encrypted\"></mcptt-access-token>",
+                "<mcptt-access-token type=\"Encrypted\"/>",
+                1,
+            ),
+        ),
+        (
             "two EncryptedData",
             INFO_TYPE.into(),
             format!("{}{}{}", &good[..ed1], &good[ed0..ed1], &good[ed1..]),
@@ -301,7 +310,7 @@ fn every_bad_protection_gets_403_101_and_changes_nothing() {
         refused(&r, what);
         assert_eq!(s.bindings(), before, "{what} changed the bindings");
     }
-    assert_eq!(rejections(&s, "bad_protection"), 10);
+    assert_eq!(rejections(&s, "bad_protection"), 11);
     assert_eq!(rejections(&s, "csk_other_user"), 1);
 }
 
