@@ -29,6 +29,10 @@ enum Command {
     Csk(cli::protect::CskArgs),
     /// Print an MC info body with the token (and client ID) protected per TS 33.180 clause 9.
     Protect(Box<cli::protect::ProtectArgs>),
+    /// MIKEY-SAKKE tools: inspect (and verify, decapsulate) an I_MESSAGE.
+    Mikey(cli::mikey::Args),
+    /// The lab KMS: create a community, provision users' key sets.
+    Kms(cli::kms::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         Command::Trace(a) => cli::trace::run(a),
         Command::Csk(a) => cli::protect::run_csk(a),
         Command::Protect(a) => cli::protect::run_protect(*a),
+        Command::Mikey(a) => cli::mikey::run(a),
+        Command::Kms(a) => cli::kms::run(a),
     };
     match result {
         Ok(code) => code,

@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::body::{
-    self, body_kind, content_type, feature_tag_services, icsi_service, parts, read_info,
-    read_message_sip, read_poc_settings, BodyKind, InfoValue, Part, ProtectedElement,
+    body_kind, content_type, parts, read_info, read_message_sip, read_poc_settings, BodyKind,
+    InfoValue, Part, ProtectedElement,
 };
+use super::headers::{feature_tag_services, icsi_service, split_list};
 use super::parse::{header_param, Method, SipRequest};
 use super::response::ResponseConfig;
 use super::uri;
@@ -202,12 +203,12 @@ fn asserted_identity(req: &SipRequest, trusted: bool) -> AssertedIdentity {
 fn hinted_services(req: &SipRequest) -> ServiceSet {
     let mut set = ServiceSet::EMPTY;
     for v in req.header_values("Accept-Contact") {
-        for c in body::split_list(v) {
+        for c in split_list(v) {
             set = set.iter().chain(feature_tag_services(c).iter()).collect();
         }
     }
     for v in req.header_values("P-Preferred-Service") {
-        for icsi in body::split_list(v) {
+        for icsi in split_list(v) {
             if let Some(s) = icsi_service(icsi) {
                 set.insert(s);
             }
