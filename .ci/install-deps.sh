@@ -8,9 +8,10 @@
 #   tls (SIP over TLS)      <- kamailio-tls-modules
 #   PyJWT + cryptography    <- python3-jwt, python3-cryptography (pip fallback: pyjwt cryptography)
 #   ss, curl                <- iproute2, curl
+#   xmlsec1, openssl        <- xmlsec1, openssl (TS 33.180 clause 9 interop oracle, KDF oracle)
 set -euo pipefail
 
-packages=(sip-tester kamailio kamailio-tls-modules kamailio-python3-modules python3-jwt python3-cryptography iproute2 curl)
+packages=(sip-tester kamailio kamailio-tls-modules kamailio-python3-modules python3-jwt python3-cryptography iproute2 curl xmlsec1 openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,3 +39,4 @@ fi
 
 sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ]*' || true
 kamailio -v 2>&1 | grep -m1 -o 'version: kamailio [^ ]*' || true
+xmlsec1 --version 2>&1 | head -1 || true

@@ -27,6 +27,10 @@ enum Command {
     Trace(cli::trace::Args),
     /// Make lab certificates for SIP over TLS (a CA, the server's, the SIP core's).
     TlsLabCerts(cli::tls::Args),
+    /// Client-server keys (CSK) for TS 33.180 clause 9: make a lab CSK.
+    Csk(cli::protect::CskArgs),
+    /// Print an MC info body with the token (and client ID) protected per TS 33.180 clause 9.
+    Protect(Box<cli::protect::ProtectArgs>),
     /// MIKEY-SAKKE tools: inspect (and verify, decapsulate) an I_MESSAGE.
     Mikey(cli::mikey::Args),
     /// The lab KMS: create a community, provision users' key sets.
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
         Command::TlsLabCerts(a) => cli::tls::run(a),
+        Command::Csk(a) => cli::protect::run_csk(a),
+        Command::Protect(a) => cli::protect::run_protect(*a),
         Command::Mikey(a) => cli::mikey::run(a),
         Command::Kms(a) => cli::kms::run(a),
         Command::Http(a) => cli::http::run(a),

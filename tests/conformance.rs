@@ -53,7 +53,11 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop_oneof![Just(Variant::PreCr), Just(Variant::Ct1Rel18)],
+        prop_oneof![
+            Just(Variant::PreCr),
+            Just(Variant::Ct1Rel18),
+            Just(Variant::PostCr)
+        ],
         prop_oneof![
             Just(TokenExpiry::KeepBinding),
             Just(TokenExpiry::EndBinding)
@@ -137,6 +141,8 @@ struct Sut<'m> {
     etags: BTreeMap<u16, String>,
     /// The last request sent by the SIP core over UDP, and its response.
     last_udp: Option<(Vec<u8>, SipReply)>,
+    /// PUBLISHes sent with a TS 33.180 clause 9 protected body.
+    protected_sent: usize,
 }
 
 impl<'m> Sut<'m> {
@@ -151,6 +157,15 @@ impl<'m> Sut<'m> {
             c.admin.manual_clock_start = Some(BASE);
             c.token.leeway_secs = 0;
             c.sip.trusted_cores = vec!["127.0.0.1/32".parse().unwrap()];
+            // TS 33.180 clause 9: the model's provisioned CSKs, one per (user, IMPU, service).
+            c.protection.csk = conformance_csks(model)
+                .iter()
+                .map(|e| mcx_sec::csk::CskConfig {
+                    csk_id: e.id.to_string(),
+                    csk: e.csk.to_hex(),
+                    mc_id: e.mc_id.clone(),
+                })
+                .collect();
         });
         let core_udp = UdpClient::new(server.udp);
         let attacker = UdpClient::bind_from("127.0.0.2", server.udp);
@@ -166,6 +181,7 @@ impl<'m> Sut<'m> {
             tokens: HashMap::new(),
             etags: BTreeMap::new(),
             last_udp: None,
+            protected_sent: 0,
         };
         // The model starts with the attacker registered at tick 0 (its own IMS subscription).
         if model.config().attacker {
@@ -238,6 +254,7 @@ impl<'m> Sut<'m> {
                 body,
                 ..
             } => {
+                let (impu_index, service_index) = (impu, service);
                 let service = self.model.service(*service);
                 let impu = self.model.impu(*impu).to_string();
                 let mut m = publish_to(service, &impu).header("Expires", &expires.to_string());
@@ -247,9 +264,21 @@ impl<'m> Sut<'m> {
                 let info = match body {
                     Body::Empty => None,
                     Body::Auth { token, protected } => {
-                        assert!(!protected, "the SIP edge has no TS 33.180 clause 9 yet; conformance runs unprotected variants");
                         let jwt = self.jwt(*token);
-                        Some(info_body(service, Some(&jwt), None, &client))
+                        let info = info_body(service, Some(&jwt), None, &client);
+                        if *protected {
+                            // Encrypted and signed under the model's CSK of (token's user,
+                            // IMPU, service) — the one the model's machine is told about.
+                            let body = protected_body(
+                                &csk_entry(self.model, token.user, *impu_index, *service_index),
+                                service,
+                                &info.1,
+                                &settings_xml(&client),
+                            );
+                            self.protected_sent += 1;
+                            return m.body(&body.0, body.1.into_bytes());
+                        }
+                        Some(info)
                     }
                     Body::Settings { user } => {
                         let svc_index = self
@@ -357,6 +386,56 @@ impl<'m> Sut<'m> {
     }
 }
 
+/// The lab CSK the server holds for the model's provisioned CSK of (`user`, IMPU `impu`,
+/// service index `service`) (`McxModel::csk`): CSK-ID `2uuiiss` in hex, a fixed key.
+fn csk_entry(model: &McxModel, user: u8, impu: u8, service: u8) -> mcx_sec::csk::CskEntry {
+    let id = 0x2000_0000 | u32::from(user) << 16 | u32::from(impu) << 8 | u32::from(service);
+    let mut key = [0x5a; 16];
+    key[..3].copy_from_slice(&[user, impu, service]);
+    mcx_sec::csk::CskEntry {
+        id: mcx_sec::csk::CskId(id),
+        csk: mcx_sec::csk::Csk::new(key),
+        mc_id: model.mc_id(user, service).to_string(),
+    }
+}
+
+/// Every CSK the model provisions (`McxModel::init_state`), as lab CSKs.
+fn conformance_csks(model: &McxModel) -> Vec<mcx_sec::csk::CskEntry> {
+    let cfg = model.config();
+    let mut v = Vec::new();
+    for user in 0..cfg.users as u8 {
+        for impu in 0..=model.attacker_impu() {
+            for service in 0..cfg.services.len() as u8 {
+                v.push(csk_entry(model, user, impu, service));
+            }
+        }
+    }
+    v
+}
+
+/// A PUBLISH body protected per TS 33.180 clause 9: the info body with token and client ID
+/// encrypted, the poc-settings body, and the signature part over the info body (by Content-ID).
+fn protected_body(
+    entry: &mcx_sec::csk::CskEntry,
+    service: Service,
+    info: &str,
+    settings: &str,
+) -> (String, String) {
+    let p = mcx_authz::protection::Protector::new(entry, mcx_sec::kdf::KdfReading::default())
+        .expect("protector");
+    let info = p.encrypt_info(service, info).expect("encrypt");
+    let cid = mcx_authz::protection::INFO_CONTENT_ID;
+    let sig = p.sign(&[(cid, info.as_bytes())]);
+    let b = "mcx-conformance-clause9";
+    let svc = service.name();
+    (
+        format!("multipart/mixed;boundary={b}"),
+        format!(
+            "--{b}\r\nContent-Type: application/vnd.3gpp.{svc}-info+xml\r\nContent-ID: <{cid}>\r\n\r\n{info}\r\n--{b}\r\nContent-Type: application/poc-settings+xml\r\n\r\n{settings}\r\n--{b}\r\nContent-Type: application/vnd.3gpp.{svc}-signed+xml\r\n\r\n{sig}\r\n--{b}--\r\n"
+        ),
+    )
+}
+
 fn describe(model: &McxModel, a: &EnvAction) -> String {
     match a {
         EnvAction::Deliver { msg, keep_copy } => {
@@ -452,6 +531,8 @@ fn compare_tables(sut: &Sut<'_>, state: &EnvState) -> Result<(), String> {
 #[derive(Debug, Default)]
 struct Coverage {
     delivered: usize,
+    /// PUBLISHes sent protected (TS 33.180 clause 9).
+    protected: usize,
     statuses: std::collections::BTreeSet<u16>,
     events: std::collections::BTreeSet<String>,
 }
@@ -587,6 +668,7 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         }
         state = next;
     }
+    coverage.protected = sut.protected_sent;
     Ok(coverage)
 }
 
@@ -687,4 +769,48 @@ fn one_long_walk_agrees() {
     };
     let c = run_case(&case, Wire::Udp).expect("conformance");
     assert!(c.delivered >= 10, "only {} deliveries", c.delivered);
+}
+
+/// Post-cr as `serve` runs it (`token_protection = required`): the walks send encrypted and
+/// signed bodies under the model's CSKs, and the server binds, refuses and unbinds with the
+/// model, over UDP and TCP.
+#[test]
+fn post_cr_walks_agree_with_protected_bodies() {
+    let mut all = Coverage::default();
+    for seed in 0..12u16 {
+        let case = Case {
+            variant: Variant::PostCr,
+            token_expiry: TokenExpiry::KeepBinding,
+            failed_reauthorization: FailedReauthorization::KeepBinding,
+            impu_change: ImpuChange::KeepOldBinding,
+            two_services: seed % 3 == 1,
+            choices: (0..120u16)
+                .map(|i| i.wrapping_mul(7919).wrapping_add(seed.wrapping_mul(40_503)))
+                .collect(),
+            // Protected bodies, perturbed on every third seed.
+            perturbations: if seed % 3 == 2 {
+                (0..120u64)
+                    .map(|i| {
+                        Perturbation::pick(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(seed))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let wire = if seed % 2 == 0 { Wire::Udp } else { Wire::Tcp };
+        let c = run_case(&case, wire).expect("conformance");
+        all.delivered += c.delivered;
+        all.protected += c.protected;
+        all.statuses.extend(c.statuses);
+        all.events.extend(c.events);
+    }
+    assert!(
+        all.protected >= 12,
+        "only {} protected PUBLISHes",
+        all.protected
+    );
+    assert!(all.statuses.contains(&200), "{:?}", all.statuses);
+    assert!(all.statuses.contains(&403), "{:?}", all.statuses);
+    assert!(all.events.contains("bound"), "{:?}", all.events);
 }

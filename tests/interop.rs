@@ -129,10 +129,12 @@ fn through_the_core(link: CoreLink) {
                  cert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\nclient_ca = \"{d}/ca.pem\"\n\
                  trusted_client_names = [\"core.ims.example.org\"]\n"
             ),
-            "",
+            "token_protection = \"optional\"",
         )
     } else {
-        McxServer::start(&scratch, "")
+        // Clear tokens through Kamailio: post-cr with protection optional (clause 9 is
+        // tests/protection.rs).
+        McxServer::start(&scratch, "token_protection = \"optional\"")
     };
     let csv = scratch.join("ue.csv");
     let mint = run_bounded(

@@ -70,7 +70,7 @@ fn edge_counting(bytes: &[u8], config: &EdgeConfig, trusted: bool) -> (Edge, usi
         calls.set(calls.get() + 1);
         validator(t)
     };
-    let mut open = |_: &mcx_authz::sip::body::ProtectedElement| {
+    let mut open = |_: &mcx_authz::sip::Sealed<'_>| {
         opens.set(opens.get() + 1);
         Err(ProtectionFailure::UnknownKey)
     };
@@ -568,8 +568,7 @@ fn responses_from_the_machine() {
     let mut answer = |bytes: &[u8], etag: &str| -> String {
         let req = request(bytes);
         let mut validate = validator;
-        let mut open =
-            |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
+        let mut open = |_: &mcx_authz::sip::Sealed<'_>| Err(ProtectionFailure::UnknownKey);
         let mut ctx = EdgeContext {
             config: &cfg,
             trusted_source: true,
@@ -656,8 +655,7 @@ fn measure_parse_and_extract() {
                 panic!()
             };
             let mut validate = |_: &str| TokenVerdict::Rejected(TokenRejection::Malformed);
-            let mut open =
-                |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
+            let mut open = |_: &mcx_authz::sip::Sealed<'_>| Err(ProtectionFailure::UnknownKey);
             let mut ctx = EdgeContext {
                 config: &cfg,
                 trusted_source: true,

@@ -62,7 +62,7 @@ fn translate(bytes: &[u8], trusted: bool) -> Input {
     };
     let mut validate = validator;
     // Every value here is in clear; a protected one would reach the opener.
-    let mut open = |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
+    let mut open = |_: &mcx_authz::sip::Sealed<'_>| Err(ProtectionFailure::UnknownKey);
     let mut ctx = EdgeContext {
         config: &EdgeConfig::default(),
         trusted_source: trusted,

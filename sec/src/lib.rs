@@ -1,7 +1,7 @@
 //! `mcx-sec`: the security algorithms the `mcx-authz` shell needs and the machine must not see.
 //!
 //! Sans-IO like `mcx-model`: no tokio, no sockets, no SIP types, no clock (time is passed in),
-//! no randomness source (random octets are passed in by the caller).
+//! no randomness source (random octets, IVs and keys are passed in by the caller).
 //! Everything that parses bytes from the network is bounded and returns errors, never panics.
 //!
 //! - [`kms`]: the KMS material of TS 33.180 Annex D (a community's certificate, a user's key
@@ -12,10 +12,21 @@
 //! - [`eccsi`]: ECCSI signatures (RFC 6507) on P-256.
 //! - [`sakke`]: SAKKE (RFC 6508) with parameter set 1 (RFC 6509 Appendix A).
 //! - [`csk_upload`]: the server's check of a CSK upload (TS 33.180 5.4), cheap stages first.
+//! - [`csk`]: CSK-IDs, CSKs, the [`csk::CskStore`] the edge consults and its first
+//!   implementation, the lab table of the server config (TS 33.180 5.4).
+//! - [`kdf`]: TS 33.180 F.1.4 on the TS 33.220 Annex B KDF (XML keys from a CSK).
+//! - [`xml`]: a bounded XML tree, its serializer and C14N 1.0 / Exclusive C14N 1.0.
+//! - [`xmlenc`]: XML encryption of `mcptt-info` elements (TS 33.180 clause 9, AES-128-GCM).
+//! - [`xmldsig`]: XML signature of MIME bodies (TS 33.180 clause 9, HMAC-SHA-256).
 
+pub mod csk;
 pub mod csk_upload;
 pub mod eccsi;
+pub mod kdf;
 pub mod kms;
 pub mod mikey;
 pub mod sakke;
 pub mod uid;
+pub mod xml;
+pub mod xmldsig;
+pub mod xmlenc;

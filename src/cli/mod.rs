@@ -5,6 +5,7 @@ pub mod groups;
 pub mod http;
 pub mod kms;
 pub mod mikey;
+pub mod protect;
 pub mod serve;
 pub mod tls;
 pub mod token;

@@ -39,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let policy = config.policy.policy()?;
         let data_dir = config.token.data_dir.clone();
         let trusts_lab = config.token.trusts_lab();
+        let protection = config.protection.clone();
         let server = Server::bind(config).await?;
         let addrs = server.addrs();
         for a in &addrs.udp {
@@ -62,9 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "policy         {}",
             serde_json::to_string(&policy).unwrap_or_default()
         );
-        if policy.token_protection == mcx_model::TokenProtection::Optional {
-            println!("note           TS 33.180 clause 9 token protection is not implemented yet: unprotected tokens are accepted");
-        }
+        print_protection(&policy, &protection, &data_dir);
         if trusts_lab {
             println!(
                 "mint a token   mcx-authz token mint --data-dir {} --mcptt-id sip:alice@example.org",
@@ -74,6 +73,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         server.run(shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The protection mode and how to make a protected PUBLISH (TS 33.180 clause 9).
+fn print_protection(
+    policy: &mcx_model::Policy,
+    protection: &crate::server::config::ProtectionConfig,
+    data_dir: &std::path::Path,
+) {
+    use mcx_model::TokenProtection;
+    let mode = match policy.token_protection {
+        TokenProtection::Required => "required (a token in clear gets 403 + Warning 101)",
+        TokenProtection::Optional => "optional (tokens in clear and protected tokens accepted)",
+        TokenProtection::Off => "off (protected tokens refused, tokens in clear accepted)",
+    };
+    println!("protection     TS 33.180 clause 9 token protection {mode}");
+    if policy.token_protection == TokenProtection::Off {
+        return;
+    }
+    println!(
+        "               {} lab CSK(s) in [[protection.csk]], KDF reading {}",
+        protection.csk.len(),
+        protection.kdf.name()
+    );
+    if protection.csk.is_empty() {
+        println!("add a CSK      mcx-authz csk new --mc-id sip:alice@example.org >> <config>.toml  (then restart with --config)");
+    }
+    let (id, mc_id) = protection
+        .csk
+        .first()
+        .map_or(("<csk_id>", "sip:alice@example.org"), |c| {
+            (c.csk_id.as_str(), c.mc_id.as_str())
+        });
+    println!(
+        "protect        mcx-authz protect --csk-id {id} --csk <csk> --token \"$(mcx-authz token mint --data-dir {} --mcptt-id {mc_id})\" --client-id urn:uuid:<client> [--sign]",
+        data_dir.display()
+    );
 }
 
 fn init_tracing(json: bool) {

@@ -27,8 +27,15 @@
 //! tls_key = "mcx-lab/http/key.pem"
 //!
 //! [policy]
-//! variant = "post-cr"
+//! variant = "post-cr"                # post-cr: token_protection = "required" (TS 33.180 clause 9)
 //! token_protection = "optional"      # any mcx_model::Policy field overrides the variant
+//!
+//! [protection]                       # TS 33.180 clause 9 keys (docs/tokens.md)
+//! kdf = "mc-id-and-xpk-id"           # F.1.4 reading: or "xpk-id-only"
+//! [[protection.csk]]                 # lab CSK table (`mcx-authz csk new --mc-id URI`)
+//! csk_id = "2ddd5bf0"
+//! csk = "e06e651061835473 42d3e8a6ce2540a8"
+//! mc_id = "sip:alice@example.org"
 //!
 //! [token]                            # mcx_authz::token::ValidatorConfig
 //! jwks_url = "https://idms.example.org/realms/mcx/protocol/openid-connect/certs"
@@ -45,7 +52,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ipnet::IpNet;
-use mcx_model::{Policy, Service, TokenProtection, Variant};
+use mcx_model::{Policy, Service, Variant};
 use serde::Deserialize;
 
 pub use super::tls::TlsListenerConfig;
@@ -68,6 +75,25 @@ pub struct ServerConfig {
     pub http: crate::resource::HttpConfig,
     /// Bounds under hostile load.
     pub limits: LimitsConfig,
+    /// TS 33.180 clause 9: the CSKs and the KDF reading.
+    pub protection: ProtectionConfig,
+}
+
+/// `[protection]`: the keys the SIP edge opens protected tokens with (TS 33.180 clause 9).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtectionConfig {
+    /// Which TS 33.180 F.1.4 parameters the KDF takes (docs/tokens.md, "Readings").
+    pub kdf: mcx_sec::kdf::KdfReading,
+    /// The lab CSK table (`[[protection.csk]]`); MIKEY-SAKKE uploads come next.
+    pub csk: Vec<mcx_sec::csk::CskConfig>,
+}
+
+impl ProtectionConfig {
+    /// The lab table, checked (hex lengths, duplicates, MC service IDs).
+    pub fn table(&self) -> anyhow::Result<mcx_sec::csk::LabCskTable> {
+        mcx_sec::csk::LabCskTable::from_config(&self.csk).context("[[protection.csk]]")
+    }
 }
 
 /// `[sip]`.
@@ -234,19 +260,14 @@ impl Default for PolicyConfig {
 impl PolicyConfig {
     /// The machine's policy: the variant's, with the overrides applied.
     ///
-    /// Unless `token_protection` is set explicitly it is `optional`, whatever the variant:
-    /// TS 33.180 clause 9 protection is not implemented yet, so requiring it would refuse every
-    /// token (dossier Q-16). `token_protection = "required"` follows the post-CR text literally.
+    /// The variant's `token_protection` is run as it says (post-cr: `required`, TS 33.180
+    /// clause 9; dossier Q-16); an explicit `token_protection` overrides it.
     pub fn policy(&self) -> anyhow::Result<Policy> {
         let base = toml::Value::try_from(self.variant.policy()).context("serialising policy")?;
         let mut table = match base {
             toml::Value::Table(t) => t,
             _ => anyhow::bail!("policy did not serialise as a table"),
         };
-        table.insert(
-            "token_protection".into(),
-            toml::Value::String("optional".into()),
-        );
         for (k, v) in &self.overrides {
             if !table.contains_key(k) && k != "max_devices_per_mc_id" {
                 anyhow::bail!("unknown policy field {k:?}");
@@ -271,21 +292,15 @@ impl ServerConfig {
     pub fn parse(text: &str) -> anyhow::Result<ServerConfig> {
         let config: ServerConfig = toml::from_str(text)?;
         config.policy.policy()?;
+        config.protection.table()?;
         Ok(config)
-    }
-
-    /// Whether token protection is required but cannot be provided by this build.
-    pub fn protection_unavailable(&self) -> bool {
-        self.policy
-            .policy()
-            .map(|p| p.token_protection == TokenProtection::Required)
-            .unwrap_or(false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mcx_model::TokenProtection;
 
     #[test]
     fn defaults_are_a_loopback_lab_server() {
@@ -295,22 +310,52 @@ mod tests {
         assert!(c.sip.is_trusted("::ffff:127.0.0.2".parse().unwrap()));
         assert!(!c.sip.is_trusted("192.0.2.1".parse().unwrap()));
         let p = c.policy.policy().unwrap();
-        assert_eq!(p.token_protection, TokenProtection::Optional);
+        assert_eq!(p.token_protection, TokenProtection::Required);
         assert_eq!(p.register_token, Variant::PostCr.policy().register_token);
+        assert!(c.protection.csk.is_empty());
+        assert_eq!(c.protection.kdf, mcx_sec::kdf::KdfReading::McIdAndXpkId);
     }
 
     #[test]
-    fn token_protection_stays_optional_unless_set() {
+    fn token_protection_is_the_variants_unless_set() {
         for text in ["[policy]\n", "[policy]\nvariant = \"post-cr\"\n"] {
             let p = ServerConfig::parse(text).unwrap().policy.policy().unwrap();
-            assert_eq!(p.token_protection, TokenProtection::Optional, "{text}");
+            assert_eq!(p.token_protection, TokenProtection::Required, "{text}");
         }
-        let p = ServerConfig::parse("[policy]\ntoken_protection = \"required\"\n")
-            .unwrap()
-            .policy
-            .policy()
-            .unwrap();
-        assert_eq!(p.token_protection, TokenProtection::Required);
+        for v in ["pre-cr", "ct1-rel18"] {
+            let p = ServerConfig::parse(&format!("[policy]\nvariant = \"{v}\"\n"))
+                .unwrap()
+                .policy
+                .policy()
+                .unwrap();
+            assert_eq!(p.token_protection, TokenProtection::Optional, "{v}");
+        }
+        for (text, want) in [
+            ("optional", TokenProtection::Optional),
+            ("off", TokenProtection::Off),
+        ] {
+            let p = ServerConfig::parse(&format!("[policy]\ntoken_protection = \"{text}\"\n"))
+                .unwrap()
+                .policy
+                .policy()
+                .unwrap();
+            assert_eq!(p.token_protection, want);
+        }
+    }
+
+    #[test]
+    fn the_csk_table_and_kdf_reading_are_read_and_checked() {
+        let c = ServerConfig::parse(
+            "[protection]\nkdf = \"xpk-id-only\"\n[[protection.csk]]\ncsk_id = \"2ddd5bf0\"\ncsk = \"e06e651061835473 42d3e8a6ce2540a8\"\nmc_id = \"sip:alice@example.org\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.protection.kdf, mcx_sec::kdf::KdfReading::XpkIdOnly);
+        assert_eq!(c.protection.table().unwrap().len(), 1);
+        let short = "[[protection.csk]]\ncsk_id = \"2ddd5bf\"\ncsk = \"e06e651061835473 42d3e8a6ce2540a8\"\nmc_id = \"sip:a@example.org\"\n";
+        assert!(ServerConfig::parse(short).is_err());
+        let twice = "[[protection.csk]]\ncsk_id = \"2ddd5bf0\"\ncsk = \"e06e651061835473 42d3e8a6ce2540a8\"\nmc_id = \"sip:a@example.org\"\n".repeat(2);
+        assert!(ServerConfig::parse(&twice).is_err());
+        assert!(ServerConfig::parse("[protection]\nkdf = \"both\"\n").is_err());
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Server {
     /// Builds the validator and the machine and binds every listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
         let policy = config.policy.policy()?;
+        let policy_protection = policy.token_protection;
         // The validator fetches the JWKS URL (blocking, bounded by its timeout): off the
         // runtime's threads.
         let token = config.token.clone();
@@ -116,28 +117,64 @@ impl Server {
             config.sip.transaction_cache_entries,
             config.sip.transaction_cache_bytes,
         );
+        // TS 33.180 clause 9: the CSK store, and the machine told which MC service ID each
+        // lab CSK belongs to (TS 33.180 5.4). Under `token_protection = off` nothing is opened.
+        let keys = (policy_protection != mcx_model::TokenProtection::Off)
+            .then(|| -> anyhow::Result<_> {
+                Ok(Arc::new(crate::protection::KeyStore::new(
+                    config.protection.table()?,
+                    config.protection.kdf,
+                )))
+            })
+            .transpose()?;
+        if let Some(k) = &keys {
+            for input in k.provisioning() {
+                state.machine.handle(mcx_model::UnixTime(0), input);
+            }
+        }
+        state.keys = keys.clone();
         if let Some(start) = config.admin.manual_clock_start {
             state.clock = state::Clock::manual(mcx_model::UnixTime(start));
         }
         let shared = Arc::new(Mutex::new(state));
-        let mut udp = Vec::new();
-        for addr in &config.sip.udp {
-            udp.push(bind_udp(*addr).with_context(|| format!("binding SIP UDP {addr}"))?);
-        }
-        let mut tcp = Vec::new();
-        for addr in &config.sip.tcp {
-            // Port 0 on TCP follows the UDP port when both are asked on the same address, so
-            // that one "host:port" serves both transports.
-            let addr = match (addr.port(), udp.first()) {
-                (0, Some(u)) if u.local_addr()?.ip() == addr.ip() => u.local_addr()?,
-                _ => *addr,
-            };
-            tcp.push(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding SIP TCP {addr}"))?,
-            );
-        }
+        // Port 0 on TCP follows the UDP port when both are asked on the same address, so that
+        // one "host:port" serves both transports. The OS picks the UDP port among free UDP
+        // ports only; when that port is taken on TCP (another listener, a client's ephemeral
+        // port), the pair is picked again (a few times).
+        let mut attempt = 0;
+        let (udp, tcp) = loop {
+            attempt += 1;
+            let mut udp = Vec::new();
+            for addr in &config.sip.udp {
+                udp.push(bind_udp(*addr).with_context(|| format!("binding SIP UDP {addr}"))?);
+            }
+            let mut tcp = Vec::new();
+            let mut follow_failed = None;
+            for addr in &config.sip.tcp {
+                let (addr, follows) = match (addr.port(), udp.first()) {
+                    (0, Some(u)) if u.local_addr()?.ip() == addr.ip() => (u.local_addr()?, true),
+                    _ => (*addr, false),
+                };
+                match TcpListener::bind(addr).await {
+                    Ok(l) => tcp.push(l),
+                    Err(e)
+                        if follows && e.kind() == std::io::ErrorKind::AddrInUse && attempt < 8 =>
+                    {
+                        follow_failed = Some(addr);
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!("binding SIP TCP {addr}")))
+                    }
+                }
+            }
+            match follow_failed {
+                None => break (udp, tcp),
+                Some(addr) => {
+                    tracing::debug!(%addr, attempt, "TCP port taken; picking another pair")
+                }
+            }
+        };
         let mut tls = Vec::new();
         for t in &config.sip.tls {
             let acceptor =
@@ -178,7 +215,7 @@ impl Server {
             None => None,
         };
         let ctx = Ctx {
-            pipeline: Arc::new(Pipeline::new(config.sip.clone(), validator, shared)),
+            pipeline: Arc::new(Pipeline::new(config.sip.clone(), validator, keys, shared)),
             sip: config.sip.clone(),
             limiter: RateLimiter::new(&config.limits),
             limits: config.limits.clone(),

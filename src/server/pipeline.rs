@@ -10,8 +10,8 @@ use mcx_model::{AssertedIdentity, Input, ProtectionFailure, PublishTarget, Respo
 
 use super::config::SipConfig;
 use super::state::{Shared, TransactionState};
-use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext};
-use crate::sip::body::ProtectedElement;
+use crate::protection::KeyStore;
+use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext, Sealed};
 use crate::sip::framing::{Frame, FramingError, FramingErrorKind};
 use crate::sip::parse::{parse, SipMessage, SipRequest};
 use crate::sip::response::{self, Extras, ResponseConfig};
@@ -51,12 +51,19 @@ pub struct Pipeline {
     edge: EdgeConfig,
     response: ResponseConfig,
     validator: Arc<Validator>,
+    /// The CSK store (`None` under `token_protection = off`).
+    keys: Option<Arc<KeyStore>>,
     shared: Arc<Mutex<Shared>>,
 }
 
 impl Pipeline {
     /// A pipeline over `shared`.
-    pub fn new(sip: SipConfig, validator: Arc<Validator>, shared: Arc<Mutex<Shared>>) -> Self {
+    pub fn new(
+        sip: SipConfig,
+        validator: Arc<Validator>,
+        keys: Option<Arc<KeyStore>>,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Self {
         let edge = sip.edge();
         let response = edge.response_config();
         Pipeline {
@@ -64,6 +71,7 @@ impl Pipeline {
             edge,
             response,
             validator,
+            keys,
             shared,
         }
     }
@@ -189,9 +197,12 @@ impl Pipeline {
         // certificate makes a trusted core too.
         let trusted_source = transport.trusted_peer() || self.sip.is_trusted(src.ip());
         let mut validate = |token: &str| self.validator.validate(token, now);
-        // No CSK store in this build: a protected value is reported as not openable, and the
-        // machine answers it (403/101, or per `token_protection`).
-        let mut open = |_: &ProtectedElement| Err(ProtectionFailure::NotSupported);
+        // TS 33.180 clause 9: protected values are opened with the CSK store, outside the lock;
+        // under `token_protection = off` they are not opened at all. The machine decides.
+        let mut open = |s: &Sealed<'_>| match &self.keys {
+            Some(keys) => keys.open(s),
+            None => Err(ProtectionFailure::NotSupported),
+        };
         let edge = classify(
             req,
             &mut EdgeContext {

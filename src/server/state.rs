@@ -324,6 +324,9 @@ pub struct Shared {
     pub transactions: TransactionCache,
     /// Counters.
     pub metrics: Metrics,
+    /// The CSK store the SIP edge opens protected values with: a CSK the machine drops is
+    /// forgotten there.
+    pub keys: Option<std::sync::Arc<crate::protection::KeyStore>>,
 }
 
 impl Shared {
@@ -339,6 +342,7 @@ impl Shared {
             etags: EtagSource::new(),
             transactions: TransactionCache::new(transaction_cache_entries, transaction_cache_bytes),
             metrics: Metrics::default(),
+            keys: None,
         }
     }
 
@@ -360,9 +364,12 @@ impl Shared {
                 }
                 Output::Binding(event) => self.record(&event),
                 Output::Csk(event) => {
-                    // The key store is the shell's: it keeps an accepted CSK and forgets
-                    // (zeroizes) a dropped one. This build holds no CSK bytes yet.
+                    // The key store is the shell's: it forgets (zeroizes) a dropped CSK. An
+                    // accepted upload brings its bytes with the MIKEY-SAKKE message (next issue).
                     tracing::info!(?event, "csk");
+                    if let (CskEvent::Dropped { csk_id, .. }, Some(keys)) = (&event, &self.keys) {
+                        keys.forget(csk_id);
+                    }
                     let kind = match event {
                         CskEvent::Accepted { .. } => "csk_accepted",
                         CskEvent::Dropped { .. } => "csk_dropped",

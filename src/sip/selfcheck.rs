@@ -81,8 +81,10 @@ fn check_parsed(
         assert!(!t.is_empty(), "an empty token reached the validator");
         TokenVerdict::Rejected(TokenRejection::BadSignature)
     };
-    let mut open =
-        |_: &crate::sip::body::ProtectedElement| Err(mcx_model::ProtectionFailure::UnknownKey);
+    // The server's opener over an empty key store: protected values reach mcx-sec's parsers
+    // and fail as unknown keys (or malformed).
+    let keys = crate::protection::KeyStore::default();
+    let mut open = |s: &crate::sip::Sealed<'_>| keys.open(s);
     let mut ctx = EdgeContext {
         config: cfg,
         trusted_source: true,
