@@ -39,6 +39,8 @@ enum Command {
     Http(cli::http::Args),
     /// The lab groups the GM server serves.
     Groups(cli::groups::Args),
+    /// Open-loop SIP load against an MCX server, with per-method latency percentiles.
+    Load(cli::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Kms(a) => cli::kms::run(a),
         Command::Http(a) => cli::http::run(a),
         Command::Groups(a) => cli::groups::run(a),
+        Command::Load(a) => cli::load::run(a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ pub mod check;
 pub mod groups;
 pub mod http;
 pub mod kms;
+pub mod load;
 pub mod mikey;
 pub mod protect;
 pub mod serve;
