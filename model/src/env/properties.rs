@@ -6,9 +6,218 @@ use serde::{Deserialize, Serialize};
 use stateright::Property;
 
 use crate::ids::UnixTime;
+use crate::output::{BindingEvent, Response, UnbindCause};
 use crate::policy::{FailedReauthorization, RegisterToken, TokenExpiry};
 
-use super::{step, EnvState, McxModel, ModelConfig, NetworkKind, Tok, TokenKind};
+use super::{
+    Body, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Req, Sender, StepEffect, Tok,
+    TokenKind,
+};
+
+/// Bits of [`EnvState::step`]: what the last step did.
+pub mod step {
+    /// S-2: a binding was made from a request not asserted by the SIP core, or under another IMPU.
+    pub const S2_VIOLATED: u32 = 1 << 0;
+    /// S-5: a UE's client was bound to a user who had switched away from it.
+    pub const S5_VIOLATED: u32 = 1 << 1;
+    /// S-6: a settings-only PUBLISH bound or rebound.
+    pub const S6_VIOLATED: u32 = 1 << 2;
+    /// S-7: a non-2xx changed the binding table.
+    pub const S7_VIOLATED: u32 = 1 << 3;
+    /// S-8: a 2xx carried a reused ETag, or If-Match succeeded with a non-current tag.
+    pub const S8_VIOLATED: u32 = 1 << 4;
+    /// S-9: after a successful removal the binding or its ETag survived.
+    pub const S9_VIOLATED: u32 = 1 << 5;
+    /// A third-party REGISTER from the SIP core was refused.
+    pub const REGISTER_REFUSED: u32 = 1 << 6;
+    /// A UE's client got a new binding.
+    pub const BOUND: u32 = 1 << 8;
+    /// A UE's client was rebound to another user.
+    pub const REBOUND: u32 = 1 << 9;
+    /// A UE's client was bound under one of its later IMPUs.
+    pub const BOUND_NEW_IMPU: u32 = 1 << 10;
+    /// A UE's binding ended by de-registration.
+    pub const UNBOUND_DEREGISTERED: u32 = 1 << 11;
+    /// A UE's binding ended by MC service log-off (PUBLISH Expires 0 or REGISTER without tags).
+    pub const UNBOUND_LOG_OFF: u32 = 1 << 12;
+    /// A binding ended at token expiry.
+    pub const UNBOUND_TOKEN_EXPIRED: u32 = 1 << 13;
+    /// A binding was made from a REGISTER-borne token.
+    pub const BOUND_BY_REGISTER: u32 = 1 << 14;
+    /// A UE's PUBLISH got 403 because its IMPU was not (yet) registered.
+    pub const PUBLISH_NOT_REGISTERED: u32 = 1 << 15;
+}
+
+impl McxModel {
+    /// The facts a property must judge about the step from `last` to `s` (bits of [`step`]):
+    /// computed from the state before and after, the request, the response and the events.
+    pub(super) fn step_facts(
+        &self,
+        last: &EnvState,
+        s: &EnvState,
+        msg: Option<&Msg>,
+        fresh: u16,
+        effect: &StepEffect,
+    ) -> u32 {
+        let before = &last.server;
+        let after = &s.server;
+        let mut flags = 0;
+        let status = effect.response.as_ref().map(Response::status);
+
+        // Binding events: S-2, S-5 and the reachability facts.
+        for e in &effect.events {
+            let (key, mc_id) = match e {
+                BindingEvent::Bound { key, mc_id } => {
+                    if let Some(ue) = self.client_ue(&key.client_id) {
+                        flags |= step::BOUND;
+                        if self.impu_index(&key.impu) != Some(self.ue_impu(ue, 0)) {
+                            flags |= step::BOUND_NEW_IMPU;
+                        }
+                    }
+                    (key, mc_id)
+                }
+                BindingEvent::Rebound { key, to, .. } => {
+                    if self.client_ue(&key.client_id).is_some() {
+                        flags |= step::REBOUND;
+                    }
+                    (key, to)
+                }
+                BindingEvent::Unbound { key, cause, .. } => {
+                    let ue = self.client_ue(&key.client_id).is_some();
+                    match cause {
+                        UnbindCause::Deregistered if ue => flags |= step::UNBOUND_DEREGISTERED,
+                        UnbindCause::PublicationRemoved | UnbindCause::ServiceLogOff if ue => {
+                            flags |= step::UNBOUND_LOG_OFF
+                        }
+                        UnbindCause::TokenExpired => flags |= step::UNBOUND_TOKEN_EXPIRED,
+                        _ => {}
+                    }
+                    continue;
+                }
+            };
+            // S-2: a binding is made only from a request the SIP core asserted, under that IMPU.
+            let asserted = match msg.map(|m| &m.req) {
+                Some(Req::Register { impu, .. }) => Some(*impu),
+                Some(Req::Publish {
+                    impu,
+                    trusted: true,
+                    ..
+                }) => Some(*impu),
+                _ => None,
+            };
+            if asserted.is_none() || asserted != self.impu_index(&key.impu) {
+                flags |= step::S2_VIOLATED;
+            }
+            if matches!(msg.map(|m| &m.req), Some(Req::Register { .. })) {
+                flags |= step::BOUND_BY_REGISTER;
+            }
+            // S-5: never bind a UE's client to a user who switched away from it.
+            if let (Some(ue), Some(user)) = (self.client_ue(&key.client_id), self.mc_id_user(mc_id))
+            {
+                if s.switched_away & self.switch_bit(ue as u8, user) != 0 {
+                    flags |= step::S5_VIOLATED;
+                }
+            }
+        }
+
+        if let (Some(msg), Some(status)) = (msg, status) {
+            let ok = status / 100 == 2;
+            // S-7: a non-2xx leaves the binding table as it was (RFC 3903 atomicity).
+            if !ok && !before.bindings().eq(after.bindings()) {
+                flags |= step::S7_VIOLATED;
+            }
+            match &msg.req {
+                Req::Register { .. } => {
+                    if !ok {
+                        flags |= step::REGISTER_REFUSED;
+                    }
+                }
+                Req::Publish {
+                    impu,
+                    service,
+                    if_match,
+                    expires,
+                    body,
+                    ..
+                } => {
+                    if status == 403
+                        && matches!(msg.from, Sender::Ue(_))
+                        && effect.response.as_ref().is_some_and(|r| {
+                            r.outcome
+                                == crate::output::Outcome::Forbidden(
+                                    crate::output::ForbiddenReason::NotRegistered,
+                                )
+                        })
+                    {
+                        flags |= step::PUBLISH_NOT_REGISTERED;
+                    }
+                    // S-6: settings only never creates a binding nor changes an MC service ID.
+                    if matches!(body, Body::Settings { .. })
+                        && after
+                            .bindings()
+                            .any(|(k, b)| before.binding(k).map(|x| &x.mc_id) != Some(&b.mc_id))
+                    {
+                        flags |= step::S6_VIOLATED;
+                    }
+                    // S-8: a 2xx carries a tag never issued before, and If-Match succeeds only
+                    // with the current tag of a publication of this IMPU and service.
+                    if ok {
+                        let tag = effect.response.as_ref().and_then(|r| r.etag.as_ref());
+                        if let Some(tag) = tag {
+                            if Self::etag_number(tag).is_none_or(|n| n < fresh) {
+                                flags |= step::S8_VIOLATED;
+                            }
+                        }
+                        if let Some(n) = if_match {
+                            let want = Self::etag(*n);
+                            let current = before.bindings().any(|(k, b)| {
+                                b.publication.as_ref().is_some_and(|p| p.etag == want)
+                                    && self.impu_index(&k.impu) == Some(*impu)
+                                    && k.service == self.service(*service)
+                            });
+                            if !current {
+                                flags |= step::S8_VIOLATED;
+                            }
+                            // S-9: after a successful removal nothing of the publication is left.
+                            if *expires == 0
+                                && (after.publication_of(&want).is_some()
+                                    || before
+                                        .publication_of(&want)
+                                        .is_some_and(|k| after.binding(k).is_some()))
+                            {
+                                flags |= step::S9_VIOLATED;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        flags
+    }
+
+    pub(super) fn switch_bit(&self, ue: u8, user: u8) -> u64 {
+        1 << (usize::from(ue) * self.cfg.users + usize::from(user))
+    }
+
+    pub(super) fn held_bit(&self, impu: u8, user: u8) -> u64 {
+        1 << (usize::from(impu) * self.cfg.users + usize::from(user))
+    }
+
+    /// Whether a UE ever held IMPU `impu` while `user` was logged on at it (ghost).
+    pub fn held(&self, state: &EnvState, impu: u8, user: u8) -> bool {
+        state.held & self.held_bit(impu, user) != 0
+    }
+
+    /// The property catalogue with conditions (see [`PropertyInfo`]).
+    pub fn catalogue(&self) -> Vec<PropertyInfo> {
+        catalogue()
+    }
+
+    /// The verdict this configuration is expected to give for property `name`.
+    pub fn expected(&self, name: &str) -> Option<Expectation> {
+        expected(name, &self.cfg)
+    }
+}
 
 /// `always` (a counterexample violates it) or `sometimes` (a witness shows it can happen).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
