@@ -114,6 +114,7 @@ impl McxModel {
         Some(Msg {
             from: Sender::Attacker,
             dup: false,
+            stale: false,
             req,
         })
     }

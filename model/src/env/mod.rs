@@ -34,6 +34,7 @@
 
 mod attacker;
 mod config;
+pub mod fairness;
 mod idms;
 mod network;
 mod properties;
@@ -84,9 +85,25 @@ pub struct EnvState {
     /// Ghost: bit `impu * users + user` is set once a UE held that IMPU while that user was
     /// logged on at it.
     pub held: u64,
-    /// Ghost: bit `ue * users + user` is set while the user has switched away from (or logged off)
-    /// that UE's client and not logged on there again.
-    pub switched_away: u64,
+    /// Ghost: bit `ue * users + user` is set once the *server* switched that UE's client away
+    /// from that user (a binding of the client to another user appeared while one to this user
+    /// existed), until the user logs on at that UE again (S-5).
+    pub switched: u64,
+    /// Ghost: 2 bits per SIP-ETag number: the user whose request the 2xx carrying that tag
+    /// answered (S-5: a binding's publication belongs to the binding's user).
+    pub etag_owner: u64,
+    /// Ghost: bit `ue` once the UE sent a token-less PUBLISH (CR 5.1.3.2.1).
+    pub tokenless: u8,
+    /// Ghost: bit per global IMPU index once a UE's client was bound under that IMPU.
+    pub bound_impus: u16,
+    /// Ghost: bit `ue` for a UE whose client was bound when the server restarted, until it is
+    /// bound again (restart recovery, dossier Q-15).
+    pub restart_victims: u8,
+    /// Liveness: the environment has settled (no more disturbances; only the fair scheduler of
+    /// [`fairness`] acts).
+    pub settled: bool,
+    /// Liveness: UE requests the fair scheduler may still send (keeps settled runs finite).
+    pub settle_left: u8,
     /// Facts about the step that led here (bits of [`step`]).
     pub step: u32,
 }
@@ -165,6 +182,16 @@ pub enum EnvAction {
     Tick,
     /// The server restarts and loses its volatile state.
     Restart,
+    /// A user starts to log on at a UE that holds no token; the IdMS answers later with
+    /// [`EnvAction::LogOn`]. Until then the UE's PUBLISH goes without a token (CR 5.1.3.2.1).
+    BeginLogOn {
+        /// The UE.
+        ue: u8,
+        /// The user.
+        user: u8,
+    },
+    /// From a quiescent state, the environment stops disturbing (liveness: see [`fairness`]).
+    Settle,
 }
 
 /// What a delivery or clock step did at the server (for traces).
@@ -331,6 +358,7 @@ impl McxModel {
                     reg_token: None,
                     etags: vec![None; self.cfg.services.len()],
                     pending: None,
+                    fair: 0,
                 })
                 .collect(),
             net: Vec::new(),
@@ -348,7 +376,13 @@ impl McxModel {
             restarts_left: self.cfg.restarts,
             captured: Vec::new(),
             held: 0,
-            switched_away: 0,
+            switched: 0,
+            etag_owner: 0,
+            tokenless: 0,
+            bound_impus: 0,
+            restart_victims: 0,
+            settled: false,
+            settle_left: 0,
             step: 0,
         }
     }
@@ -378,10 +412,18 @@ impl McxModel {
                 effect.input = Some(Input::Restart);
                 self.absorb(last, &mut s, None, out, &mut effect);
             }
+            EnvAction::Settle => {
+                s.settled = true;
+                s.settle_left = self.settle_budget();
+            }
             _ => self.apply_ue(&mut s, action)?,
+        }
+        if s.settled {
+            self.fair_step(&mut s, action);
         }
         self.canonical_net(&mut s.net);
         self.forget_useless(&mut s);
+        self.canonical_ghosts(&mut s);
         // Ghost: which (IMPU, user) pairs a UE has held while the user was logged on.
         for (i, u) in s.ues.iter().enumerate() {
             if let (true, Some(user)) = (u.registered, u.user) {
@@ -412,7 +454,7 @@ impl McxModel {
                 s.next_etag += 1;
             }
         }
-        s.step = self.step_facts(last, s, msg, fresh, effect);
+        self.judge_step(last, s, msg, fresh, effect);
         self.ue_response(s, msg, effect);
     }
 }
@@ -426,6 +468,13 @@ impl Model for McxModel {
     }
 
     fn actions(&self, s: &EnvState, actions: &mut Vec<EnvAction>) {
+        if s.settled {
+            actions.extend(self.fair_action(s));
+            return;
+        }
+        if self.may_settle(s) {
+            actions.push(EnvAction::Settle);
+        }
         self.ue_actions(s, actions);
         self.network_actions(s, actions);
         self.attacker_actions(s, actions);
@@ -442,7 +491,13 @@ impl Model for McxModel {
     }
 
     fn within_boundary(&self, s: &EnvState) -> bool {
-        s.next_etag <= self.cfg.max_publications
+        // A settled run is finite by its budget; cutting it here would fake a terminal state.
+        let settled = if s.settled {
+            u16::from(self.settle_budget())
+        } else {
+            0
+        };
+        s.next_etag <= self.cfg.max_publications + settled
     }
 
     fn properties(&self) -> Vec<Property<Self>> {

@@ -32,6 +32,9 @@ pub struct Msg {
     pub from: Sender,
     /// A duplicate of a request delivered before (its response reaches nobody).
     pub dup: bool,
+    /// Overtaken: a request its sender sent later was delivered first (ghost, for S-5: a stale
+    /// request is not the UE's current word).
+    pub stale: bool,
     /// The request.
     pub req: Req,
 }
@@ -86,6 +89,20 @@ pub enum Body {
         /// The user whose MC ID `<mcptt-request-uri>` names.
         user: u8,
     },
+}
+
+impl Req {
+    /// The token the request carries, if any.
+    pub fn token(&self) -> Option<Tok> {
+        match self {
+            Req::Register { token, .. } => *token,
+            Req::Publish {
+                body: Body::Auth { token, .. },
+                ..
+            } => Some(*token),
+            Req::Publish { .. } => None,
+        }
+    }
 }
 
 impl McxModel {
@@ -166,7 +183,11 @@ impl McxModel {
                     Body::Settings { user } => PublishBody::SettingsOnly {
                         claimed_mc_id: self.mc_id(*user, *service).clone(),
                         client_id: client,
-                        settings: Some(Settings::default()),
+                        // The settings say whose they are, so S-5 can tell.
+                        settings: Some(Settings {
+                            user_profile_index: Some(*user),
+                            ..Settings::default()
+                        }),
                     },
                 },
                 fresh_etag: Self::etag(fresh_etag),
@@ -180,17 +201,16 @@ impl McxModel {
         s.net.push(Msg {
             from,
             dup: false,
+            stale: false,
             req,
         });
     }
 
     /// Sorts the requests in flight so that equal multisets are equal states.
     pub(super) fn canonical_net(&self, net: &mut [Msg]) {
-        match self.cfg.network {
-            // Per-sender FIFO: a stable sort by sender keeps each sender's order.
-            NetworkKind::Ordered => net.sort_by_key(|m| (m.dup, m.from)),
-            NetworkKind::Unordered | NetworkKind::Duplicating => net.sort(),
-        }
+        // A stable sort by sender keeps each sender's requests in the order sent: the per-sender
+        // FIFO of the ordered network, and on the others what tells an overtaken request.
+        net.sort_by_key(|m| (m.dup, m.from));
     }
 
     /// The network's actions: deliver any request that may arrive next (keeping a copy on a
@@ -232,10 +252,20 @@ impl McxModel {
     ) -> Option<()> {
         let pos = s.net.iter().position(|m| m == msg)?;
         let msg = s.net.remove(pos);
+        if !msg.dup && msg.req.token().is_some() {
+            // Each sender's requests stay in the order sent: the ones before this token-bearing
+            // one are overtaken (a later word on who the user is arrived first).
+            for m in s.net[..pos].iter_mut() {
+                if m.from == msg.from && !m.dup {
+                    m.stale = true;
+                }
+            }
+        }
         if keep_copy {
             s.dups_left -= 1;
             s.net.push(Msg {
                 dup: true,
+                stale: true,
                 ..msg.clone()
             });
         }

@@ -96,4 +96,21 @@ impl McxModel {
         }
         None
     }
+
+    /// The shortest run that ends (no action enabled) without ever passing through a state that
+    /// satisfies `cond`: an `eventually` property's counterexample. Searches settled runs only
+    /// (the only runs that end); `None` when there is none within `max_depth` steps.
+    pub fn eventually_counterexample(
+        &self,
+        cond: impl Fn(&EnvState) -> bool,
+        max_depth: usize,
+    ) -> Option<Vec<EnvAction>> {
+        let ends_badly = |s: &EnvState| s.settled && !cond(s) && self.enabled(s).is_empty();
+        // The conditions hold only in settled states and settled runs are deterministic, so a
+        // run whose end fails `cond` passed no state satisfying it after settling; check that
+        // along the path before offering it.
+        let path = self.shortest_path(ends_badly, max_depth)?;
+        let states = self.run(&path).ok()?;
+        states.iter().all(|s| !cond(s)).then_some(path)
+    }
 }

@@ -38,6 +38,8 @@ pub enum RequestKind {
     Tick,
     /// The server restarts.
     Restart,
+    /// The environment settles (liveness: only fair behaviour from here on).
+    Settle,
 }
 
 /// A token as a trace shows it.
@@ -445,6 +447,23 @@ impl McxModel {
                 st.text = "the MCX server restarts".into();
                 st
             }
+            EnvAction::Settle => {
+                let mut st = blank(n, t, "Environment".into(), "settle", RequestKind::Settle);
+                st.text = "the environment settles: from here on the network delivers everything, the UEs keep retrying, nothing else happens".into();
+                st
+            }
+            EnvAction::BeginLogOn { ue, user } => {
+                let mut st = blank(n, t, ue_name(*ue), "begin-log-on", RequestKind::LogOn);
+                st.user = Some(user_name(*user).to_string());
+                st.mc_id = Some(self.mc_id(*user, 0).to_string());
+                st.client_id = Some(self.client(Sender::Ue(*ue)).to_string());
+                st.text = format!(
+                    "{}: user {} starts to log on (no token yet: the IdMS answers later)",
+                    ue_name(*ue),
+                    user_name(*user)
+                );
+                st
+            }
         };
         if !st.events.is_empty() {
             let _ = write!(st.text, " [{}]", st.events.join("; "));
@@ -541,6 +560,14 @@ pub fn format_action(m: &McxModel, a: &EnvAction) -> String {
         }
         EnvAction::Tick => "tick".into(),
         EnvAction::Restart => "server restart".into(),
+        EnvAction::Settle => "settle (fair from here on)".into(),
+        EnvAction::BeginLogOn { ue, user } => {
+            format!(
+                "{} user {} starts to log on",
+                ue_name(*ue),
+                user_name(*user)
+            )
+        }
     }
 }
 

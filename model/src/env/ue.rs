@@ -42,39 +42,20 @@ pub struct UeState {
     pub etags: Vec<Option<u16>>,
     /// Its outstanding PUBLISH transaction.
     pub pending: Option<Pending>,
+    /// What it has done since the environment settled (bits of [`super::fairness`]; always 0
+    /// before).
+    pub fair: u8,
 }
 
 impl McxModel {
-    /// The actions each idle UE may take.
+    /// The actions each idle UE may take (a UE with a PUBLISH transaction open waits for its
+    /// response).
     pub(super) fn ue_actions(&self, s: &EnvState, actions: &mut Vec<EnvAction>) {
         let n_services = self.cfg.services.len() as u8;
         for (i, u) in s.ues.iter().enumerate() {
             let ue = i as u8;
             if u.pending.is_some() {
                 continue;
-            }
-            let carriage = self.cfg.carriage(i);
-            // The UE is idle here, so whatever it has in flight are REGISTERs.
-            let flying = self.in_flight(s, Sender::Ue(ue));
-            let may_register = flying < usize::from(self.cfg.max_registers_in_flight);
-            // Pre-CR 5.1.3.2.2: a REGISTER-option client registers only with a token in hand.
-            let can_register = !carriage.in_register() || u.token.is_some();
-            if may_register && can_register {
-                let needs = !u.registered
-                    || (carriage.in_register() && (u.reg_token != u.token || !u.mc_tags));
-                if needs {
-                    actions.push(EnvAction::Register(ue));
-                }
-            }
-            if u.registered && may_register {
-                actions.push(EnvAction::Deregister(ue));
-            }
-            if u.registered
-                && flying == 0
-                && usize::from(u.impu) + 1 < self.cfg.impus_per_ue
-                && can_register
-            {
-                actions.push(EnvAction::ChangeImpu(ue));
             }
             // A user logs on when nobody is, another user logs on (user switch), or the same
             // user logs on again once the token is no longer usable (token refresh).
@@ -84,6 +65,12 @@ impl McxModel {
             for user in 0..self.cfg.users as u8 {
                 if u.user == Some(user) && usable {
                     continue;
+                }
+                if u.user.is_none() && u.token.is_none() && !u.registered {
+                    // The user starts to authenticate before the initial registration and the
+                    // IdMS answers later (CR 5.1.3.2.1: meanwhile registration and the UE's
+                    // PUBLISH proceed without a token).
+                    actions.push(EnvAction::BeginLogOn { ue, user });
                 }
                 for kind in &self.cfg.token_kinds {
                     let tok = Tok {
@@ -100,11 +87,32 @@ impl McxModel {
                     }
                 }
             }
+            let carriage = self.cfg.carriage(i);
+            // The UE is idle here, so whatever it has in flight are REGISTERs.
+            let flying = self.in_flight(s, Sender::Ue(ue));
+            let may_register = flying < usize::from(self.cfg.max_registers_in_flight);
+            // SIP registration never waits for a token (pre-CR and CR 5.1.3.2.1 alike): a
+            // REGISTER-option client registers without one and re-registers once it has it.
+            if may_register {
+                let needs = !u.registered
+                    || (carriage.in_register() && (u.reg_token != u.token || !u.mc_tags));
+                if needs {
+                    actions.push(EnvAction::Register(ue));
+                }
+            }
+            if u.registered && may_register {
+                actions.push(EnvAction::Deregister(ue));
+            }
+            if u.registered && flying == 0 && usize::from(u.impu) + 1 < self.cfg.impus_per_ue {
+                actions.push(EnvAction::ChangeImpu(ue));
+            }
             for service in 0..n_services {
                 let etag = u.etags[usize::from(service)];
                 if u.registered && u.mc_tags && u.token.is_some() && carriage.in_publish() {
                     actions.push(EnvAction::Authorize { ue, service });
                 }
+                // Settings only: with a token in hand, or the token-less PUBLISH of the CR
+                // ("shall proceed without the inclusion of the access token").
                 if u.registered && u.mc_tags && u.user.is_some() {
                     actions.push(EnvAction::Settings { ue, service });
                 }
@@ -207,6 +215,13 @@ impl McxModel {
                     },
                 );
             }
+            EnvAction::BeginLogOn { ue, user } => {
+                let u = &mut s.ues[usize::from(ue)];
+                if u.user.is_some() || u.token.is_some() {
+                    return None;
+                }
+                u.user = Some(user);
+            }
             EnvAction::LogOn { ue, user, kind } => {
                 let tok = Tok {
                     user,
@@ -217,11 +232,6 @@ impl McxModel {
                 if u.token == Some(tok) {
                     return None;
                 }
-                if let Some(old) = u.user.filter(|old| *old != user) {
-                    s.switched_away |= self.switch_bit(ue, old);
-                }
-                s.switched_away &= !self.switch_bit(ue, user);
-                let u = &mut s.ues[usize::from(ue)];
                 u.user = Some(user);
                 u.token = Some(tok);
             }
@@ -242,6 +252,11 @@ impl McxModel {
                 self.send(s, Sender::Ue(ue), req);
             }
             EnvAction::Settings { ue, service } => {
+                let u = &s.ues[usize::from(ue)];
+                if u.token.is_none() {
+                    // Ghost: this UE sent the CR's token-less PUBLISH.
+                    s.tokenless |= 1 << ue;
+                }
                 let u = &s.ues[usize::from(ue)];
                 let req = Req::Publish {
                     impu: self.ue_impu(usize::from(ue), u.impu),
@@ -275,9 +290,10 @@ impl McxModel {
             EnvAction::LogOff(ue) => {
                 let carriage = self.cfg.carriage(usize::from(ue));
                 let u = &mut s.ues[usize::from(ue)];
-                let user = u.user.take()?;
+                u.user.take()?;
                 u.token = None;
-                s.switched_away |= self.switch_bit(ue, user);
+                // The registration no longer stands for a token: a new log-on re-registers.
+                u.reg_token = None;
                 let u = &s.ues[usize::from(ue)];
                 let impu = self.ue_impu(usize::from(ue), u.impu);
                 if let Some(service) = (0..n_services).find(|i| u.etags[usize::from(*i)].is_some())
@@ -321,10 +337,16 @@ impl McxModel {
             from: Sender::Ue(ue),
             dup: false,
             req: Req::Publish { .. },
+            ..
         }) = msg
         {
+            let settled = s.settled;
             let u = &mut s.ues[usize::from(*ue)];
             if let (Some(p), Some(r)) = (u.pending.take(), &effect.response) {
+                if settled {
+                    self.fair_response(s, *ue, p, &r.outcome);
+                }
+                let u = &mut s.ues[usize::from(*ue)];
                 let (svc, remove) = match p {
                     Pending::Authorize(x) | Pending::Settings(x) | Pending::Refresh(x) => {
                         (x, false)
