@@ -25,6 +25,10 @@ enum Command {
     Token(cli::token::Args),
     /// Turn a model trace into a SIPp scenario and an ITF trace.
     Trace(cli::trace::Args),
+    /// MIKEY-SAKKE tools: inspect (and verify, decapsulate) an I_MESSAGE.
+    Mikey(cli::mikey::Args),
+    /// The lab KMS: create a community, provision users' key sets.
+    Kms(cli::kms::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
         Command::Explore(a) => cli::check::explore(a),
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
+        Command::Mikey(a) => cli::mikey::run(a),
+        Command::Kms(a) => cli::kms::run(a),
     };
     match result {
         Ok(code) => code,

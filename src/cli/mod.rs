@@ -1,6 +1,8 @@
 //! The `mcx-authz` subcommands. Each module owns its clap arguments and its `run`.
 
 pub mod check;
+pub mod kms;
+pub mod mikey;
 pub mod serve;
 pub mod token;
 pub mod trace;

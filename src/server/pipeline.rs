@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mcx_model::{AssertedIdentity, Input, Response};
+use mcx_model::{AssertedIdentity, Input, ProtectionFailure, PublishTarget, Response};
 
 use super::config::SipConfig;
 use super::state::{Shared, TransactionState};
 use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext};
+use crate::sip::body::ProtectedElement;
 use crate::sip::framing::{Frame, FramingError, FramingErrorKind};
 use crate::sip::parse::{parse, SipMessage, SipRequest};
 use crate::sip::response::{self, Extras, ResponseConfig};
@@ -152,6 +153,7 @@ impl Pipeline {
         let key = (transport == Transport::Udp)
             .then(|| transaction_key(req, src))
             .flatten();
+        // One clock reading per request: the validator and the machine see the same `now`.
         let (now, fresh_etag) = {
             let mut s = self.lock();
             if let Some(key) = &key {
@@ -166,16 +168,20 @@ impl Pipeline {
             }
             (s.clock.now(), s.etags.fresh())
         };
-        // Token signatures are checked here, outside the lock.
+        // Token signatures are checked here, outside the lock, and only for requests from a
+        // trusted SIP core (the edge does not read an untrusted body).
         let trusted_source = self.sip.is_trusted(src.ip());
-        let presenter = req.p_asserted_identity.first().cloned().unwrap_or_default();
-        let mut validate = |token: &str| self.validator.validate_presented(token, now, &presenter);
+        let mut validate = |token: &str| self.validator.validate(token, now);
+        // No CSK store in this build: a protected value is reported as not openable, and the
+        // machine answers it (403/101, or per `token_protection`).
+        let mut open = |_: &ProtectedElement| Err(ProtectionFailure::NotSupported);
         let edge = classify(
             req,
             &mut EdgeContext {
                 config: &self.edge,
                 trusted_source,
                 validate: &mut validate,
+                open: &mut open,
                 fresh_etag,
             },
         );
@@ -185,7 +191,7 @@ impl Pipeline {
                     tracing::info!(%src, method = %req.method, note, "edge note");
                 }
                 let (impu, service) = describe(&input);
-                let response: Option<Response> = self.lock().step(input);
+                let response: Option<Response> = self.lock().step(now, input);
                 let Some(response) = response else {
                     tracing::error!("the machine gave no response to a request (bug)");
                     return None;
@@ -221,18 +227,6 @@ impl Pipeline {
                 None,
             ),
             Edge::Absorb => (None, 0, "absorbed".into(), None, None),
-            Edge::NotFound => (
-                Some(response::simple(req, 404, None, &self.response)),
-                404,
-                "not_our_resource".into(),
-                None,
-                None,
-            ),
-            Edge::BadRequest(reason) => {
-                let bytes = response::simple(req, 400, Some(&reason), &self.response);
-                tracing::info!(%src, method = %req.method, reason, "bad request");
-                (Some(bytes), 400, "bad_request".into(), None, None)
-            }
         };
         let mut s = self.lock();
         if let Some(key) = &key {
@@ -269,18 +263,13 @@ pub enum Parsed {
     Request(Box<SipRequest>),
 }
 
-/// Which IMPU a request concerns (P-Asserted-Identity, else the To of a third-party REGISTER),
-/// hashed: requests with the same key are handled in arrival order by one worker, so RFC 3903's
-/// in-order processing per resource holds while different IMPUs are handled in parallel.
+/// Which IMPU a request concerns, by the very rule the edge uses for the machine's input
+/// ([`crate::sip::adapter::identity_of`]), hashed: requests with the same key are handled in
+/// arrival order by one worker, so RFC 3903's in-order processing per resource holds while
+/// different IMPUs are handled in parallel.
 pub fn shard_key(req: &SipRequest) -> u64 {
     use std::hash::{Hash, Hasher};
-    let identity = req
-        .p_asserted_identity
-        .first()
-        .map(String::as_str)
-        .or_else(|| crate::sip::uri::name_addr_uri(&req.to))
-        .and_then(crate::sip::uri::canonical_impu)
-        .unwrap_or_default();
+    let identity = crate::sip::adapter::identity_of(req).unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     identity.hash(&mut h);
     h.finish()
@@ -307,8 +296,14 @@ fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {
         AssertedIdentity::Missing => None,
     };
     match input {
-        Input::Publish(p) => (impu(&p.impu), p.service.map(|s| s.name())),
+        Input::Publish(p) => (
+            impu(&p.impu),
+            match p.target {
+                PublishTarget::Service(s) => Some(s.name()),
+                _ => None,
+            },
+        ),
         Input::ThirdPartyRegister(r) => (impu(&r.impu), None),
-        Input::Tick | Input::Restart => (None, None),
+        Input::Tick | Input::Restart | Input::ProvisionCsk { .. } => (None, None),
     }
 }

@@ -18,6 +18,7 @@ use mcx_model::env::{RequestKind, Sender, Tok};
 use mcx_model::{McxModel, Service, TraceStep};
 
 use super::{check_impu, service_named, ReplayOptions, TraceSource};
+use crate::sip::body::write::{self, info_content_type, InfoDoc, InfoField};
 
 /// Where the third-party REGISTER goes (mcx-authz's default `server_uri`).
 pub const SERVER_URI: &str = "sip:mcx.example.org";
@@ -114,13 +115,15 @@ fn attr(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The TS 24.379 warning code in a model warning text (`399 mcx "101 service …"`).
-fn warning_code(w: &str) -> anyhow::Result<u16> {
-    w.split('"')
+/// The TS 24.379 warning code in a model warning text (`399 mcx "101 service …"`); `None` for a
+/// policy warning (`399 mcx "registration_required: …"`), which carries no MC code.
+fn warning_code(w: &str) -> anyhow::Result<Option<u16>> {
+    let text = w
+        .split('"')
         .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("warning {w:?} without a code"))
+        .with_context(|| format!("warning {w:?} without a quoted text"))?;
+    let first = text.split(' ').next().unwrap_or("");
+    Ok((first.len() == 3).then(|| first.parse().ok()).flatten())
 }
 
 /// The SIPp variable holding the server's tag for model tag `eN`.
@@ -128,61 +131,20 @@ fn etag_var(tag: &str) -> String {
     format!("etag_{tag}")
 }
 
-/// The MC info body of `service` (TS 24.379 F.1 and the TS 24.281/24.282 twins): a token or a
-/// request URI, and the MC client ID, all unprotected (`type="Normal"`).
+/// The MC info body of `service` with a token or a request URI, and the MC client ID, all in
+/// clear (`type="Normal"`), written by the edge's own writer.
 fn info_xml(
     service: Service,
     token: Option<&str>,
     request_uri: Option<&str>,
     client: &str,
 ) -> String {
-    let p = service.name();
-    let ns = match service {
-        Service::Mcptt => "mcpttInfo",
-        Service::Mcvideo => "mcvideoInfo",
-        Service::Mcdata => "mcdataInfo",
+    let doc = InfoDoc {
+        access_token: token.map(InfoField::Normal),
+        request_uri: request_uri.map(InfoField::Normal),
+        client_id: InfoField::Normal(client),
     };
-    let mut inner = String::new();
-    if let Some(t) = token {
-        let _ = write!(
-            inner,
-            "\n<{p}-access-token type=\"Normal\"><{p}String>{t}</{p}String></{p}-access-token>"
-        );
-    }
-    if let Some(u) = request_uri {
-        let _ = write!(
-            inner,
-            "\n<{p}-request-uri type=\"Normal\"><{p}URI>{u}</{p}URI></{p}-request-uri>"
-        );
-    }
-    let _ = write!(
-        inner,
-        "\n<{p}-client-id type=\"Normal\"><{p}String>{client}</{p}String></{p}-client-id>"
-    );
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{p}info xmlns=\"urn:3gpp:ns:{ns}:1.0\">\n<{p}-Params>{inner}\n</{p}-Params>\n</{p}info>"
-    )
-}
-
-/// `application/poc-settings+xml` for a client (TS 24.379 7.3; OMA PoC settings).
-fn settings_xml(client: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<poc-settings xmlns=\"urn:oma:params:xml:ns:poc:poc-settings\">\n<entity id=\"{client}\"><am-settings><answer-mode>automatic</answer-mode></am-settings></entity>\n</poc-settings>"
-    )
-}
-
-/// A `multipart/mixed` body with boundary `b`.
-fn multipart(b: &str, parts: &[(String, String)]) -> String {
-    let mut t = String::new();
-    for (ct, body) in parts {
-        let _ = write!(t, "--{b}\nContent-Type: {ct}\n\n{body}\n");
-    }
-    let _ = write!(t, "--{b}--");
-    t
-}
-
-fn info_type(service: Service) -> String {
-    format!("application/vnd.3gpp.{}-info+xml", service.name())
+    write::info_xml(service, &doc, "\n")
 }
 
 /// The embedded UE REGISTER's body when it carries no token: a token-less info body, so the
@@ -226,19 +188,23 @@ impl Register<'_> {
                     .iter()
                     .map(|s| {
                         (
-                            info_type(*s),
+                            info_content_type(*s),
                             info_xml(*s, Some(&format!("[field{f}]")), None, client),
                         )
                     })
                     .collect();
+                let refs: Vec<(&str, &str)> = parts
+                    .iter()
+                    .map(|(c, b)| (c.as_str(), b.as_str()))
+                    .collect();
                 (
                     "multipart/mixed;boundary=mcx-ue-boundary".to_owned(),
-                    multipart("mcx-ue-boundary", &parts),
+                    write::multipart("mcx-ue-boundary", &refs, "\n"),
                     None,
                 )
             }
             None => (
-                info_type(Service::Mcptt),
+                info_content_type(Service::Mcptt),
                 EMPTY_INFO.to_owned(),
                 Some(EMPTY_INFO.len()),
             ),
@@ -331,15 +297,16 @@ Accept-Contact: *;+{};require;explicit
         match info {
             None => t.push_str("Content-Length: 0\n\n"),
             Some(info) => {
-                let body = multipart(
+                let body = write::multipart(
                     "mcx-boundary",
                     &[
-                        (info_type(self.service), info),
+                        (&info_content_type(self.service), &info),
                         (
-                            "application/poc-settings+xml".to_owned(),
-                            settings_xml(self.client),
+                            "application/poc-settings+xml",
+                            &write::settings_xml(self.client, "\n"),
                         ),
                     ],
+                    "\n",
                 );
                 let _ = write!(
                     t,
@@ -532,7 +499,7 @@ pub fn render(
                 let status = st
                     .status
                     .with_context(|| format!("step {}: a delivery without a response", st.step))?;
-                let warning = st.warning.as_deref().map(warning_code).transpose()?;
+                let warning = st.warning.as_deref().map(warning_code).transpose()?.flatten();
                 x.expect(&label, status, warning, st.etag.as_deref());
             }
             "tick" => {

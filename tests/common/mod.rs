@@ -403,38 +403,20 @@ fn publish_base(impu: &str) -> SipMsg {
 }
 
 /// The MC info body of `service` (TS 24.379 F.1; TS 24.281/24.282 twins) with a token or a
-/// request URI, and the client ID: (content type, XML).
+/// request URI, and the client ID: (content type, XML), by the server's own writer.
 pub fn info_body(
     service: mcx_model::Service,
     token: Option<&str>,
     request_uri: Option<&str>,
     client_id: &str,
 ) -> (String, String) {
-    let p = service.name();
-    let root = format!("{p}info");
-    let ns_local = match service {
-        mcx_model::Service::Mcptt => "mcpttInfo",
-        mcx_model::Service::Mcvideo => "mcvideoInfo",
-        mcx_model::Service::Mcdata => "mcdataInfo",
+    use mcx_authz::sip::body::write::{info_content_type, info_xml, InfoDoc, InfoField};
+    let doc = InfoDoc {
+        access_token: token.map(InfoField::Normal),
+        request_uri: request_uri.map(InfoField::Normal),
+        client_id: InfoField::Normal(client_id),
     };
-    let mut inner = String::new();
-    if let Some(t) = token {
-        inner.push_str(&format!(
-            "<{p}-access-token type=\"Normal\"><{p}String>{t}</{p}String></{p}-access-token>"
-        ));
-    }
-    if let Some(u) = request_uri {
-        inner.push_str(&format!(
-            "<{p}-request-uri type=\"Normal\"><{p}URI>{u}</{p}URI></{p}-request-uri>"
-        ));
-    }
-    inner.push_str(&format!(
-        "<{p}-client-id type=\"Normal\"><{p}String>{client_id}</{p}String></{p}-client-id>"
-    ));
-    (
-        format!("application/vnd.3gpp.{p}-info+xml"),
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<{root} xmlns=\"urn:3gpp:ns:{ns_local}:1.0\"><{p}-Params>{inner}</{p}-Params></{root}>"),
-    )
+    (info_content_type(service), info_xml(service, &doc, "\r\n"))
 }
 
 fn info_xml(inner: &str) -> String {
@@ -446,13 +428,8 @@ fn info_xml(inner: &str) -> String {
 /// A `multipart/mixed` body: (Content-Type value, bytes).
 pub fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
     let boundary = "mcx-test-boundary";
-    let mut body = String::new();
-    for (ct, content) in parts {
-        body.push_str(&format!(
-            "--{boundary}\r\nContent-Type: {ct}\r\n\r\n{content}\r\n"
-        ));
-    }
-    body.push_str(&format!("--{boundary}--\r\n"));
+    let refs: Vec<(&str, &str)> = parts.iter().map(|(c, b)| (*c, b.as_str())).collect();
+    let body = mcx_authz::sip::body::write::multipart(boundary, &refs, "\r\n") + "\r\n";
     (
         format!("multipart/mixed;boundary={boundary}"),
         body.into_bytes(),
@@ -461,9 +438,7 @@ pub fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
 
 /// `application/poc-settings+xml` for a client.
 pub fn settings_xml(client_id: &str) -> String {
-    format!(
-        "<poc-settings xmlns=\"urn:oma:params:xml:ns:poc:poc-settings\"><entity id=\"{client_id}\"><am-settings><answer-mode>automatic</answer-mode></am-settings></entity></poc-settings>"
-    )
+    mcx_authz::sip::body::write::settings_xml(client_id, "\r\n")
 }
 
 /// TS 24.379 7.2.2: PUBLISH with the access token (and settings).

@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use stateright::{Model, Property};
 
 use crate::ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, UnixTime};
-use crate::input::{AssertedIdentity, Input, ThirdPartyRegister};
+use crate::input::{AssertedIdentity, Input, RegisterTarget, ThirdPartyRegister};
 use crate::machine::Machine;
 use crate::output::{BindingEvent, Output, Response};
 
@@ -333,13 +333,28 @@ impl McxModel {
     /// The single initial state: nobody registered but the attacker, time 0.
     pub fn init_state(&self) -> EnvState {
         let mut server = Machine::new(self.cfg.machine_policy());
+        // Clause 9 keys: one provisioned CSK per (user, IMPU), tied to the user's MC service ID.
+        for user in 0..self.cfg.users as u8 {
+            for impu in 0..self.impus.len() as u8 {
+                for service in 0..self.cfg.services.len() as u8 {
+                    server.handle(
+                        UnixTime(0),
+                        Input::ProvisionCsk {
+                            csk_id: Self::csk(user, impu, service),
+                            mc_id: self.mc_id(user, service).clone(),
+                        },
+                    );
+                }
+            }
+        }
         if self.cfg.attacker {
             // The attacker is a subscriber of the same IMS with its own registered IMPU.
             server.handle(
                 UnixTime(0),
                 Input::ThirdPartyRegister(ThirdPartyRegister {
+                    target: RegisterTarget::Ours,
                     impu: AssertedIdentity::Trusted(self.impu(self.attacker_impu()).clone()),
-                    expires: 255,
+                    expires: Some(255),
                     services: Some(self.service_set),
                     embedded: vec![],
                 }),
@@ -446,6 +461,7 @@ impl McxModel {
             match o {
                 Output::Response(r) => effect.response = Some(r),
                 Output::Binding(e) => effect.events.push(e),
+                Output::Csk(_) => {}
             }
         }
         let fresh = s.next_etag;

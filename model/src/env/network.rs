@@ -8,10 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::CskId;
 use crate::ids::{ServiceSet, UnixTime};
 use crate::input::{
-    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,
-    ThirdPartyRegister,
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Protection, Publish,
+    PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
 };
 
 use super::{EnvAction, EnvState, McxModel, NetworkKind, StepEffect, Tok};
@@ -125,8 +126,9 @@ impl McxModel {
                 mc_tags,
                 token,
             } => Input::ThirdPartyRegister(ThirdPartyRegister {
+                target: RegisterTarget::Ours,
                 impu: AssertedIdentity::Trusted(self.impu(*impu).clone()),
-                expires: u32::from(*expires),
+                expires: Some(u32::from(*expires)),
                 services: Some(if *mc_tags {
                     self.service_set
                 } else {
@@ -142,7 +144,7 @@ impl McxModel {
                                 *s,
                                 Authorization {
                                     token: self.validate(*t, now),
-                                    protected: false,
+                                    protection: Protection::Clear,
                                     client_id: client.clone(),
                                     settings: None,
                                 },
@@ -160,7 +162,7 @@ impl McxModel {
                 expires,
                 body,
             } => Input::Publish(Publish {
-                service: Some(self.service(*service)),
+                target: PublishTarget::Service(self.service(*service)),
                 event: EventPackage::PocSettings,
                 impu: if *trusted {
                     AssertedIdentity::Trusted(self.impu(*impu).clone())
@@ -176,7 +178,11 @@ impl McxModel {
                     Body::Empty => PublishBody::Empty,
                     Body::Auth { token, protected } => PublishBody::Authorization(Authorization {
                         token: self.validate(*token, now),
-                        protected: *protected,
+                        protection: if *protected {
+                            Protection::Csk(Self::csk(token.user, *impu, *service))
+                        } else {
+                            Protection::Clear
+                        },
                         client_id: client,
                         settings: None,
                     }),
@@ -190,9 +196,15 @@ impl McxModel {
                         }),
                     },
                 },
+                key_upload: None,
                 fresh_etag: Self::etag(fresh_etag),
             }),
         }
+    }
+
+    /// The provisioned CSK of `user` on IMPU `impu` for `service`.
+    pub fn csk(user: u8, impu: u8, service: u8) -> CskId {
+        CskId::new(format!("csk-{}-i{impu}-s{service}", super::user_name(user)))
     }
 
     /// The SIP core forwards `req` from `from` to the server: the attacker sees it on the way.

@@ -821,7 +821,12 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             holds("the machine refuses no third-party REGISTER and answers settings only with 200 or 404/141")
         }
         "s5-user-switch-isolation" => {
-            if switch && duplicating {
+            let csk_stops_stale = cfg.protects_tokens()
+                && cfg.policy.token_protection == crate::policy::TokenProtection::Required
+                && !register_carriers;
+            if switch && duplicating && csk_stops_stale {
+                holds("a late duplicate of the old user's PUBLISH is protected under the CSK the user switch dropped (TS 33.180 5.4): refused")
+            } else if switch && duplicating {
                 violated("a late duplicate of the old user's initial PUBLISH (no SIP-If-Match) or REGISTER rebinds the client the server had switched to another user")
             } else if switch
                 && reordering
@@ -889,7 +894,11 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             }
         }
         "publish-before-registration" => {
-            if reordering || cfg.restarts > 0 {
+            // Only a token-bearing PUBLISH needs a registration (S-3 policy); a refresh or a
+            // settings-only PUBLISH is answered 412 or 404/141 first.
+            if !(0..cfg.ues).any(|u| cfg.carriage(u).in_publish()) {
+                violated("no UE carries its token in PUBLISH, and only that PUBLISH needs a registration")
+            } else if reordering || cfg.restarts > 0 {
                 holds("the network may deliver a PUBLISH before the third-party REGISTER")
             } else {
                 violated("per-UE FIFO: the third-party REGISTER always arrives first")
@@ -938,6 +947,12 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
                 violated("a REGISTER-only client against a server that ignores REGISTER-borne tokens is never bound")
             } else if ue_device_limited {
                 violated("the device limit leaves one UE of the user unbound for ever")
+            } else if switch
+                && cfg.protects_tokens()
+                && cfg.policy.token_protection == crate::policy::TokenProtection::Required
+                && name == "eventually-bound"
+            {
+                violated("the machine drops a user's CSK at a user switch (TS 33.180 5.4) and the model's UEs do not yet upload a fresh CSK with the PUBLISH: a user who switches back is refused (unknown CSK) for ever")
             } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
                 holds("no restart")
             } else {
