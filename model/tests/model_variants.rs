@@ -85,7 +85,11 @@ fn pre_cr_small_breaks_impersonation_only() {
     let o = check(ModelConfig::small(Variant::PreCr));
     assert_eq!(
         o.violated,
-        with_needs_more(&["no-impersonation", "rebound-after-impu-change"])
+        with_needs_more(&[
+            "no-impersonation",
+            "publish-before-registration",
+            "rebound-after-impu-change",
+        ])
     );
     assert_eq!(o.unique, 214966);
 }
@@ -193,7 +197,10 @@ fn pre_cr_without_attacker_has_no_impersonation() {
         ..ModelConfig::small(Variant::PreCr)
     };
     let o = check(cfg);
-    assert_eq!(o.violated, with_needs_more(&["rebound-after-impu-change"]));
+    assert_eq!(
+        o.violated,
+        with_needs_more(&["publish-before-registration", "rebound-after-impu-change"])
+    );
     assert_eq!(o.unique, 45894);
 }
 
