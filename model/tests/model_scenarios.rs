@@ -19,7 +19,9 @@ fn reached(m: &McxModel, property: &str, actions: &[EnvAction]) -> bool {
     // Step facts last one state, so look along the whole run.
     match info.kind {
         // A scenario for an `always` property is its counterexample.
-        PropertyKind::Always => states.iter().any(|s| !(info.condition)(m, s)),
+        PropertyKind::Always | PropertyKind::Eventually => {
+            states.iter().any(|s| !(info.condition)(m, s))
+        }
         PropertyKind::Sometimes => states.iter().any(|s| (info.condition)(m, s)),
     }
 }
@@ -96,8 +98,8 @@ fn pinned_shortest_user_switch_witness_post_cr() {
         .collect();
     use RequestKind::*;
     let want: Vec<(String, RequestKind)> = [
-        ("send", Register),
         ("log-on", LogOn),
+        ("send", Register),
         ("send", PublishAuth),
         ("deliver", Register),
         ("deliver", PublishAuth),

@@ -71,6 +71,9 @@ pub struct ModelArgs {
     /// Policy (dossier Q-18): at most this many clients per MC service ID.
     #[arg(long)]
     pub max_devices: Option<u32>,
+    /// Check liveness (`eventually` properties; `--liveness false` skips the settled runs).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub liveness: Option<bool>,
 }
 
 impl ModelArgs {
@@ -131,6 +134,9 @@ impl ModelArgs {
         }
         if let Some(v) = self.max_devices {
             c.policy.max_devices_per_mc_id = Some(v);
+        }
+        if let Some(v) = self.liveness {
+            c.liveness = v;
         }
         if let Err(e) = c.validate() {
             bail!("{e}");
@@ -287,10 +293,7 @@ pub fn check_config(
     let mut properties = Vec::new();
     for info in model.catalogue() {
         let found = discoveries.get(info.name);
-        let verdict = match (info.kind, found.is_some()) {
-            (PropertyKind::Always, false) | (PropertyKind::Sometimes, true) => Verdict::Holds,
-            _ => Verdict::Violated,
-        };
+        let verdict = info.kind.verdict(found.is_some());
         let Some(Expectation {
             verdict: expected,
             because,
@@ -306,6 +309,7 @@ pub fn check_config(
                 let actions = match info.kind {
                     PropertyKind::Always => m.shortest_path(|s| !cond(m, s), depth),
                     PropertyKind::Sometimes => m.shortest_path(|s| cond(m, s), depth),
+                    PropertyKind::Eventually => m.eventually_counterexample(|s| cond(m, s), depth),
                 }
                 .unwrap_or_else(|| path.clone().into_actions());
                 let t = model.trace(&actions);
@@ -476,7 +480,7 @@ pub fn text_report(r: &VariantReport) -> String {
             continue;
         };
         let what = match p.kind {
-            PropertyKind::Always => "counterexample",
+            PropertyKind::Always | PropertyKind::Eventually => "counterexample",
             PropertyKind::Sometimes => "witness",
         };
         if p.kind == PropertyKind::Sometimes && p.verdict == p.expected {

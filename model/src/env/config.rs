@@ -170,6 +170,9 @@ pub struct ModelConfig {
     pub max_registers_in_flight: u8,
     /// The server policy the machine runs with (from the variant unless overridden).
     pub policy: Policy,
+    /// Whether the environment may settle (liveness, `model/src/env/fairness.rs`); off, the
+    /// `eventually` properties hold vacuously and the space is smaller.
+    pub liveness: bool,
 }
 
 impl ModelConfig {
@@ -198,6 +201,7 @@ impl ModelConfig {
             restarts: 0,
             max_registers_in_flight: 1,
             policy: variant.policy(),
+            liveness: true,
         }
     }
 

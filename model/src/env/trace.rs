@@ -2,7 +2,6 @@
 //! scenario generator), as a numbered message list and as a Mermaid `sequenceDiagram`; and a
 //! breadth-first search for the shortest path to a state.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +38,8 @@ pub enum RequestKind {
     Tick,
     /// The server restarts.
     Restart,
+    /// The environment settles (liveness: only fair behaviour from here on).
+    Settle,
 }
 
 /// A token as a trace shows it.
@@ -446,6 +447,23 @@ impl McxModel {
                 st.text = "the MCX server restarts".into();
                 st
             }
+            EnvAction::Settle => {
+                let mut st = blank(n, t, "Environment".into(), "settle", RequestKind::Settle);
+                st.text = "the environment settles: from here on the network delivers everything, the UEs keep retrying, nothing else happens".into();
+                st
+            }
+            EnvAction::BeginLogOn { ue, user } => {
+                let mut st = blank(n, t, ue_name(*ue), "begin-log-on", RequestKind::LogOn);
+                st.user = Some(user_name(*user).to_string());
+                st.mc_id = Some(self.mc_id(*user, 0).to_string());
+                st.client_id = Some(self.client(Sender::Ue(*ue)).to_string());
+                st.text = format!(
+                    "{}: user {} starts to log on (no token yet: the IdMS answers later)",
+                    ue_name(*ue),
+                    user_name(*user)
+                );
+                st
+            }
         };
         if !st.events.is_empty() {
             let _ = write!(st.text, " [{}]", st.events.join("; "));
@@ -467,63 +485,6 @@ impl McxModel {
             }
         }
         Trace { steps }
-    }
-
-    /// Shortest action sequence (breadth first, single thread) from the initial state to a state
-    /// satisfying `goal`, exploring at most `max_depth` steps: pass a `sometimes` property's
-    /// condition for its witness, an `always` property's negation for its counterexample.
-    /// Deterministic: among paths of the same length the first in action order wins.
-    pub fn shortest_path(
-        &self,
-        goal: impl Fn(&EnvState) -> bool,
-        max_depth: usize,
-    ) -> Option<Vec<EnvAction>> {
-        let init = self.init_state();
-        if goal(&init) {
-            return Some(vec![]);
-        }
-        let mut parent: HashMap<u64, (u64, EnvAction)> = HashMap::new();
-        let mut seen: HashSet<u64> = HashSet::new();
-        let root = Self::fingerprint(&init);
-        seen.insert(root);
-        let mut frontier = vec![(root, init)];
-        let mut actions = Vec::new();
-        for _ in 0..max_depth {
-            let mut next_frontier = Vec::new();
-            for (fp, s) in &frontier {
-                actions.clear();
-                self.actions(s, &mut actions);
-                for a in actions.drain(..) {
-                    let Some(n) = self.next_state(s, a.clone()) else {
-                        continue;
-                    };
-                    if !self.within_boundary(&n) {
-                        continue;
-                    }
-                    let nfp = Self::fingerprint(&n);
-                    if !seen.insert(nfp) {
-                        continue;
-                    }
-                    parent.insert(nfp, (*fp, a));
-                    if goal(&n) {
-                        let mut path = Vec::new();
-                        let mut cur = nfp;
-                        while let Some((p, a)) = parent.get(&cur) {
-                            path.push(a.clone());
-                            cur = *p;
-                        }
-                        path.reverse();
-                        return Some(path);
-                    }
-                    next_frontier.push((nfp, n));
-                }
-            }
-            if next_frontier.is_empty() {
-                return None;
-            }
-            frontier = next_frontier;
-        }
-        None
     }
 }
 
@@ -597,6 +558,14 @@ pub fn format_action(m: &McxModel, a: &EnvAction) -> String {
         }
         EnvAction::Tick => "tick".into(),
         EnvAction::Restart => "server restart".into(),
+        EnvAction::Settle => "settle (fair from here on)".into(),
+        EnvAction::BeginLogOn { ue, user } => {
+            format!(
+                "{} user {} starts to log on",
+                ue_name(*ue),
+                user_name(*user)
+            )
+        }
     }
 }
 
