@@ -19,16 +19,16 @@ if ! git rev-parse --verify -q "$rev" >/dev/null; then
     echo "mutants-diff: no $rev (first commit?): nothing to compare"
     exit 0
 fi
-if ! cargo mutants --version >/dev/null 2>&1; then
-    echo "mutants-diff: installing cargo-mutants"
-    cargo install cargo-mutants --locked --version 27.1.0 --quiet || exit 2
-fi
 diff=$(mktemp --suffix=.diff)
 trap 'rm -f "$diff"' EXIT
 git diff "$rev" -- '*.rs' >"$diff"
 if ! grep -qE '^\+\+\+ b/(model/src|src|sec/src)/.*\.rs$' "$diff"; then
     echo "mutants-diff: no library source changed since $rev: nothing to mutate"
     exit 0
+fi
+if ! cargo mutants --version >/dev/null 2>&1; then
+    echo "mutants-diff: installing cargo-mutants"
+    cargo install cargo-mutants --locked --version 27.1.0 --quiet || exit 2
 fi
 export MUTANTS_IN_PLACE=1 MUTANTS_TIMEOUT=${MUTANTS_TIMEOUT:-120} MUTANTS_OUT=target/mutants-diff
 # SIGINT lets cargo-mutants restore the tree and write what it has.
