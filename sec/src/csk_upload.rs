@@ -34,33 +34,18 @@ use crate::mikey::{self, id_role, Payload, Timestamp};
 use crate::sakke::{self, SakkeError};
 use crate::uid::{self, Uid, NTP_UNIX_OFFSET};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub use crate::uid::uid_for;
 
 /// The purpose tag of a CSK in the top nibble of its id (TS 33.180: 0 GMK, 1 PCK, 2 CSK ...).
 pub const PURPOSE_CSK: u8 = 2;
 
-/// A CSK (128 bits). Wiped on drop; `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct Csk([u8; sakke::SSV_LEN]);
+/// The CSK an upload carries: the one 128-bit key type of the crate ([`crate::csk::Csk`],
+/// zeroized, never printed), which the clause 9 key store then holds.
+pub use crate::csk::Csk;
 
-impl Csk {
-    /// Wraps key octets.
-    pub fn new(bytes: [u8; sakke::SSV_LEN]) -> Self {
-        Csk(bytes)
-    }
-    /// The key octets (secret).
-    pub fn as_bytes(&self) -> &[u8; sakke::SSV_LEN] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Csk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Csk(<secret>)")
-    }
-}
+// SAKKE's SSV is the CSK itself (RFC 6509 2.1, TS 33.180 5.4).
+const _: () = assert!(sakke::SSV_LEN == 16);
 
 /// A verified and decapsulated CSK upload.
 #[derive(Debug, Clone)]
@@ -275,7 +260,7 @@ pub fn verify(
     h.update(&rand);
     Ok(CskUpload {
         csk_id: m.header.csb_id,
-        csk: Csk(*ssv),
+        csk: Csk::new(*ssv),
         rand,
         t_unix,
         initiator_uid,
@@ -381,7 +366,7 @@ pub fn build(p: &BuildParams<'_>) -> Result<Vec<u8>, BuildError> {
     let kpak = cert_i.kpak()?;
     let (receiver_uid, _) = uid_for(receiver_uri, cert_r, p.t_unix).ok_or(KmsError::Period)?;
     let encapsulated =
-        sakke::encapsulate(p.csk.as_bytes(), &receiver_uid, &cert_r.sakke_public_key()?)
+        sakke::encapsulate(p.csk.octets(), &receiver_uid, &cert_r.sakke_public_key()?)
             .map_err(BuildError::Sakke)?;
     let idr = |role, data: &[u8]| {
         Payload::Idr(mikey::Idr {

@@ -38,7 +38,7 @@ fn streamwide_csk_upload_verifies_and_decapsulates() {
     )
     .unwrap();
     assert_eq!(
-        encode_hex(up.csk.as_bytes()),
+        encode_hex(up.csk.octets()),
         "e06e65106183547342d3e8a6ce2540a8"
     );
     assert_eq!(up.csk_id, 0x2ddd5bf0);
@@ -53,7 +53,7 @@ fn streamwide_csk_upload_verifies_and_decapsulates() {
     // The shell maps IDRi back to an MC service ID with uid_for.
     let (alice, no) = csk_upload::uid_for("sip:alice@streamwide.com", &cert, T_UNIX).unwrap();
     assert_eq!((alice, no), (up.initiator_uid, 236));
-    assert_eq!(format!("{:?}", up.csk), "Csk(<secret>)");
+    assert_eq!(format!("{:?}", up.csk), "Csk(<redacted>)");
 }
 
 /// Tests 1, 3 and 4 carry a GMK or a PCK, not a CSK: the upload check refuses them at the
@@ -325,7 +325,7 @@ mod mutations {
             }
             bytes.truncate(cut.max(1));
             if let Ok(up) = csk_upload::verify(&bytes, T_UNIX, 30, &[cert], &gms) {
-                prop_assert_eq!(encode_hex(up.csk.as_bytes()), "e06e65106183547342d3e8a6ce2540a8");
+                prop_assert_eq!(encode_hex(up.csk.octets()), "e06e65106183547342d3e8a6ce2540a8");
             }
         }
 

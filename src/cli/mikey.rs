@@ -147,7 +147,7 @@ fn make_csk(
     })?;
     j.fill(0);
     let out = json!({
-        "csk": encode_hex(csk.as_bytes()),
+        "csk": encode_hex(csk.octets()),
         "csk_id": format!("{csk_id:08x}"),
         "message": format!("mikey {}", mikey::base64_encode(&message)),
     });
