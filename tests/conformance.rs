@@ -123,6 +123,9 @@ impl Case {
         cfg.policy.token_expiry = self.token_expiry;
         cfg.policy.failed_reauthorization = self.failed_reauthorization;
         cfg.policy.impu_change = self.impu_change;
+        // Settling (the fair scheduler of the liveness properties) is a checking device, not a
+        // SIP event: the walks explore the environment's own actions only.
+        cfg.liveness = false;
         cfg.into_model()
     }
 }
