@@ -668,3 +668,44 @@ fn after_a_restart_a_refresh_gets_412_and_the_ue_recovers_by_publishing_again() 
         Outcome::Authorized
     );
 }
+
+#[test]
+fn a_new_upload_replaces_only_the_older_upload_of_the_same_impu_and_user() {
+    let mut m = M::post_cr();
+    m.register(UE1);
+    m.register(UE2);
+    // Alice's provisioned CSK, tied to UE1 by its first use.
+    m.provision("kp", ALICE);
+    let s = m.authorize(UE1, token(ALICE), csk("kp"));
+    assert_eq!(s.response.outcome, Outcome::Authorized);
+    let up = |m: &mut M, impu: &str, user: &str, id: &str, msg: &str| {
+        let s = m.publish(
+            trusted(impu),
+            None,
+            auth(token(user), csk(id)),
+            Some(upload(id, msg, 1_000, Some(user))),
+        );
+        assert_eq!(s.response.outcome, Outcome::Authorized, "{id}");
+        s
+    };
+    up(&mut m, UE1, ALICE, "k1", "m1");
+    // Same user on another IMPU, and another user: other pairs.
+    up(&mut m, UE2, ALICE, "k2", "m2");
+    // Alice uploads again on UE1: only her older upload on UE1 goes.
+    let s = up(&mut m, UE1, ALICE, "k3", "m3");
+    assert!(s.csks.contains(&CskEvent::Dropped {
+        csk_id: CskId::new("k1"),
+        cause: CskDropCause::Replaced
+    }));
+    assert_eq!(
+        s.csks
+            .iter()
+            .filter(|e| matches!(e, CskEvent::Dropped { .. }))
+            .count(),
+        1,
+        "{:?}",
+        s.csks
+    );
+    let left: Vec<&str> = m.m.csks().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(left, vec!["k2", "k3", "kp"]);
+}
