@@ -361,6 +361,10 @@ fn server_toml(
     );
     let _ = writeln!(
         t,
+        "[http]\nenabled = false   # the replay exercises the SIP leg only\n"
+    );
+    let _ = writeln!(
+        t,
         "[token]\nleeway_secs = 0   # the model's validator has no clock-skew leeway\n"
     );
     let _ = writeln!(t, "[policy]\nvariant = \"{}\"", cfg.variant.name());
