@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod load;
 pub mod protection;
+pub mod replay;
 pub mod resource;
 pub mod server;
 pub mod sip;

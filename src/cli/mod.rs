@@ -7,6 +7,7 @@ pub mod kms;
 pub mod load;
 pub mod mikey;
 pub mod protect;
+pub mod replay;
 pub mod serve;
 pub mod tls;
 pub mod token;
