@@ -73,6 +73,101 @@ pub struct Case {
     pub actions: Option<Vec<EnvAction>>,
     /// The trace.
     pub steps: Vec<TraceStep>,
+    /// The bindings the trace made, asked after at its end.
+    pub probes: Vec<Probe>,
+}
+
+/// After a case, a settings-only PUBLISH (TS 24.379 7.3.4) for each binding the trace made
+/// (client, IMPU, service, with the MC service ID it was last bound to): 200 if the binding is
+/// still there, 404 with Warning 141 if not. It makes the binding table observable over SIP, so
+/// that, for instance, a binding that outlives its token (dossier Q-4) shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The model's IMPU.
+    pub impu: String,
+    /// The service.
+    pub service: Service,
+    /// The model's MC client ID.
+    pub client: String,
+    /// The model's MC service ID.
+    pub mc_id: String,
+}
+
+impl Probe {
+    /// The bindings a trace's events name (`bound IMPU/svc/client -> MCID`, `rebound IMPU/svc/client
+    /// FROM -> TO`), each with the MC service ID of its last event.
+    pub fn of(steps: &[TraceStep]) -> Vec<Probe> {
+        let mut v: Vec<Probe> = Vec::new();
+        for e in steps.iter().flat_map(|s| &s.events) {
+            let (key, mc_id) = if let Some(r) = e.strip_prefix("bound ") {
+                match r.split_once(" -> ") {
+                    Some((k, m)) => (k, m),
+                    None => continue,
+                }
+            } else if let Some(r) = e.strip_prefix("rebound ") {
+                match (r.split_once(' '), r.rsplit_once(" -> ")) {
+                    (Some((k, _)), Some((_, m))) => (k, m),
+                    _ => continue,
+                }
+            } else {
+                continue;
+            };
+            let mut parts = key.splitn(3, '/');
+            let (Some(impu), Some(svc), Some(client)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(service) = service_named(svc) else {
+                continue;
+            };
+            let p = Probe {
+                impu: impu.to_owned(),
+                service,
+                client: client.to_owned(),
+                mc_id: mc_id.trim().to_owned(),
+            };
+            v.retain(|q| (&q.impu, q.service, &q.client) != (&p.impu, p.service, &p.client));
+            v.push(p);
+        }
+        v
+    }
+
+    /// What the model's machine, in `state`, answers this probe.
+    pub fn expected(&self, model: &McxModel, state: &mcx_model::EnvState) -> Option<Expected> {
+        let mut m = state.server.clone();
+        let input = mcx_model::Input::Publish(mcx_model::Publish {
+            target: mcx_model::PublishTarget::Service(self.service),
+            event: mcx_model::EventPackage::PocSettings,
+            impu: mcx_model::AssertedIdentity::Trusted(mcx_model::Impu::new(self.impu.as_str())),
+            if_match: mcx_model::IfMatch::Absent,
+            expires: Some(u32::from(model.config().publication_ttl)),
+            body: mcx_model::PublishBody::SettingsOnly {
+                claimed_mc_id: mcx_model::McId::new(self.mc_id.as_str()),
+                client_id: mcx_model::ClientId::new(self.client.as_str()),
+                settings: Some(mcx_model::Settings {
+                    answer_mode_automatic: Some(true),
+                    ..mcx_model::Settings::default()
+                }),
+            },
+            key_upload: None,
+            fresh_etag: mcx_model::ETag::new("probe"),
+        });
+        m.handle(UnixTime(u64::from(state.now)), input)
+            .into_iter()
+            .find_map(|o| match o {
+                mcx_model::Output::Response(r) => Some(Expected {
+                    status: r.status(),
+                    warning: r.warning().and_then(|w| w.mc_code()),
+                    etag: r.etag.is_some(),
+                }),
+                _ => None,
+            })
+    }
+}
+
+/// The step number of probe `i` after a trace of `steps`.
+fn probe_step(steps: &[TraceStep], i: usize) -> usize {
+    steps.last().map_or(0, |s| s.step) + 1 + i
 }
 
 /// The catalogue of a configuration: every named scenario that can happen in it, then every
@@ -102,13 +197,15 @@ pub fn catalogue(cfg: &ModelConfig, threads: usize, only: &[String]) -> anyhow::
             .find(|p| p.name == property)
             .map(|p| p.clause.to_owned())
             .unwrap_or_default();
+        let steps = model.trace(&actions).steps;
         cases.push(Case {
             name: name.to_owned(),
             kind: CaseKind::Scenario,
             property: property.to_owned(),
             clause,
             meaning: what.to_owned(),
-            steps: model.trace(&actions).steps,
+            probes: Probe::of(&steps),
+            steps,
             actions: Some(actions),
         });
     }
@@ -145,6 +242,7 @@ pub fn catalogue(cfg: &ModelConfig, threads: usize, only: &[String]) -> anyhow::
             clause: p.clause.to_owned(),
             meaning: p.meaning.to_owned(),
             actions,
+            probes: Probe::of(steps),
             steps: steps.clone(),
         });
     }
@@ -665,19 +763,22 @@ fn predictions(
     cfg: &ModelConfig,
     policy: &Policy,
     actions: &[EnvAction],
+    probes: &[Probe],
 ) -> Option<BTreeMap<usize, Expected>> {
     let mut c = cfg.clone();
     c.policy = policy.clone();
     let model = c.into_model();
-    model.run(actions).ok()?;
-    Some(
-        model
-            .trace(actions)
-            .steps
-            .iter()
-            .filter_map(|s| Some((s.step, Expected::of(s)?)))
-            .collect(),
-    )
+    let states = model.run(actions).ok()?;
+    let last = states.last()?;
+    let steps = model.trace(actions).steps;
+    let mut m: BTreeMap<usize, Expected> = steps
+        .iter()
+        .filter_map(|s| Some((s.step, Expected::of(s)?)))
+        .collect();
+    for (i, p) in probes.iter().enumerate() {
+        m.insert(probe_step(&steps, i), p.expected(&model, last)?);
+    }
+    Some(m)
 }
 
 /// Whether `pred` agrees with every sent step of `steps`.
@@ -690,11 +791,16 @@ fn agrees(pred: &BTreeMap<usize, Expected>, steps: &[StepResult]) -> bool {
 }
 
 /// Policy settings (one knob, then two) under which the model predicts every observed answer.
-fn explain(cfg: &ModelConfig, actions: &[EnvAction], steps: &[StepResult]) -> Vec<PolicySetting> {
+fn explain(
+    cfg: &ModelConfig,
+    actions: &[EnvAction],
+    probes: &[Probe],
+    steps: &[StepResult],
+) -> Vec<PolicySetting> {
     let base = cfg.policy.clone();
     let singles = alternatives(&base);
     for (s, p) in &singles {
-        if predictions(cfg, p, actions).is_some_and(|pred| agrees(&pred, steps)) {
+        if predictions(cfg, p, actions, probes).is_some_and(|pred| agrees(&pred, steps)) {
             return vec![s.clone()];
         }
     }
@@ -702,7 +808,7 @@ fn explain(cfg: &ModelConfig, actions: &[EnvAction], steps: &[StepResult]) -> Ve
         for (s2, p2) in alternatives(p1) {
             if s2.knob == s1.knob
                 || singles[..i].iter().any(|(s, _)| s.knob == s2.knob)
-                || predictions(cfg, &p2, actions).is_none_or(|pred| !agrees(&pred, steps))
+                || predictions(cfg, &p2, actions, probes).is_none_or(|pred| !agrees(&pred, steps))
             {
                 continue;
             }
@@ -713,14 +819,19 @@ fn explain(cfg: &ModelConfig, actions: &[EnvAction], steps: &[StepResult]) -> Ve
 }
 
 /// The knobs whose other value changes the model's answer at `step`.
-fn deciding_knobs(cfg: &ModelConfig, actions: &[EnvAction], step: usize) -> Vec<PolicySetting> {
-    let Some(base) = predictions(cfg, &cfg.policy, actions) else {
+fn deciding_knobs(
+    cfg: &ModelConfig,
+    actions: &[EnvAction],
+    probes: &[Probe],
+    step: usize,
+) -> Vec<PolicySetting> {
+    let Some(base) = predictions(cfg, &cfg.policy, actions, probes) else {
         return Vec::new();
     };
     alternatives(&cfg.policy)
         .into_iter()
         .filter(|(_, p)| {
-            predictions(cfg, p, actions).is_some_and(|pred| pred.get(&step) != base.get(&step))
+            predictions(cfg, p, actions, probes).is_some_and(|pred| pred.get(&step) != base.get(&step))
         })
         .map(|(s, _)| s)
         .collect()
@@ -1020,6 +1131,49 @@ impl<'a> Runner<'a> {
             }
         }
 
+        // The bindings the trace made: still there? (The model's answer from its final state.)
+        let final_state = case.actions.as_deref().and_then(|a| model.run(a).ok()?.pop());
+        for (i, p) in case.probes.iter().enumerate() {
+            let Some(e) = final_state.as_ref().and_then(|s| p.expected(&model, s)) else {
+                continue;
+            };
+            cseq += 1;
+            let impu = names.impu(&p.impu);
+            let client = names.client(&p.client);
+            let mc_id = names.mc_id(&p.mc_id);
+            let msg = Publish {
+                cseq,
+                service: p.service,
+                impu: &impu,
+                expires: self.wire_expires(u32::from(cfg.publication_ttl), true),
+                if_match: None,
+                body: PublishBody::Settings(&mc_id),
+                client: &client,
+            }
+            .render();
+            let o = self.send(&msg, &[])?;
+            let d = e.differences(&o);
+            results.push(StepResult {
+                step: probe_step(&case.steps, i),
+                time: case.steps.last().map_or(0, |s| s.time),
+                text: format!(
+                    "probe: settings-only PUBLISH {} {} claims {} (is the binding still there?)",
+                    p.impu, p.client, p.mc_id
+                ),
+                request: RequestKind::PublishSettings,
+                outcome: Some(if e.status == 200 { "still bound" } else { "not bound" }.into()),
+                expected: Some(e),
+                verdict: if d.is_empty() {
+                    StepVerdict::Match
+                } else {
+                    StepVerdict::Diverges(d)
+                },
+                observed: Some(o),
+                warning: None,
+                events: vec![],
+            });
+        }
+
         // Tidy up: every IMPU this case registered is de-registered (not judged).
         for impu in registered {
             cseq += 1;
@@ -1052,13 +1206,13 @@ impl<'a> Runner<'a> {
             deciding_knobs: case
                 .actions
                 .as_deref()
-                .map(|a| deciding_knobs(cfg, a, s.step))
+                .map(|a| deciding_knobs(cfg, a, &case.probes, s.step))
                 .unwrap_or_default(),
         });
         let verdict = match (&first_divergence, &case.actions) {
             (None, _) => CaseVerdict::Conforms,
             (Some(_), Some(actions)) => {
-                let e = explain(cfg, actions, &results);
+                let e = explain(cfg, actions, &case.probes, &results);
                 if e.is_empty() {
                     CaseVerdict::Diverges
                 } else {
@@ -1325,10 +1479,10 @@ mod tests {
                 })
             })
             .collect();
-        let base = predictions(&cfg, &cfg.policy, actions).unwrap();
+        let base = predictions(&cfg, &cfg.policy, actions, &[]).unwrap();
         assert!(agrees(&base, &steps));
         for (setting, p) in alternatives(&cfg.policy) {
-            let Some(pred) = predictions(&cfg, &p, actions) else {
+            let Some(pred) = predictions(&cfg, &p, actions, &[]) else {
                 continue;
             };
             if agrees(&pred, &steps) {
@@ -1345,7 +1499,7 @@ mod tests {
                     });
                 }
             }
-            let why = explain(&cfg, actions, &observed);
+            let why = explain(&cfg, actions, &[], &observed);
             assert!(!why.is_empty(), "{setting:?}");
         }
     }
