@@ -377,7 +377,7 @@ pub fn server_config(
     );
     let _ = writeln!(
         t,
-        "[sip]\nudp = [\"{}\"]\ntrusted_cores = [\"127.0.0.0/8\", \"::1/128\"]\n",
+        "[sip]\nudp = [\"{0}\"]\ntcp = [\"{0}\"]   # unused by the replay (UDP)\ntrusted_cores = [\"127.0.0.0/8\", \"::1/128\"]\n",
         profile.sip.address
     );
     let _ = writeln!(
@@ -576,8 +576,9 @@ pub struct FirstDivergence {
 pub enum CaseVerdict {
     /// Every sent step as the model predicts.
     Conforms,
-    /// Every sent step as the model predicts under another policy.
-    MatchesPolicy(Vec<PolicySetting>),
+    /// Every sent step as the model predicts under another policy: each entry is a setting (one
+    /// knob, or two together) that explains every answer.
+    MatchesPolicy(Vec<Vec<PolicySetting>>),
     /// Diverges, and no policy setting explains it.
     Diverges,
 }
@@ -790,19 +791,23 @@ fn agrees(pred: &BTreeMap<usize, Expected>, steps: &[StepResult]) -> bool {
     })
 }
 
-/// Policy settings (one knob, then two) under which the model predicts every observed answer.
+/// The policy settings under which the model predicts every observed answer: every single knob
+/// that does, or else the first pair of knobs that does (each entry a conjunction).
 fn explain(
     cfg: &ModelConfig,
     actions: &[EnvAction],
     probes: &[Probe],
     steps: &[StepResult],
-) -> Vec<PolicySetting> {
+) -> Vec<Vec<PolicySetting>> {
     let base = cfg.policy.clone();
     let singles = alternatives(&base);
-    for (s, p) in &singles {
-        if predictions(cfg, p, actions, probes).is_some_and(|pred| agrees(&pred, steps)) {
-            return vec![s.clone()];
-        }
+    let found: Vec<Vec<PolicySetting>> = singles
+        .iter()
+        .filter(|(_, p)| predictions(cfg, p, actions, probes).is_some_and(|pred| agrees(&pred, steps)))
+        .map(|(s, _)| vec![s.clone()])
+        .collect();
+    if !found.is_empty() {
+        return found;
     }
     for (i, (s1, p1)) in singles.iter().enumerate() {
         for (s2, p2) in alternatives(p1) {
@@ -812,7 +817,7 @@ fn explain(
             {
                 continue;
             }
-            return vec![s1.clone(), s2];
+            return vec![vec![s1.clone(), s2]];
         }
     }
     Vec::new()

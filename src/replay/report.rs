@@ -60,12 +60,16 @@ pub fn case_verdict(c: &CaseResult) -> String {
     let mut t = match &c.verdict {
         CaseVerdict::Conforms => "conforms".to_owned(),
         CaseVerdict::Diverges => "**diverges**".to_owned(),
-        CaseVerdict::MatchesPolicy(s) => format!(
+        CaseVerdict::MatchesPolicy(alts) => format!(
             "matches policy {}",
-            s.iter()
-                .map(|s| format!("{} = {}", s.knob, s.value))
+            alts.iter()
+                .map(|s| s
+                    .iter()
+                    .map(|s| format!("{} = {}", s.knob, s.value))
+                    .collect::<Vec<_>>()
+                    .join(" and "))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", or ")
         ),
     };
     if c.incomplete {
