@@ -109,7 +109,7 @@ fn own_server_reports_zero_divergences() {
     assert!(steps.iter().any(|s| s["text"].as_str().unwrap().starts_with("probe:")
         && s["observed"]["status"] == 200));
     let md = std::fs::read_to_string(scratch.join("own.md")).unwrap();
-    assert!(md.contains("**7 conform, 0 match another policy, 0 diverge**"), "{md}");
+    assert!(md.contains("**7 conform, 0 match another policy setting, 0 diverge**"), "{md}");
 }
 
 /// A server whose token-expiry policy differs from the model's: reported as matching that policy.
