@@ -41,7 +41,12 @@ fn case<'a>(r: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Writes the server configuration for run `run`, applies `edit`, starts the server.
-fn own_server(scratch: &Scratch, run: &str, only: &str, edit: &dyn Fn(String) -> String) -> McxServer {
+fn own_server(
+    scratch: &Scratch,
+    run: &str,
+    only: &str,
+    edit: &dyn Fn(String) -> String,
+) -> McxServer {
     let lab_dir = scratch.join("lab");
     let keygen = run_bounded(
         "mcx-authz token keygen",
@@ -69,7 +74,13 @@ fn own_server(scratch: &Scratch, run: &str, only: &str, edit: &dyn Fn(String) ->
     McxServer::spawn(scratch, &config, lab_dir)
 }
 
-fn replay_own(scratch: &Scratch, s: &McxServer, run: &str, only: &str, name: &str) -> (Finished, Value) {
+fn replay_own(
+    scratch: &Scratch,
+    s: &McxServer,
+    run: &str,
+    only: &str,
+    name: &str,
+) -> (Finished, Value) {
     let out = scratch.join(name);
     let f = run_bounded(
         "mcx-authz replay",
@@ -106,10 +117,14 @@ fn own_server_reports_zero_divergences() {
     // Every sent step matched, and the binding probes ran (bound: still bound).
     let bound = case(&r, "bound");
     let steps = bound["steps"].as_array().unwrap();
-    assert!(steps.iter().any(|s| s["text"].as_str().unwrap().starts_with("probe:")
-        && s["observed"]["status"] == 200));
+    assert!(steps.iter().any(
+        |s| s["text"].as_str().unwrap().starts_with("probe:") && s["observed"]["status"] == 200
+    ));
     let md = std::fs::read_to_string(scratch.join("own.md")).unwrap();
-    assert!(md.contains("**7 conform, 0 match another policy setting, 0 diverge**"), "{md}");
+    assert!(
+        md.contains("**7 conform, 0 match another policy setting, 0 diverge**"),
+        "{md}"
+    );
 }
 
 /// A server whose token-expiry policy differs from the model's: reported as matching that policy.
@@ -118,10 +133,17 @@ fn a_policy_difference_is_reported_as_matching_policy() {
     let scratch = Scratch::new("replay-policy");
     let only = "bound,token-expiry";
     let s = own_server(&scratch, "ci2", only, &|t| {
-        t.replace("token_expiry = \"keep-binding\"", "token_expiry = \"end-binding\"")
+        t.replace(
+            "token_expiry = \"keep-binding\"",
+            "token_expiry = \"end-binding\"",
+        )
     });
     let (f, r) = replay_own(&scratch, &s, "ci2", only, "policy");
-    assert_eq!(f.code(), Some(0), "matches-policy is not a failure: {f:?}\n{r:#}");
+    assert_eq!(
+        f.code(),
+        Some(0),
+        "matches-policy is not a failure: {f:?}\n{r:#}"
+    );
     assert_eq!(case(&r, "bound")["verdict"], "conforms");
     let te = case(&r, "token-expiry");
     assert_eq!(
@@ -130,7 +152,10 @@ fn a_policy_difference_is_reported_as_matching_policy() {
         "{te:#}"
     );
     let first = &te["first_divergence"];
-    assert!(first["text"].as_str().unwrap().starts_with("probe:"), "{first:#}");
+    assert!(
+        first["text"].as_str().unwrap().starts_with("probe:"),
+        "{first:#}"
+    );
     assert!(first["deciding_knobs"]
         .as_array()
         .unwrap()
@@ -161,7 +186,10 @@ fn kamailio_pyjwt_peer_diverges_where_the_report_says() {
             .arg("--report")
             .arg(&out)
             .args(["--threads", "1", "--run", "ci3"])
-            .args(["--only", "bound,deregistration,settings-without-binding-gets-404-141"])
+            .args([
+                "--only",
+                "bound,deregistration,settings-without-binding-gets-404-141",
+            ])
             .env("MCX_AUTHZ", mcx_bin())
             .env("PATH", path_with(&["kamailio"]))
             .env("TMPDIR", &scratch.path),
@@ -171,7 +199,11 @@ fn kamailio_pyjwt_peer_diverges_where_the_report_says() {
     assert_eq!(f.code(), Some(1), "{f:?}");
     let r = report(&out);
     assert_eq!(r["summary"]["cases"], 4, "{:#}", r["summary"]);
-    assert_eq!(case(&r, "bound")["verdict"], "conforms", "the peer checks the token");
+    assert_eq!(
+        case(&r, "bound")["verdict"],
+        "conforms",
+        "the peer checks the token"
+    );
     let s = case(&r, "settings-without-binding-gets-404-141");
     assert_eq!(s["verdict"], "diverges");
     let first = &s["first_divergence"];
@@ -180,5 +212,8 @@ fn kamailio_pyjwt_peer_diverges_where_the_report_says() {
         serde_json::json!(["status 403, not 404", "no Warning 141"]),
         "{s:#}"
     );
-    assert!(first["clause"].as_str().unwrap().contains("TS 24.379 7.3.4"));
+    assert!(first["clause"]
+        .as_str()
+        .unwrap()
+        .contains("TS 24.379 7.3.4"));
 }

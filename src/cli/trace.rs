@@ -163,14 +163,11 @@ fn retarget_scenario(profile: &crate::replay::profile::Profile, xml: &str) -> St
             out.push_str(line);
         }
     }
-    out.replace(
-        crate::trace::sipp::SCSCF_URI,
-        &profile.sip.scscf_uri,
-    )
-    .replace(
-        "@ims.example>",
-        &format!("@{}>", profile.identities.impu_domain),
-    )
+    out.replace(crate::trace::sipp::SCSCF_URI, &profile.sip.scscf_uri)
+        .replace(
+            "@ims.example>",
+            &format!("@{}>", profile.identities.impu_domain),
+        )
 }
 
 #[cfg(test)]
@@ -182,7 +179,10 @@ mod tests {
         let text = crate::replay::profile::DEFAULT_PROFILE
             .replace("\"sip:mcx.example.org\"", "\"sip:as.vendor.test\"")
             .replace("\"sip:mcptt@mcx.example.org\"", "\"sip:ptt@vendor.test\"")
-            .replace("impu_domain = \"ims.example\"", "impu_domain = \"ims.vendor.test\"");
+            .replace(
+                "impu_domain = \"ims.example\"",
+                "impu_domain = \"ims.vendor.test\"",
+            );
         let p = crate::replay::profile::Profile::parse(&text, std::path::Path::new(".")).unwrap();
         let xml = "REGISTER sip:mcx.example.org SIP/2.0\nTo: <sip:ue1-a@ims.example>\nREGISTER sip:ims.example SIP/2.0\nPUBLISH sip:mcptt@mcx.example.org SIP/2.0\n";
         assert_eq!(

@@ -488,7 +488,8 @@ pub fn observe(msg: &[u8]) -> Observed {
         };
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("warning") {
-            o.warning_text.get_or_insert_with(|| value.chars().take(200).collect());
+            o.warning_text
+                .get_or_insert_with(|| value.chars().take(200).collect());
             if o.warning.is_none() {
                 o.warning = value
                     .strip_prefix("399 ")
@@ -741,7 +742,11 @@ fn alternatives(p: &Policy) -> Vec<(PolicySetting, Policy)> {
     for x in [0, 255] {
         push(
             "replay_window_secs",
-            if x == 0 { "0".into() } else { "longer than the trace".into() },
+            if x == 0 {
+                "0".into()
+            } else {
+                "longer than the trace".into()
+            },
             Policy {
                 replay_window_secs: x,
                 ..p.clone()
@@ -784,11 +789,13 @@ fn predictions(
 
 /// Whether `pred` agrees with every sent step of `steps`.
 fn agrees(pred: &BTreeMap<usize, Expected>, steps: &[StepResult]) -> bool {
-    steps.iter().all(|s| match (&s.observed, pred.get(&s.step)) {
-        (Some(o), Some(e)) => e.differences(o).is_empty(),
-        (Some(_), None) => s.step == 0 && s.verdict == StepVerdict::Match,
-        (None, _) => true,
-    })
+    steps
+        .iter()
+        .all(|s| match (&s.observed, pred.get(&s.step)) {
+            (Some(o), Some(e)) => e.differences(o).is_empty(),
+            (Some(_), None) => s.step == 0 && s.verdict == StepVerdict::Match,
+            (None, _) => true,
+        })
 }
 
 /// The policy settings under which the model predicts every observed answer: every single knob
@@ -803,7 +810,9 @@ fn explain(
     let singles = alternatives(&base);
     let found: Vec<Vec<PolicySetting>> = singles
         .iter()
-        .filter(|(_, p)| predictions(cfg, p, actions, probes).is_some_and(|pred| agrees(&pred, steps)))
+        .filter(|(_, p)| {
+            predictions(cfg, p, actions, probes).is_some_and(|pred| agrees(&pred, steps))
+        })
         .map(|(s, _)| vec![s.clone()])
         .collect();
     if !found.is_empty() {
@@ -836,7 +845,8 @@ fn deciding_knobs(
     alternatives(&cfg.policy)
         .into_iter()
         .filter(|(_, p)| {
-            predictions(cfg, p, actions, probes).is_some_and(|pred| pred.get(&step) != base.get(&step))
+            predictions(cfg, p, actions, probes)
+                .is_some_and(|pred| pred.get(&step) != base.get(&step))
         })
         .map(|(s, _)| s)
         .collect()
@@ -1006,7 +1016,12 @@ impl<'a> Runner<'a> {
     }
 
     /// Plays case number `k` (1-based).
-    pub fn run_case(&mut self, cfg: &ModelConfig, case: &Case, k: usize) -> anyhow::Result<CaseResult> {
+    pub fn run_case(
+        &mut self,
+        cfg: &ModelConfig,
+        case: &Case,
+        k: usize,
+    ) -> anyhow::Result<CaseResult> {
         let model = cfg.clone().into_model();
         let names = Names::new(self.profile, &self.opts.run, k);
         let services = cfg.services.clone();
@@ -1083,7 +1098,10 @@ impl<'a> Runner<'a> {
                 cseq += 1;
                 let (msg, fields) =
                     self.request(&model, &names, st, cseq, base, &mut tokens, &etags)?;
-                if matches!(st.request, RequestKind::Register | RequestKind::RegisterWithoutMcTags) {
+                if matches!(
+                    st.request,
+                    RequestKind::Register | RequestKind::RegisterWithoutMcTags
+                ) {
                     if let Some(i) = &st.impu {
                         registered.push(names.impu(i));
                     }
@@ -1137,7 +1155,10 @@ impl<'a> Runner<'a> {
         }
 
         // The bindings the trace made: still there? (The model's answer from its final state.)
-        let final_state = case.actions.as_deref().and_then(|a| model.run(a).ok()?.pop());
+        let final_state = case
+            .actions
+            .as_deref()
+            .and_then(|a| model.run(a).ok()?.pop());
         for (i, p) in case.probes.iter().enumerate() {
             let Some(e) = final_state.as_ref().and_then(|s| p.expected(&model, s)) else {
                 continue;
@@ -1166,7 +1187,14 @@ impl<'a> Runner<'a> {
                     p.impu, p.client, p.mc_id
                 ),
                 request: RequestKind::PublishSettings,
-                outcome: Some(if e.status == 200 { "still bound" } else { "not bound" }.into()),
+                outcome: Some(
+                    if e.status == 200 {
+                        "still bound"
+                    } else {
+                        "not bound"
+                    }
+                    .into(),
+                ),
                 expected: Some(e),
                 verdict: if d.is_empty() {
                     StepVerdict::Match
@@ -1270,7 +1298,9 @@ impl<'a> Runner<'a> {
             fields.push(jwt);
         }
         Ok(match st.request {
-            RequestKind::Register | RequestKind::RegisterWithoutMcTags | RequestKind::Deregister => {
+            RequestKind::Register
+            | RequestKind::RegisterWithoutMcTags
+            | RequestKind::Deregister => {
                 let mc_tags = st.request == RequestKind::Register;
                 let msg = Register {
                     cseq,
@@ -1305,9 +1335,9 @@ impl<'a> Runner<'a> {
                 let body = match st.request {
                     RequestKind::PublishAuth if protected => PublishBody::Empty,
                     RequestKind::PublishAuth => PublishBody::Token(0),
-                    RequestKind::PublishSettings => PublishBody::Settings(
-                        mc_id.as_deref().context("settings without MC ID")?,
-                    ),
+                    RequestKind::PublishSettings => {
+                        PublishBody::Settings(mc_id.as_deref().context("settings without MC ID")?)
+                    }
                     _ => PublishBody::Empty,
                 };
                 let mut msg = Publish {
@@ -1437,8 +1467,14 @@ mod tests {
     fn names_are_tagged_per_case() {
         let p = Profile::default_profile();
         let n = Names::new(&p, "r1", 3);
-        assert_eq!(n.impu("sip:ue1-a@ims.example"), "sip:ue1-a.r1-3@ims.example");
-        assert_eq!(n.mc_id("sip:userA@mcptt.example"), "sip:userA.r1-3@mcptt.example");
+        assert_eq!(
+            n.impu("sip:ue1-a@ims.example"),
+            "sip:ue1-a.r1-3@ims.example"
+        );
+        assert_eq!(
+            n.mc_id("sip:userA@mcptt.example"),
+            "sip:userA.r1-3@mcptt.example"
+        );
         assert_eq!(n.jti("tok-A-t0-valid"), "tok-A-t0-valid.r1-3");
         assert!(check_run_tag("r1").is_ok());
         assert!(check_run_tag("r 1").is_err());
@@ -1451,7 +1487,9 @@ mod tests {
         let cfg = ModelConfig::for_variant(Variant::PostCr);
         let cases = catalogue(&cfg, 1, &["bound".into(), "user-switch".into()]).unwrap();
         assert_eq!(cases.len(), 2);
-        assert!(cases.iter().all(|c| c.kind == CaseKind::Scenario && c.actions.is_some()));
+        assert!(cases
+            .iter()
+            .all(|c| c.kind == CaseKind::Scenario && c.actions.is_some()));
         assert!(catalogue(&cfg, 1, &["nope".into()]).is_err());
         // Two CSKs per user and case (UE1's IMPU a and b, the attacker's) and service.
         let table = csk_table(&Profile::default_profile(), &cfg, "r1", 2);

@@ -199,8 +199,7 @@ impl Profile {
         if self.clock.mode == ClockMode::Lab && self.clock.lab_url.is_none() {
             bail!("[clock] mode = \"lab\" needs lab_url");
         }
-        if self.protection.tokens == ProtectTokens::AsModel && self.protection.csk_seed.is_empty()
-        {
+        if self.protection.tokens == ProtectTokens::AsModel && self.protection.csk_seed.is_empty() {
             bail!("[protection] tokens = \"as-model\" needs csk_seed");
         }
         Ok(())
@@ -272,7 +271,10 @@ mod tests {
     fn retarget_and_bad_profiles() {
         let text = DEFAULT_PROFILE
             .replace("\"sip:mcx.example.org\"", "\"sip:as.vendor.test\"")
-            .replace("\"sip:mcptt@mcx.example.org\"", "\"sip:ptt-psi@vendor.test\"");
+            .replace(
+                "\"sip:mcptt@mcx.example.org\"",
+                "\"sip:ptt-psi@vendor.test\"",
+            );
         let p = Profile::parse(&text, Path::new("/x")).unwrap();
         assert_eq!(
             p.retarget("PUBLISH sip:mcptt@mcx.example.org SIP/2.0\nTo: <a>\n"),
