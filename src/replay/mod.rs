@@ -1481,69 +1481,67 @@ mod tests {
         assert!(run_tag().starts_with('r'));
     }
 
-    /// The scenarios of post-cr, and a divergence that another token-expiry policy explains.
+    /// Scenarios picked by name (no check needed), the CSK table, and: every knob whose other
+    /// value changes an answer explains answers made that way.
     #[test]
     fn catalogue_and_policy_explanation() {
         let cfg = ModelConfig::for_variant(Variant::PostCr);
-        let cases = catalogue(&cfg, 1, &["bound".into(), "user-switch".into()]).unwrap();
+        let cases = catalogue(&cfg, 1, &["token-expiry".into(), "user-switch".into()]).unwrap();
         assert_eq!(cases.len(), 2);
         assert!(cases
             .iter()
             .all(|c| c.kind == CaseKind::Scenario && c.actions.is_some()));
         assert!(catalogue(&cfg, 1, &["nope".into()]).is_err());
-        // Two CSKs per user and case (UE1's IMPU a and b, the attacker's) and service.
+        // One CSK per case, user (2), IMPU (UE1's a and b, the attacker's) and service (1).
         let table = csk_table(&Profile::default_profile(), &cfg, "r1", 2);
         assert_eq!(table.matches("[[protection.csk]]").count(), 2 * 2 * 3);
         // Every observed answer equal to the model's: conforms; with a step changed the way
         // another knob predicts, that knob explains it.
-        let case = &cases[1];
+        let case = cases.iter().find(|c| c.name == "token-expiry").unwrap();
+        let mut exercised = 0;
         let actions = case.actions.as_deref().unwrap();
-        let steps: Vec<StepResult> = case
-            .steps
-            .iter()
-            .filter_map(|s| {
-                let e = Expected::of(s)?;
-                Some(StepResult {
-                    step: s.step,
-                    time: s.time,
-                    text: s.text.clone(),
-                    request: s.request,
+        let probes = &case.probes;
+        assert!(!probes.is_empty(), "token-expiry binds, so it probes");
+        // Steps whose every answer is `pred`'s.
+        let answered = |pred: &BTreeMap<usize, Expected>| -> Vec<StepResult> {
+            pred.iter()
+                .map(|(n, e)| StepResult {
+                    step: *n,
+                    time: 0,
+                    text: String::new(),
+                    request: RequestKind::PublishSettings,
                     observed: Some(Observed {
                         status: Some(e.status),
                         warning: e.warning,
                         warning_text: None,
                         etag: e.etag.then(|| "x".into()),
                     }),
-                    expected: Some(e),
+                    expected: Some(e.clone()),
                     verdict: StepVerdict::Match,
                     outcome: None,
                     warning: None,
                     events: vec![],
                 })
-            })
-            .collect();
-        let base = predictions(&cfg, &cfg.policy, actions, &[]).unwrap();
-        assert!(agrees(&base, &steps));
+                .collect()
+        };
+        let base = predictions(&cfg, &cfg.policy, actions, probes).unwrap();
+        assert!(agrees(&base, &answered(&base)));
         for (setting, p) in alternatives(&cfg.policy) {
-            let Some(pred) = predictions(&cfg, &p, actions, &[]) else {
+            let Some(pred) = predictions(&cfg, &p, actions, probes) else {
                 continue;
             };
-            if agrees(&pred, &steps) {
+            if pred == base {
                 continue;
             }
-            let mut observed = steps.clone();
-            for s in &mut observed {
-                if let Some(e) = pred.get(&s.step) {
-                    s.observed = Some(Observed {
-                        status: Some(e.status),
-                        warning: e.warning,
-                        warning_text: None,
-                        etag: e.etag.then(|| "x".into()),
-                    });
-                }
-            }
-            let why = explain(&cfg, actions, &[], &observed);
-            assert!(!why.is_empty(), "{setting:?}");
+            assert!(!agrees(&base, &answered(&pred)));
+            let why = explain(&cfg, actions, probes, &answered(&pred));
+            assert!(
+                why.iter().any(|w| w == &vec![setting.clone()]),
+                "{setting:?}: {why:?}"
+            );
+            exercised += 1;
         }
+        // At least token_expiry = end-binding changes the probe's answer.
+        assert!(exercised > 0, "no knob changes an answer of token-expiry");
     }
 }
