@@ -79,6 +79,7 @@ fn edge_counting(bytes: &[u8], config: &EdgeConfig, trusted: bool) -> (Edge, usi
         trusted_source: trusted,
         validate: &mut validate,
         open: &mut open,
+        key_transport: &mut |_: &[u8]| {},
         fresh_etag: ETag::new("fresh-1"),
     };
     let edge = classify(&req, &mut ctx);
@@ -574,6 +575,7 @@ fn responses_from_the_machine() {
             trusted_source: true,
             validate: &mut validate,
             open: &mut open,
+            key_transport: &mut |_: &[u8]| {},
             fresh_etag: ETag::new(etag),
         };
         let Edge::Machine { input, .. } = classify(&req, &mut ctx) else {
@@ -661,6 +663,7 @@ fn measure_parse_and_extract() {
                 trusted_source: true,
                 validate: &mut validate,
                 open: &mut open,
+                key_transport: &mut |_: &[u8]| {},
                 fresh_etag: ETag::new("e"),
             };
             std::hint::black_box(classify(&req, &mut ctx));

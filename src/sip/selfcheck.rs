@@ -90,6 +90,7 @@ fn check_parsed(
         trusted_source: true,
         validate: &mut validate,
         open: &mut open,
+        key_transport: &mut |_: &[u8]| {},
         fresh_etag: ETag::new("e1"),
     };
     let edge = classify(&req, &mut ctx);
