@@ -95,15 +95,18 @@ pub struct ServerConfig {
 pub struct MikeyConfig {
     /// Read CSK uploads; `false` refuses every upload (as from an unknown KMS).
     pub enabled: bool,
-    /// The KMS directory (default: `kms/` in `[token] data_dir`, where `mcx-authz kms` writes
-    /// by default and the KMS resource server reads).
+    /// The KMS directory (default: `kms/` in the data dir the KMS resource server reads,
+    /// `[http] data_dir` else `[token] data_dir`, where `mcx-authz kms` writes by default).
+    /// When neither this nor `identity` is set, missing material only turns uploads off (with a
+    /// warning); when set, it stops the server.
     pub kms_dir: Option<std::path::PathBuf>,
     /// The server's identity, which uploads are encrypted to (default: `[sip] server_uri`).
     pub identity: Option<String>,
     /// Lab: create the community when the directory has none (as `mcx-authz kms init`), and
     /// issue the server's key set for the current key period when it is missing or outdated
-    /// and the community's secrets are there (as `mcx-authz kms provision`).
-    pub lab_create: bool,
+    /// and the community's secrets are there (as `mcx-authz kms provision`). Default: when the
+    /// server trusts the lab IdMS (a lab server, as `serve` on its embedded defaults).
+    pub lab_create: Option<bool>,
 }
 
 impl Default for MikeyConfig {
@@ -112,7 +115,7 @@ impl Default for MikeyConfig {
             enabled: true,
             kms_dir: None,
             identity: None,
-            lab_create: true,
+            lab_create: None,
         }
     }
 }

@@ -121,7 +121,14 @@ impl Server {
         // lab CSK belongs to (TS 33.180 5.4). Under `token_protection = off` nothing is opened.
         let uploads = match (policy_protection, config.mikey.enabled) {
             (mcx_model::TokenProtection::Off, _) | (_, false) => None,
-            _ => Some(mikey_receiver(&config).await?),
+            _ => match mikey_receiver(&config).await {
+                Ok(r) => Some(r),
+                Err(e) if config.mikey.kms_dir.is_none() && config.mikey.identity.is_none() => {
+                    tracing::warn!("CSK uploads (TS 33.180 5.4) will be refused: {e:#}");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
         };
         let keys = (policy_protection != mcx_model::TokenProtection::Off)
             .then(|| -> anyhow::Result<_> {
@@ -521,17 +528,23 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// TS 33.180 5.4: the server's CSK-upload material from `[mikey]` (a lab community is created
 /// on first start, as the lab IdMS key is), off the runtime's threads.
 async fn mikey_receiver(config: &ServerConfig) -> anyhow::Result<crate::mikey::UploadReceiver> {
-    let dir = config
-        .mikey
-        .kms_dir
-        .clone()
-        .unwrap_or_else(|| config.token.data_dir.join("kms"));
+    let dir = config.mikey.kms_dir.clone().unwrap_or_else(|| {
+        config
+            .http
+            .data_dir
+            .as_ref()
+            .unwrap_or(&config.token.data_dir)
+            .join("kms")
+    });
     let identity = config
         .mikey
         .identity
         .clone()
         .unwrap_or_else(|| config.sip.server_uri.clone());
-    let create = config.mikey.lab_create;
+    let create = config
+        .mikey
+        .lab_create
+        .unwrap_or_else(|| config.token.trusts_lab());
     let now = config.admin.manual_clock_start.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
