@@ -497,3 +497,141 @@ pub fn upload_with(
     })?;
     Ok((csk_id, csk, message))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcx_model::{ServiceSet, TokenId};
+
+    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sec/tests/vectors");
+    /// T of the Streamwide messages: NTP 0xec898da8.
+    const T_UNIX: u64 = 0xec89_8da8 - mcx_sec::uid::NTP_UNIX_OFFSET;
+    const ALICE: &str = "sip:alice@streamwide.com";
+
+    fn read(name: &str) -> String {
+        std::fs::read_to_string(format!("{DIR}/{name}")).unwrap()
+    }
+
+    fn cert() -> KmsCertificate {
+        toml::from_str(&read("streamwide/kms_init.toml")).unwrap()
+    }
+
+    fn key_set(name: &str) -> KmsKeySet {
+        toml::from_str(&read(&format!("streamwide/{name}.toml"))).unwrap()
+    }
+
+    fn claims(mc_id: &str) -> VerifiedClaims {
+        VerifiedClaims {
+            mcptt_id: Some(McId::new(mc_id)),
+            mcvideo_id: None,
+            mcdata_id: None,
+            scopes: ServiceSet::ALL,
+            exp: UnixTime(T_UNIX + 3600),
+            token_id: TokenId::new("t"),
+        }
+    }
+
+    use mcx_model::McId;
+
+    #[test]
+    fn part_octets_reads_binary_and_base64_and_refuses_the_rest() {
+        let bin = [1u8, 26, 0, 0];
+        assert_eq!(part_octets(&bin), Some(bin.to_vec()));
+        assert_eq!(part_octets(b"mikey AQIDBA=="), Some(vec![1, 2, 3, 4]));
+        assert_eq!(part_octets(b"AQID\r\nBA=="), Some(vec![1, 2, 3, 4]));
+        assert_eq!(part_octets(b"not base64!"), None);
+        assert_eq!(part_octets(&[0xff, 0xfe]), None);
+        assert_eq!(part_octets(&vec![b'A'; MAX_PART_LEN + 1]), None);
+    }
+
+    /// The Streamwide CSK upload (to the GMS's identity) as the shell hands it to the machine:
+    /// the CSK-ID, the message id, T, and the signer found among the token's MC service IDs.
+    #[test]
+    fn streamwide_upload_reaches_the_machine_with_its_signer() {
+        let dir = std::env::temp_dir().join(format!("mcx-mikey-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(layout::KEY_SETS)).unwrap();
+        std::fs::write(
+            dir.join(layout::KEY_SETS).join("alice.toml"),
+            read("streamwide/alice.toml"),
+        )
+        .unwrap();
+        let r = UploadReceiver::new(vec![cert()], &key_set("gms"), Some(&dir)).unwrap();
+        let part = read("test2_csk.b64");
+        let checked = r.check(part.as_bytes(), T_UNIX + 20);
+        assert!(checked.result.is_ok(), "{:?}", checked.reason());
+        // IDRi is a hashed UID: the directory names alice, whose MC service ID the KDF takes.
+        assert_eq!(checked.initiator_uri.as_deref(), Some(ALICE));
+        let entry = checked.entry().unwrap();
+        assert_eq!((entry.id, entry.mc_id.as_str()), (CskId(0x2ddd5bf0), ALICE));
+        match checked.key_upload(r.certificates(), Some(&claims(ALICE))) {
+            KeyUpload::Verified {
+                csk_id,
+                message_id,
+                sent_at,
+                signer,
+            } => {
+                assert_eq!(csk_id.as_str(), "2ddd5bf0");
+                assert_eq!(message_id.as_str().len(), 64);
+                assert_eq!(sent_at, UnixTime(T_UNIX));
+                assert_eq!(signer, Some(McId::new(ALICE)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another user's token, or none: no signer (the machine refuses).
+        for c in [Some(claims("sip:bob@streamwide.com")), None] {
+            let KeyUpload::Verified { signer, .. } =
+                checked.key_upload(r.certificates(), c.as_ref())
+            else {
+                panic!()
+            };
+            assert_eq!(signer, None);
+        }
+        // Without the directory, the CSK is still usable under the xpk-id-only reading.
+        let bare = UploadReceiver::new(vec![cert()], &key_set("gms"), None).unwrap();
+        let checked = bare.check(part.as_bytes(), T_UNIX + 20);
+        assert_eq!(checked.initiator_uri, None);
+        assert_eq!(checked.entry().unwrap().mc_id, "");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn refusals_map_to_the_machines_failures() {
+        let r = UploadReceiver::new(vec![cert()], &key_set("gms"), None).unwrap();
+        let gmk = read("test1_gmk.b64");
+        let cases: [(&[u8], KeyUploadFailure); 3] = [
+            (b"garbage!", KeyUploadFailure::Malformed),
+            (b"AQID", KeyUploadFailure::Malformed),
+            (gmk.as_bytes(), KeyUploadFailure::NotACsk),
+        ];
+        for (part, want) in cases {
+            let c = r.check(part, T_UNIX);
+            assert_eq!(
+                c.key_upload(r.certificates(), None),
+                KeyUpload::Rejected(want)
+            );
+            assert!(c.entry().is_none() && c.reason().is_some());
+        }
+        // Bob's key set is not the receiver of the CSK message: not for this server.
+        let bob = UploadReceiver::new(vec![cert()], &key_set("bob"), None).unwrap();
+        let c = bob.check(read("test2_csk.b64").as_bytes(), T_UNIX);
+        assert_eq!(
+            c.key_upload(bob.certificates(), None),
+            KeyUpload::Rejected(KeyUploadFailure::NotForThisServer)
+        );
+        // Two parts in one request: refused unread; none, nothing.
+        let mut p = Pending::None;
+        assert!(p.entry().is_none());
+        p.receive(Some(&r), read("test2_csk.b64").as_bytes(), T_UNIX);
+        assert!(p.entry().is_some());
+        p.receive(Some(&r), read("test2_csk.b64").as_bytes(), T_UNIX);
+        assert!(matches!(p, Pending::Many) && p.entry().is_none());
+        let mut none = Pending::None;
+        none.receive(None, b"AQID", T_UNIX);
+        let Pending::One(c) = none else { panic!() };
+        assert_eq!(
+            c.key_upload(&[], None),
+            KeyUpload::Rejected(KeyUploadFailure::UnknownKms)
+        );
+    }
+}
