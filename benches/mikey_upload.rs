@@ -98,23 +98,48 @@ fn main() {
     let gmk = message(&l, 0x0123_4567, l.now, SERVER);
     let not_ours = message(&l, 0x2123_4569, l.now, "sip:other.example.org");
     let mut forged = mcx_sec::mikey::from_text(&good).expect("b64");
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
+    // An octet of the SAKKE payload: covered by the signature, so ECCSI runs and fails.
+    let mid = forged.len() / 2;
+    forged[mid] ^= 1;
     let forged = mcx_sec::mikey::base64_encode(&forged);
     let truncated = good[..good.len() / 2].to_owned();
     let cases: Vec<(&str, &UploadReceiver, &str, bool)> = vec![
-        ("accepted (parse, ECCSI, SAKKE, signer)", &l.receiver, &good, true),
-        ("stale but validly signed (machine refuses)", &l.receiver, &stale, true),
-        ("refused: not base64 / not MIKEY", &l.receiver, "not a mikey message!", false),
+        (
+            "accepted (parse, ECCSI, SAKKE, signer)",
+            &l.receiver,
+            &good,
+            true,
+        ),
+        (
+            "stale but validly signed (machine refuses)",
+            &l.receiver,
+            &stale,
+            true,
+        ),
+        (
+            "refused: not base64 / not MIKEY",
+            &l.receiver,
+            "not a mikey message!",
+            false,
+        ),
         ("refused: parse (truncated)", &l.receiver, &truncated, false),
         ("refused: purpose (a GMK id)", &l.receiver, &gmk, false),
         ("refused: unknown KMS", &l.foreign, &good, false),
         ("refused: bad signature", &l.receiver, &forged, false),
-        ("refused: not for this server", &l.receiver, &not_ours, false),
+        (
+            "refused: not for this server",
+            &l.receiver,
+            &not_ours,
+            false,
+        ),
     ];
     for (name, r, part, ok) in &cases {
         let v = shell(r, part, l.now, &c);
-        assert_eq!(matches!(v, KeyUpload::Verified { .. }), *ok, "{name}: {v:?}");
+        assert_eq!(
+            matches!(v, KeyUpload::Verified { .. }),
+            *ok,
+            "{name}: {v:?}"
+        );
     }
     let mut crit = Criterion::default()
         .configure_from_args()

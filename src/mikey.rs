@@ -91,7 +91,10 @@ struct Directory {
 impl std::fmt::Debug for UploadReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UploadReceiver")
-            .field("kms", &self.certs.iter().map(|c| &c.kms_uri).collect::<Vec<_>>())
+            .field(
+                "kms",
+                &self.certs.iter().map(|c| &c.kms_uri).collect::<Vec<_>>(),
+            )
             .field("receiver", &self.receiver)
             .finish_non_exhaustive()
     }
@@ -333,8 +336,7 @@ pub fn open_lab(
             dir.display(),
             dir.display()
         );
-        let (cert, secrets) =
-            init_community(dir, lab::KMS_URI, lab::KEY_PERIOD, lab::KEY_OFFSET)?;
+        let (cert, secrets) = init_community(dir, lab::KMS_URI, lab::KEY_PERIOD, lab::KEY_OFFSET)?;
         provision(dir, &cert, &secrets, identity, now)?;
         tracing::info!(dir = %dir.display(), kms = %cert.kms_uri, %identity, "created a lab KMS community and the server's key set");
     }
@@ -383,9 +385,8 @@ pub fn init_community(
 ) -> anyhow::Result<(KmsCertificate, KmsSecrets)> {
     std::fs::create_dir_all(dir.join(layout::KEY_SETS))
         .with_context(|| format!("create {}", dir.display()))?;
-    let (cert, secrets) =
-        kms::generate_community(kms_uri, key_period, key_offset, &mut os_random)
-            .context("generate the community")?;
+    let (cert, secrets) = kms::generate_community(kms_uri, key_period, key_offset, &mut os_random)
+        .context("generate the community")?;
     write_private(
         &dir.join(layout::SECRETS),
         &toml::to_string(&secrets).context("encode secrets")?,
@@ -465,7 +466,9 @@ pub fn lab_upload(
 ) -> anyhow::Result<(CskId, mcx_sec::csk::Csk, Vec<u8>)> {
     let cert: KmsCertificate = read_toml(&dir.join(layout::CERTIFICATE))?;
     let keys: KmsKeySet = read_toml(&dir.join(layout::KEY_SETS).join(layout::key_set_file(from)))
-        .with_context(|| format!("no key set for {from} (mcx-authz kms provision --uri {from})"))?;
+        .with_context(|| {
+        format!("no key set for {from} (mcx-authz kms provision --uri {from})")
+    })?;
     upload_with(&cert, &keys, to, now)
 }
 

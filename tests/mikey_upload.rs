@@ -50,7 +50,10 @@ fn start(tag: &str) -> Lab {
         c.mikey.kms_dir = Some(d.join("kms"));
         c.mikey.lab_create = Some(true);
     });
-    assert!(dir.join("kms/certificate.toml").exists(), "serve made the lab KMS");
+    assert!(
+        dir.join("kms/certificate.toml").exists(),
+        "serve made the lab KMS"
+    );
     Lab { server, dir }
 }
 
@@ -228,7 +231,9 @@ fn key_material_from_our_kms_then_upload_then_bind() {
     let r = c.send(&first);
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(rows(s), vec![(UE1.into(), ALICE.into())]);
-    assert!(s.metrics().contains("mcx_binding_events_total{kind=\"csk_accepted\"} 1"));
+    assert!(s
+        .metrics()
+        .contains("mcx_binding_events_total{kind=\"csk_accepted\"} 1"));
 
     // Later, the token under the kept CSK, no upload: 200 (refresh of the same client).
     let (info, sig) = protected(&entry, &lab.token(ALICE));
@@ -267,7 +272,10 @@ fn key_material_from_our_kms_then_upload_then_bind() {
         mc_id: ALICE.into(),
     };
     let (ct, body) = upload_body(&omsg, &other, &lab.token(ALICE));
-    refused(&c.send(&publish(UE2, &ct, body)), "upload to another server");
+    refused(
+        &c.send(&publish(UE2, &ct, body)),
+        "upload to another server",
+    );
 
     // A forged signature (last octet of SIGN flipped).
     let (fid, fcsk, mut fmsg) = mcx_authz::mikey::upload_with(&cert, &keys, SERVER, now).unwrap();
@@ -287,7 +295,12 @@ fn key_material_from_our_kms_then_upload_then_bind() {
         mc_id: ALICE.into(),
     };
     let (info, sig) = protected(&junk, &lab.token(ALICE));
-    let (ct, body) = upload_multipart(Service::Mcptt, "bm90IGEgbWlrZXkgbWVzc2FnZQ==", &info, Some(&sig));
+    let (ct, body) = upload_multipart(
+        Service::Mcptt,
+        "bm90IGEgbWlrZXkgbWVzc2FnZQ==",
+        &info,
+        Some(&sig),
+    );
     refused(&c.send(&publish(UE2, &ct, body)), "garbage upload");
 
     // Two uploads in one body.
@@ -309,7 +322,9 @@ fn key_material_from_our_kms_then_upload_then_bind() {
 
     // Through all of it, the one binding is alice's on UE1.
     assert_eq!(rows(s), vec![(UE1.into(), ALICE.into())]);
-    assert!(s.metrics().contains("mcx_binding_events_total{kind=\"csk_accepted\"} 1"));
+    assert!(s
+        .metrics()
+        .contains("mcx_binding_events_total{kind=\"csk_accepted\"} 1"));
 }
 
 /// The info and signature parts alone (a PUBLISH under a CSK the server already holds).
@@ -333,7 +348,10 @@ fn without_kms_material_an_upload_is_refused() {
         c.policy.overrides.remove("token_protection");
         c.http.data_dir = Some(d);
     });
-    assert!(!dir.join("kms").exists(), "no lab KMS made for a non-lab IdMS");
+    assert!(
+        !dir.join("kms").exists(),
+        "no lab KMS made for a non-lab IdMS"
+    );
     // Material from a community the server does not know.
     let kms = dir.join("elsewhere");
     let (cert, secrets) =
@@ -352,7 +370,10 @@ fn without_kms_material_an_upload_is_refused() {
         mc_id: ALICE.into(),
     };
     let (ct, body) = upload_body(&message, &entry, &token);
-    refused(&c.send(&publish(UE1, &ct, body)), "upload without KMS material");
+    refused(
+        &c.send(&publish(UE1, &ct, body)),
+        "upload without KMS material",
+    );
     assert_eq!(rejections(&s, "key_upload_refused"), 1);
     assert!(s.bindings().is_empty());
     let _ = std::fs::remove_dir_all(&dir);

@@ -561,10 +561,18 @@ fn protect_mikey(kms: &std::path::Path, token: &str, client: &str, signer: Optio
     if let Some(s) = signer {
         cmd.args(["--mc-id", s]);
     }
-    let r = run_bounded("mcx-authz protect --mikey", &mut cmd, Duration::from_secs(60));
+    let r = run_bounded(
+        "mcx-authz protect --mikey",
+        &mut cmd,
+        Duration::from_secs(60),
+    );
     assert_eq!(r.code(), Some(0), "protect --mikey: {r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("protect --json");
-    let field = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")).to_owned();
+    let field = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k} in {v}"))
+            .to_owned()
+    };
     Upload {
         csk_id: field("csk_id"),
         mikey: field("mikey"),
@@ -622,7 +630,11 @@ fn register_publish_mikey(tcp: bool) {
     assert_eq!(metric(&m, &publish(200)), 1, "{m:?}");
     assert_eq!(metric(&m, &publish(403)), 2, "{m:?}");
     assert_eq!(metric(&m, &rejection("key_upload_replayed")), 1, "{m:?}");
-    assert_eq!(metric(&m, &rejection("key_upload_wrong_signer")), 1, "{m:?}");
+    assert_eq!(
+        metric(&m, &rejection("key_upload_wrong_signer")),
+        1,
+        "{m:?}"
+    );
     assert_eq!(rejections_total(&m), 2, "{m:?}");
     assert_eq!(metric(&m, &event("bound")), 1, "{m:?}");
     assert_eq!(metric(&m, &event("csk_accepted")), 1, "{m:?}");

@@ -184,9 +184,9 @@ pub fn run_protect(a: ProtectArgs) -> anyhow::Result<ExitCode> {
         (None, false) => None,
     };
     if a.json {
-        let (content_type, body) = whole.clone().unwrap_or_else(|| {
-            (protection::info_type(service), protected.clone())
-        });
+        let (content_type, body) = whole
+            .clone()
+            .unwrap_or_else(|| (protection::info_type(service), protected.clone()));
         let out = serde_json::json!({
             "csk_id": id.to_string(),
             "csk": csk_hex,
