@@ -369,7 +369,8 @@ impl Shared {
                     tracing::info!(?event, "csk");
                     match (&event, &self.keys) {
                         (CskEvent::Accepted { csk_id, mc_id, .. }, Some(keys)) => {
-                            if !keys.accept(csk_id, mc_id) {
+                            let kept = keys.accept(csk_id, mc_id);
+                            if !kept {
                                 tracing::error!(%csk_id, "accepted CSK upload not kept (no staged key, or the table is full)");
                             }
                         }
