@@ -598,6 +598,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+        /// Bytes from the network: any part, binary or text, gets a typed answer and never a
+        /// panic; only the vector message verifies.
+        #[test]
+        fn any_part_gets_an_answer(part in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+            let r = receiver();
+            let c = r.check(&part, T_UNIX);
+            proptest::prop_assert!(c.result.is_err());
+            let _ = c.key_upload(r.certificates(), None);
+        }
+
+        /// The vector message with one octet changed is refused, or still yields the vector's CSK
+        /// (octets outside the signed and encapsulated data do not exist: every change is caught).
+        #[test]
+        fn a_mutated_upload_never_yields_another_csk(i in 0usize..694, x in 1u8..=255) {
+            let r = receiver();
+            let mut bytes = mcx_sec::mikey::from_text(&read("test2_csk.b64")).unwrap();
+            bytes[i] ^= x;
+            let c = r.check(&bytes, T_UNIX + 20);
+            if let Ok(u) = &c.result {
+                proptest::prop_assert_eq!(kms::encode_hex(u.csk.octets()), "e06e65106183547342d3e8a6ce2540a8");
+            }
+        }
+    }
+
+    fn receiver() -> &'static UploadReceiver {
+        static R: std::sync::OnceLock<UploadReceiver> = std::sync::OnceLock::new();
+        R.get_or_init(|| UploadReceiver::new(vec![cert()], &key_set("gms"), None).unwrap())
+    }
+
     #[test]
     fn refusals_map_to_the_machines_failures() {
         let r = UploadReceiver::new(vec![cert()], &key_set("gms"), None).unwrap();

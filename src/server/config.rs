@@ -89,7 +89,8 @@ pub struct ServerConfig {
 /// `[mikey]`: how the server reads CSK uploads (TS 33.180 5.4; docs/mikey-sakke.md): its own
 /// identity (MDSI) and key set, and the KMS certificates it trusts, all from a lab KMS
 /// directory in the layout of `mcx-authz kms` (`mcx_sec::kms::layout`). Under
-/// `token_protection = "off"` nothing is read.
+/// `token_protection = "off"` the server holds no CSK and reads no material: an upload is
+/// refused as from an unknown KMS.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MikeyConfig {
