@@ -5,7 +5,8 @@
 //! protected under it without an upload binds too, but not from another IMPU (the CSK is tied to
 //! its IMPU); a replayed upload, an upload signed as another user, an upload addressed to
 //! another server, an upload with a forged signature, two uploads in one body and garbage are
-//! each 403 with Warning 101 and leave the bindings as they were.
+//! each 403 with Warning 101 and leave the bindings as they were. Log-off drops the CSK: the
+//! key store forgets it.
 
 mod common;
 
@@ -325,6 +326,21 @@ fn key_material_from_our_kms_then_upload_then_bind() {
     assert!(s
         .metrics()
         .contains("mcx_binding_events_total{kind=\"csk_accepted\"} 1"));
+
+    // Log-off (Expires: 0) ends the binding; the uploaded CSK goes with it (machine: dropped;
+    // key store: forgotten), so a later token under it is refused as under an unknown CSK.
+    let (info, sig) = protected(&entry, &lab.token(ALICE));
+    let (ct, body) = upload_multipart_without_mikey(&info, &sig);
+    let off = publish_to(Service::Mcptt, UE1)
+        .header("Expires", "0")
+        .body(&ct, body.clone().into_bytes());
+    assert_eq!(c.send(&off).status, 200, "log-off");
+    assert!(rows(s).is_empty());
+    assert!(s
+        .metrics()
+        .contains("mcx_binding_events_total{kind=\"csk_dropped\"} 1"));
+    refused(&c.send(&publish(UE1, &ct, body)), "CSK after log-off");
+    assert_eq!(rejections(s, "bad_protection"), 1, "{}", s.metrics());
 }
 
 /// The info and signature parts alone (a PUBLISH under a CSK the server already holds).
