@@ -15,10 +15,12 @@
 //! - **The network** holds the requests in flight from the SIP core to the server; its kind
 //!   decides which may arrive next. A duplicating network may keep a copy of a delivered request
 //!   and deliver it again later (bounded).
-//! - **The attacker** owns a registered IMPU, sees every token that crosses the SIP core
-//!   unprotected (REGISTER bodies always; PUBLISH tokens unless protected per TS 33.180 clause 9)
-//!   and replays it from its own IMPU; it also PUBLISHes straight to the server with a forged
-//!   P-Asserted-Identity.
+//! - **UEs that protect** (TS 33.180 clause 9) make a CSK per service and upload it in a
+//!   MIKEY-SAKKE I_MESSAGE with the protected PUBLISH (TS 33.180 5.4); see [`ue`].
+//! - **The attacker** owns a registered IMPU and sees every request that crosses the SIP core,
+//!   protected or not: it presents tokens it read in clear (in clear, or re-protected under its
+//!   own CSK), resends captured protected PUBLISHes whole or without their I_MESSAGE, and
+//!   PUBLISHes straight to the server with a forged P-Asserted-Identity; see [`attacker`].
 //! - **Fresh SIP-ETags** come from a counter in the state (`e0`, `e1`, …) that grows only when
 //!   the machine issues one, so "never issued before" is checkable; the counter is bounded by
 //!   [`ModelConfig::max_publications`] through [`Model::within_boundary`].
@@ -53,13 +55,14 @@ use crate::input::{AssertedIdentity, Input, RegisterTarget, ThirdPartyRegister};
 use crate::machine::Machine;
 use crate::output::{BindingEvent, Output, Response};
 
-pub use config::{Carriage, ModelConfig, NetworkKind, TokenKind};
+pub use attacker::Sealed;
+pub use config::{Carriage, ModelConfig, NetworkKind, TokenKind, UeProtection};
 pub use idms::{user_name, Tok};
-pub use network::{Body, Msg, Req, Sender};
+pub use network::{Body, CskRef, Msg, Prot, Req, Sender};
 pub use properties::{step, Expectation, PropertyInfo, PropertyKind, Verdict};
 pub use scenarios::SCENARIOS;
 pub use trace::{RequestKind, TokenFact, Trace, TraceStep};
-pub use ue::{Pending, UeState};
+pub use ue::{Pending, UeCsk, UeState};
 
 /// The model's state: the server machine and its environment, plus ghost variables.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +85,11 @@ pub struct EnvState {
     pub restarts_left: u8,
     /// Tokens the SIP core (and so the attacker) saw unprotected.
     pub captured: Vec<Tok>,
+    /// Protected token PUBLISHes the attacker captured (to resend as they are).
+    pub sealed: Vec<Sealed>,
+    /// Ghost: the CSKs whose I_MESSAGE reached the server (sorted; only those that can arrive
+    /// again are kept), so a later delivery of one is a replay.
+    pub imsg_seen: Vec<CskRef>,
     /// Ghost: bit `impu * users + user` is set once a UE held that IMPU while that user was
     /// logged on at it.
     pub held: u64,
@@ -166,13 +174,34 @@ pub enum EnvAction {
         /// Duplicating network: keep a copy to deliver again.
         keep_copy: bool,
     },
-    /// The attacker replays a token it saw, in a PUBLISH from its own IMPU via the SIP core.
+    /// The attacker presents a token it read in clear, in clear, in a PUBLISH from its own IMPU
+    /// via the SIP core.
     Replay {
         /// The token.
         token: Tok,
         /// Service index.
         service: u8,
     },
+    /// The attacker presents a token it read in clear protected under a CSK of its own, with
+    /// its own I_MESSAGE (signed as itself: it holds no user's signing key), from its own IMPU.
+    Reprotect {
+        /// The token.
+        token: Tok,
+        /// Service index.
+        service: u8,
+    },
+    /// The attacker resends a protected PUBLISH body it captured, from its own IMPU via the SIP
+    /// core: whole (with the I_MESSAGE it carried) or with the `application/mikey` part
+    /// stripped.
+    ReplaySealed {
+        /// What it captured.
+        sealed: Sealed,
+        /// Send it without the I_MESSAGE it carried.
+        strip_upload: bool,
+    },
+    /// The attacker registers its own IMPU again (after a server restart lost it); free of
+    /// budget, as any subscriber may re-register.
+    AttackerRegister,
     /// The attacker sends a PUBLISH straight to the server claiming a UE's IMPU.
     ForgePai {
         /// The victim's global IMPU index.
@@ -333,8 +362,14 @@ impl McxModel {
     /// The single initial state: nobody registered but the attacker, time 0.
     pub fn init_state(&self) -> EnvState {
         let mut server = Machine::new(self.cfg.machine_policy());
-        // Clause 9 keys: one provisioned CSK per (user, IMPU), tied to the user's MC service ID.
-        for user in 0..self.cfg.users as u8 {
+        // Without uploads (the wave-2 shortcut): one provisioned CSK per (user, IMPU, service),
+        // tied to the user's MC service ID. With uploads the server starts with no CSK.
+        let provisioned = if self.cfg.csk_upload {
+            0
+        } else {
+            self.cfg.users as u8
+        };
+        for user in 0..provisioned {
             for impu in 0..self.impus.len() as u8 {
                 for service in 0..self.cfg.services.len() as u8 {
                     server.handle(
@@ -374,6 +409,7 @@ impl McxModel {
                     etags: vec![None; self.cfg.services.len()],
                     pending: None,
                     fair: 0,
+                    csks: vec![None; self.cfg.services.len()],
                 })
                 .collect(),
             net: Vec::new(),
@@ -390,6 +426,8 @@ impl McxModel {
             },
             restarts_left: self.cfg.restarts,
             captured: Vec::new(),
+            sealed: Vec::new(),
+            imsg_seen: Vec::new(),
             held: 0,
             switched: 0,
             etag_owner: 0,
@@ -412,9 +450,14 @@ impl McxModel {
             EnvAction::Deliver { msg, keep_copy } => {
                 self.apply_delivery(last, &mut s, msg, *keep_copy, &mut effect)?
             }
-            EnvAction::Replay { .. } | EnvAction::ForgePai { .. } => {
-                self.apply_attack(last, &mut s, action, &mut effect)?
+            EnvAction::AttackerRegister => {
+                let msg = self.attacker_msg(last, action)?;
+                self.deliver(last, &mut s, &msg, &mut effect);
             }
+            EnvAction::Replay { .. }
+            | EnvAction::Reprotect { .. }
+            | EnvAction::ReplaySealed { .. }
+            | EnvAction::ForgePai { .. } => self.apply_attack(last, &mut s, action, &mut effect)?,
             EnvAction::Tick => {
                 s.now += 1;
                 let out = s.server.handle(UnixTime(u64::from(s.now)), Input::Tick);
