@@ -175,6 +175,21 @@ impl Machine {
         self.csks.iter()
     }
 
+    /// The I_MESSAGEs the replay cache holds (RFC 3830 5.4).
+    pub fn key_messages(&self) -> impl Iterator<Item = &KeyMessageId> {
+        self.key_messages.entries.keys()
+    }
+
+    /// Forgets the remembered I_MESSAGEs for which `dead` holds. For the model checker's state
+    /// canonicalization only (`model/src/env`): it passes messages that can never reach the
+    /// server again, so no decision changes; the server never calls it.
+    #[doc(hidden)]
+    pub fn forget_key_messages(&mut self, dead: impl Fn(&KeyMessageId) -> bool) {
+        let m = &mut self.key_messages;
+        m.entries.retain(|k, _| !dead(k));
+        m.by_time.retain(|(_, k)| !dead(k));
+    }
+
     /// How many I_MESSAGEs and token owners are remembered (replay protection), for metrics.
     pub fn replay_entries(&self) -> (usize, usize) {
         (self.key_messages.len(), self.token_owners.len())
@@ -317,9 +332,51 @@ impl Machine {
         }
     }
 
+    /// A PUBLISH, and the replay cache (RFC 3830 5.4): an I_MESSAGE signed by the presented
+    /// token's user that reached us through the SIP core fresh is spent whatever the answer, so
+    /// that nobody can take over a CSK whose first PUBLISH was refused (the model's attacker
+    /// replayed such a PUBLISH whole from its own IMPU and was bound; docs/model-results-wave3.md).
+    fn publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
+        let spent = self.spent_upload(now, &p);
+        let response = self.decide_publish(now, p, out);
+        if let (Some((id, until)), false) = (spent, response.outcome.is_success()) {
+            self.key_messages.insert(id, (), until);
+        }
+        response
+    }
+
+    /// The I_MESSAGE of `p` that its delivery spends (see [`Machine::publish`]), and until when
+    /// it must be remembered.
+    fn spent_upload(&self, now: UnixTime, p: &Publish) -> Option<(KeyMessageId, UnixTime)> {
+        let (
+            AssertedIdentity::Trusted(_),
+            PublishTarget::Service(service),
+            Some(KeyUpload::Verified {
+                message_id,
+                sent_at,
+                signer: Some(signer),
+                ..
+            }),
+            PublishBody::Authorization(Authorization {
+                token: TokenVerdict::Verified(claims),
+                ..
+            }),
+        ) = (&p.impu, &p.target, p.key_upload.as_deref(), &p.body)
+        else {
+            return None;
+        };
+        let fresh = now.0.abs_diff(sent_at.0) <= self.policy.key_upload_skew_secs;
+        (fresh && claims.mc_id(*service) == Some(signer)).then(|| {
+            (
+                message_id.clone(),
+                sent_at.plus(self.policy.key_upload_skew_secs),
+            )
+        })
+    }
+
     // RFC 3903 section 6 steps 1–6, with TS 24.379 7.3.3 (authorization), 7.3.4 (settings only)
     // and 7.3.5 (removal) deciding what the body means.
-    fn publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
+    fn decide_publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
         // RFC 3903 step 1.
         let service = match p.target {
             PublishTarget::Service(s) => s,

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mcx_model::env::{Expectation, PropertyKind, Verdict};
+use mcx_model::env::{Carriage, Expectation, PropertyKind, UeProtection, Verdict};
 use mcx_model::{
-    FailedReauthorization, ImpuChange, McxModel, ModelConfig, NetworkKind, Service, TokenExpiry,
-    TokenKind, TraceStep, Variant,
+    CskTie, FailedReauthorization, ImpuChange, McxModel, ModelConfig, NetworkKind, RegisterToken,
+    Service, TokenExpiry, TokenKind, TokenProtection, TraceStep, Variant,
 };
 use serde::Serialize;
 use stateright::{Checker, Model};
@@ -74,6 +74,35 @@ pub struct ModelArgs {
     /// Check liveness (`eventually` properties; `--liveness false` skips the settled runs).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub liveness: Option<bool>,
+    /// UE axis: where every UE carries its token: register, publish or both (default: the
+    /// variant's preset; pre-cr mixes a REGISTER-option UE with PUBLISH-option ones).
+    #[arg(long, value_parser = parse_kebab::<Carriage>)]
+    pub carriage: Option<Carriage>,
+    /// UE axis: whether the UEs protect their PUBLISH-borne token (TS 33.180 clause 9) and
+    /// upload CSKs: on, off, or auto (protect exactly when the server requires it).
+    #[arg(long, value_parser = parse_kebab::<UeProtection>)]
+    pub ue_protection: Option<UeProtection>,
+    /// Server axis (dossier Q-16): token protection off, optional or required.
+    #[arg(long, value_parser = parse_kebab::<TokenProtection>)]
+    pub token_protection: Option<TokenProtection>,
+    /// Server axis (TS 33.180 5.4): the CSK <-> (IMPU, MC service ID) tie enforced, or ignored
+    /// (ablation).
+    #[arg(long, value_parser = parse_kebab::<CskTie>)]
+    pub csk_tie: Option<CskTie>,
+    /// Server axis: a token in a third-party REGISTER is honoured or ignored.
+    #[arg(long, value_parser = parse_kebab::<RegisterToken>)]
+    pub register_token: Option<RegisterToken>,
+    /// How CSKs reach the server: uploaded (MIKEY-SAKKE I_MESSAGE with the PUBLISH, TS 33.180
+    /// 5.4) or provisioned (a lab table set up front, no upload).
+    #[arg(long, value_parser = parse_csk_source)]
+    pub csk: Option<bool>,
+    /// Requests the attacker may send in one run.
+    #[arg(long)]
+    pub attacker_budget: Option<u8>,
+    /// The attacker may act on a request while it is still in flight (on-path, racing the
+    /// original); default: only once the request reached the server (eavesdropper).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub attacker_preempts: Option<bool>,
 }
 
 impl ModelArgs {
@@ -138,6 +167,30 @@ impl ModelArgs {
         if let Some(v) = self.liveness {
             c.liveness = v;
         }
+        if let Some(v) = self.carriage {
+            c.carriage = Some(v);
+        }
+        if let Some(v) = self.ue_protection {
+            c.ue_protection = v;
+        }
+        if let Some(v) = self.token_protection {
+            c.policy.token_protection = v;
+        }
+        if let Some(v) = self.csk_tie {
+            c.policy.csk_tie = v;
+        }
+        if let Some(v) = self.register_token {
+            c.policy.register_token = v;
+        }
+        if let Some(v) = self.csk {
+            c.csk_upload = v;
+        }
+        if let Some(v) = self.attacker_budget {
+            c.attacker_budget = v;
+        }
+        if let Some(v) = self.attacker_preempts {
+            c.attacker_preempts = v;
+        }
         if let Err(e) = c.validate() {
             bail!("{e}");
         }
@@ -150,6 +203,14 @@ fn parse_service(s: &str) -> Result<Service, String> {
         .into_iter()
         .find(|x| x.name() == s)
         .ok_or_else(|| format!("unknown service {s:?} (mcptt, mcvideo, mcdata)"))
+}
+
+fn parse_csk_source(s: &str) -> Result<bool, String> {
+    match s {
+        "uploaded" => Ok(true),
+        "provisioned" => Ok(false),
+        _ => Err(format!("unknown CSK source {s:?} (uploaded, provisioned)")),
+    }
 }
 
 fn parse_network(s: &str) -> Result<NetworkKind, String> {
@@ -413,7 +474,7 @@ pub fn text_report(r: &VariantReport) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "== {} ({}) — {} UEs, {} users, {} IMPUs/UE, services {}, {} network, attacker {}, time 0..{}, ≤{} publications, policy: token expiry {}, failed re-auth {}, IMPU change {}",
+        "== {} ({}) — {} UEs, {} users, {} IMPUs/UE, services {}, {} network, attacker {}{}, time 0..{}, ≤{} publications, UE: carriage {}, protection {} ({}), CSKs {}; policy: token protection {}, CSK tie {}, REGISTER token {}, token expiry {}, failed re-auth {}, IMPU change {}",
         r.variant.name(),
         if r.default_config { "default sizes" } else { "custom sizes" },
         c.ues,
@@ -422,8 +483,20 @@ pub fn text_report(r: &VariantReport) -> String {
         c.services.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
         c.network,
         if c.attacker { "on" } else { "off" },
+        if c.attacker && c.attacker_preempts {
+            " (pre-empts)"
+        } else {
+            ""
+        },
         c.max_time,
         c.max_publications,
+        c.carriage.map_or("preset", |x| x.name()),
+        c.ue_protection.name(),
+        if c.protects_tokens() { "protects" } else { "in clear" },
+        if c.csk_upload { "uploaded" } else { "provisioned" },
+        kebab(&c.policy.token_protection),
+        kebab(&c.policy.csk_tie),
+        kebab(&c.policy.register_token),
         kebab(&c.policy.token_expiry),
         kebab(&c.policy.failed_reauthorization),
         kebab(&c.policy.impu_change),

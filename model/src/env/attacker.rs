@@ -1,54 +1,129 @@
 //! The attacker: a subscriber of the same IMS with its own registered IMPU (TS 33.180 5.1.3
-//! threat: a compromised or curious SIP core, dossier Q-6). It sees every request that crosses
-//! the SIP core ([`McxModel::observe`]), keeps the tokens it could read, replays them from its
-//! own IMPU through the SIP core, and PUBLISHes straight to the server with a forged
-//! P-Asserted-Identity. Its requests are sent and delivered in one step: when it sends relative
-//! to its own delivery does not matter, when it sends relative to the UEs does.
+//! threat: a compromised or curious SIP core, dossier Q-6). It sees every PUBLISH and REGISTER
+//! that crosses the SIP core ([`McxModel::observe`]), protected or not, and with what it saw it
+//! can, within its budget:
+//!
+//! - present a token it read in clear (a REGISTER body, an unprotected PUBLISH) from its own
+//!   IMPU, in clear ([`EnvAction::Replay`]) or re-protected under a CSK of its own with its own
+//!   I_MESSAGE, which it can sign only as itself ([`EnvAction::Reprotect`]);
+//! - replay a protected PUBLISH it captured from its own IMPU, whole with the I_MESSAGE it
+//!   carried, or with the `application/mikey` part stripped ([`EnvAction::ReplaySealed`]). It
+//!   cannot open a protected token, so it cannot re-protect one;
+//! - PUBLISH straight to the server with a forged P-Asserted-Identity ([`EnvAction::ForgePai`]).
+//!
+//! By default it acts on a request once that request reached the server (an eavesdropper that
+//! records and replays); with [`super::ModelConfig::attacker_preempts`] it may act while the
+//! original is still in flight (an on-path attacker racing it). Its requests are sent and
+//! delivered in one step. What it keeps is bounded: captured tokens die at their `exp`, at most
+//! [`super::ModelConfig::attacker_capture`] protected PUBLISHes are kept, and everything is
+//! forgotten once its budget is spent.
 
-use super::{Body, EnvAction, EnvState, McxModel, Msg, Req, Sender, StepEffect, Tok, TokenKind};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Body, CskRef, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok,
+    TokenKind,
+};
+use crate::policy::TokenProtection;
+
+/// A protected token PUBLISH body the attacker captured (opaque to it: it can only resend it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The token inside (the attacker cannot read it; the model keeps it to deliver it).
+    pub token: Tok,
+    /// Service index of the PUBLISH.
+    pub service: u8,
+    /// The protection and the I_MESSAGE that travelled with it.
+    pub prot: Prot,
+}
+
+impl Sealed {
+    /// The uploaded CSK it is protected under, if any.
+    pub fn csk(&self) -> Option<CskRef> {
+        match self.prot {
+            Prot::Uploaded { csk, .. } => Some(csk),
+            _ => None,
+        }
+    }
+}
 
 impl McxModel {
-    /// What the attacker learns from `req` crossing the SIP core: REGISTER bodies always,
-    /// PUBLISH tokens unless protected per TS 33.180 clause 9.
+    /// What the attacker learns from `req` crossing the SIP core: tokens in REGISTER bodies and
+    /// unprotected PUBLISHes (readable), and protected PUBLISH bodies (to resend as they are).
     pub(super) fn observe(&self, s: &mut EnvState, from: Sender, req: &Req) {
-        if !self.cfg.attacker || from == Sender::Attacker {
+        if !self.cfg.attacker || from == Sender::Attacker || s.attacker_left == 0 {
             return;
         }
-        let seen = match req {
-            Req::Register { token, .. } => *token,
-            Req::Publish {
+        match req {
+            Req::Register { token: Some(t), .. }
+            | Req::Publish {
                 body:
                     Body::Auth {
-                        token,
-                        protected: false,
+                        token: t,
+                        prot: Prot::Clear,
                     },
                 trusted: true,
                 ..
-            } => Some(*token),
-            _ => None,
-        };
-        if let Some(t) = seen {
-            if let Err(pos) = s.captured.binary_search(&t) {
-                s.captured.insert(pos, t);
+            } => {
+                if let Err(pos) = s.captured.binary_search(t) {
+                    s.captured.insert(pos, *t);
+                }
             }
+            Req::Publish {
+                body: Body::Auth { token, prot },
+                trusted: true,
+                service,
+                ..
+            } => {
+                let x = Sealed {
+                    token: *token,
+                    service: *service,
+                    prot: *prot,
+                };
+                if let Err(pos) = s.sealed.binary_search(&x) {
+                    if s.sealed.len() < usize::from(self.cfg.attacker_capture) {
+                        s.sealed.insert(pos, x);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
     /// The attacker's actions while its budget lasts.
     pub(super) fn attacker_actions(&self, s: &EnvState, actions: &mut Vec<EnvAction>) {
+        if s.attacker_left == 0 {
+            return;
+        }
         let n_services = self.cfg.services.len() as u8;
-        if s.attacker_left > 0 {
-            for t in &s.captured {
-                for service in 0..n_services {
-                    actions.push(EnvAction::Replay { token: *t, service });
+        // Re-protecting a token read in clear is worth trying only against a server that
+        // refuses clear tokens; against any other, presenting it in clear is the stronger move.
+        let reprotect = self.cfg.policy.token_protection == TokenProtection::Required;
+        for t in &s.captured {
+            for service in 0..n_services {
+                actions.push(EnvAction::Replay { token: *t, service });
+                if reprotect {
+                    actions.push(EnvAction::Reprotect { token: *t, service });
                 }
             }
-            for (i, u) in s.ues.iter().enumerate() {
-                if u.registered {
-                    actions.push(EnvAction::ForgePai {
-                        impu: self.ue_impu(i, u.impu),
-                    });
-                }
+        }
+        for x in &s.sealed {
+            actions.push(EnvAction::ReplaySealed {
+                sealed: *x,
+                strip_upload: false,
+            });
+            if matches!(x.prot, Prot::Uploaded { upload: Some(_), .. }) {
+                actions.push(EnvAction::ReplaySealed {
+                    sealed: *x,
+                    strip_upload: true,
+                });
+            }
+        }
+        for (i, u) in s.ues.iter().enumerate() {
+            if u.registered {
+                actions.push(EnvAction::ForgePai {
+                    impu: self.ue_impu(i, u.impu),
+                });
             }
         }
     }
@@ -72,27 +147,71 @@ impl McxModel {
     pub(super) fn forget_useless(&self, s: &mut EnvState) {
         if s.attacker_left == 0 {
             s.captured.clear();
+            s.sealed.clear();
         } else {
             let (now, life) = (u64::from(s.now), self.cfg.token_life);
             s.captured.retain(|t| t.exp(life) > now);
+            s.sealed.retain(|x| x.token.exp(life) > now);
+        }
+    }
+
+    /// The attacker's own CSK for its next request (it signs its I_MESSAGE as itself).
+    fn attacker_csk(&self, s: &EnvState) -> CskRef {
+        CskRef {
+            owner: Sender::Attacker,
+            signer: None,
+            gen: self.cfg.attacker_budget - s.attacker_left,
         }
     }
 
     /// The request an attacker action sends.
     pub fn attacker_msg(&self, s: &EnvState, action: &EnvAction) -> Option<Msg> {
+        // Through the SIP core from the attacker's own registered IMPU, as an initial PUBLISH
+        // (SIP headers are not protected: the attacker sets them as it likes).
+        let own = |service: u8, body: Body| Req::Publish {
+            impu: self.attacker_impu(),
+            trusted: true,
+            service,
+            if_match: None,
+            expires: self.cfg.publication_ttl,
+            body,
+        };
         let req = match *action {
-            // Replay through the SIP core from the attacker's own registered IMPU.
-            EnvAction::Replay { token, service } => Req::Publish {
-                impu: self.attacker_impu(),
-                trusted: true,
+            EnvAction::Replay { token, service } => own(
                 service,
-                if_match: None,
-                expires: self.cfg.publication_ttl,
-                body: Body::Auth {
+                Body::Auth {
                     token,
-                    protected: false,
+                    prot: Prot::Clear,
                 },
-            },
+            ),
+            EnvAction::Reprotect { token, service } => own(
+                service,
+                Body::Auth {
+                    token,
+                    prot: Prot::Uploaded {
+                        csk: self.attacker_csk(s),
+                        upload: Some(s.now),
+                    },
+                },
+            ),
+            EnvAction::ReplaySealed {
+                sealed,
+                strip_upload,
+            } => {
+                let prot = match sealed.prot {
+                    Prot::Uploaded { csk, .. } if strip_upload => {
+                        Prot::Uploaded { csk, upload: None }
+                    }
+                    p => p,
+                };
+                own(
+                    sealed.service,
+                    Body::Auth {
+                        token: sealed.token,
+                        prot,
+                    },
+                )
+            }
             // Straight to the server, claiming the victim's IMPU in P-Asserted-Identity.
             EnvAction::ForgePai { impu } => Req::Publish {
                 impu,
@@ -106,7 +225,7 @@ impl McxModel {
                         issued: s.now,
                         kind: TokenKind::Forged,
                     }),
-                    protected: false,
+                    prot: Prot::Clear,
                 },
             },
             _ => return None,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Service;
-use crate::policy::{Policy, Variant};
+use crate::policy::{Policy, TokenProtection, Variant};
 
 use super::McxModel;
 
@@ -126,6 +126,31 @@ impl Carriage {
     }
 }
 
+/// Whether the UEs protect the PUBLISH-borne token per TS 33.180 clause 9 (XML encryption and
+/// signature under a CSK they upload with MIKEY-SAKKE, TS 33.180 5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UeProtection {
+    /// As the deployment's configuration says (TS 24.379 6.6): the UEs protect exactly when the
+    /// server requires it (`token_protection = required`); with `optional` they send in clear.
+    Auto,
+    /// Every UE protects its token and uploads its CSK.
+    On,
+    /// No UE protects (a client without clause 9).
+    Off,
+}
+
+impl UeProtection {
+    /// A stable label.
+    pub fn name(self) -> &'static str {
+        match self {
+            UeProtection::Auto => "auto",
+            UeProtection::On => "on",
+            UeProtection::Off => "off",
+        }
+    }
+}
+
 /// The model's configuration. Build one with [`ModelConfig::for_variant`], adjust fields, then
 /// call [`ModelConfig::into_model`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,6 +198,22 @@ pub struct ModelConfig {
     /// Whether the environment may settle (liveness, `model/src/env/fairness.rs`); off, the
     /// `eventually` properties hold vacuously and the space is smaller.
     pub liveness: bool,
+    /// Where every UE carries its token (`None`: as the variant's preset, see
+    /// [`ModelConfig::carriage`]).
+    pub carriage: Option<Carriage>,
+    /// Whether the UEs protect their PUBLISH-borne token (clause 9) and upload CSKs.
+    pub ue_protection: UeProtection,
+    /// CSKs reach the server as TS 33.180 5.4 says: each UE uploads a fresh CSK in a MIKEY-SAKKE
+    /// I_MESSAGE with its first protected PUBLISH (and again after a user switch, an IMPU change
+    /// or a refusal). `false`: the wave-2 shortcut, one CSK per (user, IMPU, service)
+    /// provisioned at the server up front, and no upload.
+    pub csk_upload: bool,
+    /// The attacker may act on a request it saw in the SIP core while that request is still in
+    /// flight (an on-path attacker that races the original). `false`: it acts only on what
+    /// already reached the server (an eavesdropper that records and replays).
+    pub attacker_preempts: bool,
+    /// Protected PUBLISHes the attacker keeps at once (deduplicated; further ones are not kept).
+    pub attacker_capture: u8,
 }
 
 impl ModelConfig {
@@ -202,6 +243,11 @@ impl ModelConfig {
             max_registers_in_flight: 1,
             policy: variant.policy(),
             liveness: true,
+            carriage: None,
+            ue_protection: UeProtection::Auto,
+            csk_upload: true,
+            attacker_preempts: false,
+            attacker_capture: 2,
         }
     }
 
@@ -221,6 +267,9 @@ impl ModelConfig {
     ///   (5.1.3.2.3): both client kinds coexist, as the pre-CR text lets each client choose.
     /// - `ct1-rel18`: REGISTER and PUBLISH both (TS 24.379 7.1 as it still reads).
     pub fn carriage(&self, ue: usize) -> Carriage {
+        if let Some(c) = self.carriage {
+            return c;
+        }
         match self.variant {
             Variant::PostCr => Carriage::Publish,
             Variant::PreCr if ue == 0 => Carriage::Register,
@@ -232,7 +281,11 @@ impl ModelConfig {
     /// Whether UEs protect the PUBLISH-borne token per TS 33.180 clause 9 (the CR, R-15). A
     /// protected token is opaque to the SIP core. REGISTER bodies are never protected.
     pub fn protects_tokens(&self) -> bool {
-        self.variant == Variant::PostCr
+        match self.ue_protection {
+            UeProtection::On => true,
+            UeProtection::Off => false,
+            UeProtection::Auto => self.policy.token_protection == TokenProtection::Required,
+        }
     }
 
     /// Checks the sizes and returns the model.
@@ -266,6 +319,9 @@ impl ModelConfig {
         }
         if self.token_kinds.is_empty() || self.token_kinds.contains(&TokenKind::Forged) {
             return Err("the IdMS issues valid, expired or wrong-scope tokens".into());
+        }
+        if self.attacker_budget > 11 {
+            return Err("at most 11 attacker requests".into());
         }
         if self.publication_ttl == 0 || self.registration_ttl == 0 {
             return Err("publication and registration TTLs must be at least one tick".into());

@@ -53,13 +53,14 @@ use crate::input::{AssertedIdentity, Input, RegisterTarget, ThirdPartyRegister};
 use crate::machine::Machine;
 use crate::output::{BindingEvent, Output, Response};
 
-pub use config::{Carriage, ModelConfig, NetworkKind, TokenKind};
+pub use attacker::Sealed;
+pub use config::{Carriage, ModelConfig, NetworkKind, TokenKind, UeProtection};
 pub use idms::{user_name, Tok};
-pub use network::{Body, Msg, Req, Sender};
+pub use network::{Body, CskRef, Msg, Prot, Req, Sender};
 pub use properties::{step, Expectation, PropertyInfo, PropertyKind, Verdict};
 pub use scenarios::SCENARIOS;
 pub use trace::{RequestKind, TokenFact, Trace, TraceStep};
-pub use ue::{Pending, UeState};
+pub use ue::{Pending, UeCsk, UeState};
 
 /// The model's state: the server machine and its environment, plus ghost variables.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +83,11 @@ pub struct EnvState {
     pub restarts_left: u8,
     /// Tokens the SIP core (and so the attacker) saw unprotected.
     pub captured: Vec<Tok>,
+    /// Protected token PUBLISHes the attacker captured (to resend as they are).
+    pub sealed: Vec<Sealed>,
+    /// Ghost: the CSKs whose I_MESSAGE reached the server (sorted; only those that can arrive
+    /// again are kept), so a later delivery of one is a replay.
+    pub imsg_seen: Vec<CskRef>,
     /// Ghost: bit `impu * users + user` is set once a UE held that IMPU while that user was
     /// logged on at it.
     pub held: u64,
@@ -166,12 +172,30 @@ pub enum EnvAction {
         /// Duplicating network: keep a copy to deliver again.
         keep_copy: bool,
     },
-    /// The attacker replays a token it saw, in a PUBLISH from its own IMPU via the SIP core.
+    /// The attacker presents a token it read in clear, in clear, in a PUBLISH from its own IMPU
+    /// via the SIP core.
     Replay {
         /// The token.
         token: Tok,
         /// Service index.
         service: u8,
+    },
+    /// The attacker presents a token it read in clear protected under a CSK of its own, with
+    /// its own I_MESSAGE (signed as itself: it holds no user's signing key), from its own IMPU.
+    Reprotect {
+        /// The token.
+        token: Tok,
+        /// Service index.
+        service: u8,
+    },
+    /// The attacker resends a protected PUBLISH body it captured, from its own IMPU via the SIP
+    /// core: whole (with the I_MESSAGE it carried) or with the `application/mikey` part
+    /// stripped.
+    ReplaySealed {
+        /// What it captured.
+        sealed: Sealed,
+        /// Send it without the I_MESSAGE it carried.
+        strip_upload: bool,
     },
     /// The attacker sends a PUBLISH straight to the server claiming a UE's IMPU.
     ForgePai {
@@ -333,8 +357,14 @@ impl McxModel {
     /// The single initial state: nobody registered but the attacker, time 0.
     pub fn init_state(&self) -> EnvState {
         let mut server = Machine::new(self.cfg.machine_policy());
-        // Clause 9 keys: one provisioned CSK per (user, IMPU), tied to the user's MC service ID.
-        for user in 0..self.cfg.users as u8 {
+        // Without uploads (the wave-2 shortcut): one provisioned CSK per (user, IMPU, service),
+        // tied to the user's MC service ID. With uploads the server starts with no CSK.
+        let provisioned = if self.cfg.csk_upload {
+            0
+        } else {
+            self.cfg.users as u8
+        };
+        for user in 0..provisioned {
             for impu in 0..self.impus.len() as u8 {
                 for service in 0..self.cfg.services.len() as u8 {
                     server.handle(
@@ -374,6 +404,7 @@ impl McxModel {
                     etags: vec![None; self.cfg.services.len()],
                     pending: None,
                     fair: 0,
+                    csks: vec![None; self.cfg.services.len()],
                 })
                 .collect(),
             net: Vec::new(),
@@ -390,6 +421,8 @@ impl McxModel {
             },
             restarts_left: self.cfg.restarts,
             captured: Vec::new(),
+            sealed: Vec::new(),
+            imsg_seen: Vec::new(),
             held: 0,
             switched: 0,
             etag_owner: 0,
@@ -412,7 +445,10 @@ impl McxModel {
             EnvAction::Deliver { msg, keep_copy } => {
                 self.apply_delivery(last, &mut s, msg, *keep_copy, &mut effect)?
             }
-            EnvAction::Replay { .. } | EnvAction::ForgePai { .. } => {
+            EnvAction::Replay { .. }
+            | EnvAction::Reprotect { .. }
+            | EnvAction::ReplaySealed { .. }
+            | EnvAction::ForgePai { .. } => {
                 self.apply_attack(last, &mut s, action, &mut effect)?
             }
             EnvAction::Tick => {

@@ -8,10 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::CskId;
-use crate::ids::{ServiceSet, UnixTime};
+use crate::ids::{CskId, KeyMessageId, ServiceSet, UnixTime};
 use crate::input::{
-    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Protection, Publish,
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, KeyUpload, Protection, Publish,
     PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
 };
 
@@ -82,8 +81,8 @@ pub enum Body {
     Auth {
         /// The token.
         token: Tok,
-        /// Protected per TS 33.180 clause 9.
-        protected: bool,
+        /// How it is protected (TS 33.180 clause 9), with the CSK upload that travels along.
+        prot: Prot,
     },
     /// Settings only, claiming this user's MC service ID (TS 24.379 7.3.4).
     Settings {
@@ -92,7 +91,112 @@ pub enum Body {
     },
 }
 
+/// A CSK in the model (TS 33.180 5.4): who generated it, whose identity signs its I_MESSAGE
+/// (IDRi), and its number among its owner's CSKs. Its CSB-ID and the I_MESSAGE's identity are
+/// derived from these ([`CskRef::csk_id`], [`CskRef::message_id`]): one I_MESSAGE per CSK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CskRef {
+    /// The UE whose client generated it, or the attacker.
+    pub owner: Sender,
+    /// The user whose MC service ID's MIKEY-SAKKE UID is the I_MESSAGE's IDRi; `None` for the
+    /// attacker, who can sign only as itself (it holds no user's SSK).
+    pub signer: Option<u8>,
+    /// Its number among its owner's CSKs.
+    pub gen: u8,
+}
+
+impl CskRef {
+    /// The CSK's identifier (CSB-ID): `csk-ue1-A0`, `csk-att0`.
+    pub fn csk_id(&self) -> CskId {
+        CskId::new(self.label())
+    }
+
+    /// The identity of the one I_MESSAGE that carries it.
+    pub fn message_id(&self) -> KeyMessageId {
+        KeyMessageId::new(format!("imsg-{}", self.label()))
+    }
+
+    fn label(&self) -> String {
+        match (self.owner, self.signer) {
+            (Sender::Ue(n), Some(u)) => {
+                format!("csk-ue{}-{}{}", n + 1, super::user_name(u), self.gen)
+            }
+            (Sender::Ue(n), None) => format!("csk-ue{}-{}", n + 1, self.gen),
+            (Sender::Attacker, _) => format!("csk-att{}", self.gen),
+        }
+    }
+
+    /// Parses [`CskRef::csk_id`] (for judging the server's CSK table).
+    pub fn parse(id: &str) -> Option<CskRef> {
+        let rest = id.strip_prefix("csk-")?;
+        if let Some(g) = rest.strip_prefix("att") {
+            return Some(CskRef {
+                owner: Sender::Attacker,
+                signer: None,
+                gen: g.parse().ok()?,
+            });
+        }
+        let rest = rest.strip_prefix("ue")?;
+        let (n, rest) = rest.split_once('-')?;
+        let n: u8 = n.parse().ok()?;
+        let mut chars = rest.chars();
+        let u = chars.next()?;
+        let gen = chars.as_str().parse().ok()?;
+        Some(CskRef {
+            owner: Sender::Ue(n.checked_sub(1)?),
+            signer: Some((u as u8).checked_sub(b'A')?),
+            gen,
+        })
+    }
+}
+
+/// How a token travels in PUBLISH (TS 33.180 clause 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Prot {
+    /// In clear: the SIP core reads it.
+    Clear,
+    /// Protected under a CSK provisioned at the server up front for (user, IMPU, service)
+    /// ([`super::ModelConfig::csk_upload`] off; the IMPU is the sender's when it protected).
+    Provisioned {
+        /// The user of the CSK.
+        user: u8,
+        /// The global IMPU index the sender protected it for.
+        impu: u8,
+    },
+    /// Protected under an uploaded CSK; `upload` is the tick the I_MESSAGE carrying that CSK
+    /// was made (its MIKEY T payload) when this PUBLISH carries it (TS 33.180 5.4: with, or
+    /// before, the first protected token).
+    Uploaded {
+        /// The CSK.
+        csk: CskRef,
+        /// The I_MESSAGE's timestamp, when this PUBLISH carries the I_MESSAGE.
+        upload: Option<u8>,
+    },
+}
+
+impl Prot {
+    /// Whether the token is protected (opaque to the SIP core).
+    pub fn protected(&self) -> bool {
+        !matches!(self, Prot::Clear)
+    }
+}
+
 impl Req {
+    /// The uploaded CSK the request's token is protected under, if any.
+    pub fn csk(&self) -> Option<CskRef> {
+        match self {
+            Req::Publish {
+                body:
+                    Body::Auth {
+                        prot: Prot::Uploaded { csk, .. },
+                        ..
+                    },
+                ..
+            } => Some(*csk),
+            _ => None,
+        }
+    }
+
     /// The token the request carries, if any.
     pub fn token(&self) -> Option<Tok> {
         match self {
@@ -176,12 +280,14 @@ impl McxModel {
                 expires: Some(u32::from(*expires)),
                 body: match body {
                     Body::Empty => PublishBody::Empty,
-                    Body::Auth { token, protected } => PublishBody::Authorization(Authorization {
+                    Body::Auth { token, prot } => PublishBody::Authorization(Authorization {
                         token: self.validate(*token, now),
-                        protection: if *protected {
-                            Protection::Csk(Self::csk(token.user, *impu, *service))
-                        } else {
-                            Protection::Clear
+                        protection: match prot {
+                            Prot::Clear => Protection::Clear,
+                            Prot::Provisioned { user, impu } => {
+                                Protection::Csk(Self::csk(*user, *impu, *service))
+                            }
+                            Prot::Uploaded { csk, .. } => Protection::Csk(csk.csk_id()),
                         },
                         client_id: client,
                         settings: None,
@@ -196,7 +302,27 @@ impl McxModel {
                         }),
                     },
                 },
-                key_upload: None,
+                key_upload: match body {
+                    Body::Auth {
+                        token,
+                        prot:
+                            Prot::Uploaded {
+                                csk,
+                                upload: Some(sent),
+                            },
+                    } => Some(Box::new(KeyUpload::Verified {
+                        csk_id: csk.csk_id(),
+                        message_id: csk.message_id(),
+                        sent_at: UnixTime(u64::from(*sent)),
+                        // The shell names the token's MC service ID whose MIKEY-SAKKE UID is the
+                        // I_MESSAGE's IDRi (TS 33.180 F.2.1), if any.
+                        signer: csk
+                            .signer
+                            .filter(|u| *u == token.user)
+                            .map(|u| self.mc_id(u, *service).clone()),
+                    })),
+                    _ => None,
+                },
                 fresh_etag: Self::etag(fresh_etag),
             }),
         }
@@ -207,9 +333,12 @@ impl McxModel {
         CskId::new(format!("csk-{}-i{impu}-s{service}", super::user_name(user)))
     }
 
-    /// The SIP core forwards `req` from `from` to the server: the attacker sees it on the way.
+    /// The SIP core forwards `req` from `from` to the server: the attacker sees it on the way
+    /// (and, unless it pre-empts, may act on it once it reached the server).
     pub(super) fn send(&self, s: &mut EnvState, from: Sender, req: Req) {
-        self.observe(s, from, &req);
+        if self.cfg.attacker_preempts {
+            self.observe(s, from, &req);
+        }
         s.net.push(Msg {
             from,
             dup: false,
@@ -280,6 +409,9 @@ impl McxModel {
                 stale: true,
                 ..msg.clone()
             });
+        }
+        if !self.cfg.attacker_preempts && !msg.dup {
+            self.observe(s, msg.from, &msg.req);
         }
         self.deliver(last, s, &msg, effect);
         Some(())

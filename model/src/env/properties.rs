@@ -7,12 +7,14 @@ use stateright::Property;
 
 use crate::ids::UnixTime;
 use crate::output::{BindingEvent, ForbiddenReason, Outcome, Response, UnbindCause};
-use crate::policy::{FailedReauthorization, ImpuChange, RegisterToken, TokenExpiry};
+use crate::policy::{
+    CskTie, FailedReauthorization, ImpuChange, RegisterToken, TokenExpiry, TokenProtection,
+};
 use crate::token::TokenRejection;
 
 use super::{
-    Body, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Req, Sender, StepEffect, Tok,
-    TokenKind,
+    Body, CskRef, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Prot, Req, Sender,
+    StepEffect, Tok, TokenKind,
 };
 
 /// Bits of [`EnvState::step`]: what the last step did.
@@ -58,6 +60,15 @@ pub mod step {
     pub const DEVICE_LIMIT_REFUSED: u32 = 1 << 20;
     /// A UE whose client lost its binding in a restart got bound again.
     pub const RECOVERED: u32 = 1 << 21;
+    /// A 2xx answered a PUBLISH under a CSK whose I_MESSAGE's IDRi is not the UID of the MC
+    /// service ID it bound (TS 33.180 5.4).
+    pub const CSK_SIGNER_MISMATCH: u32 = 1 << 22;
+    /// A 2xx answered a PUBLISH carrying an I_MESSAGE that had reached the server before.
+    pub const I_MESSAGE_REPLAY_ACCEPTED: u32 = 1 << 23;
+    /// After a user switch at the server, a CSK of the old user on that IMPU survived.
+    pub const CSK_SURVIVED_SWITCH: u32 = 1 << 24;
+    /// A PUBLISH carrying an I_MESSAGE that had reached the server before was refused.
+    pub const I_MESSAGE_REPLAY_REFUSED: u32 = 1 << 25;
 }
 
 /// The users named by each UE client's bindings (bit per user, index per UE).
@@ -148,6 +159,76 @@ impl McxModel {
                             }
                         }
                         _ => {}
+                    }
+                }
+            }
+        }
+
+        // TS 33.180 5.4 and Q-10: a user switch at the server drops the old user's CSKs on that
+        // IMPU (unless a binding of the old user is left there).
+        for e in &effect.events {
+            if let BindingEvent::Rebound { key, from, .. } = e {
+                let left = s
+                    .server
+                    .bindings()
+                    .any(|(k, b)| k.impu == key.impu && b.mc_id == *from);
+                let survives = s
+                    .server
+                    .csks()
+                    .any(|(_, c)| c.mc_id == *from && c.impu.as_ref() == Some(&key.impu));
+                if !left && survives {
+                    flags |= step::CSK_SURVIVED_SWITCH;
+                }
+            }
+        }
+        if let Some(Msg {
+            from,
+            req:
+                Req::Publish {
+                    impu,
+                    service,
+                    body: Body::Auth { prot, .. },
+                    ..
+                },
+            ..
+        }) = msg
+        {
+            let ok = effect.response.as_ref().is_some_and(|r| r.outcome.is_success());
+            // TS 33.180 5.4: what a protected PUBLISH bound rests on a CSK signed as that user.
+            let signer = match *prot {
+                Prot::Clear => None,
+                Prot::Provisioned { user, .. } => Some(Some(user)),
+                Prot::Uploaded { csk, .. } => Some(csk.signer),
+            };
+            if let (true, Some(signer)) = (ok, signer) {
+                let key = crate::output::BindingKey {
+                    impu: self.impu(*impu).clone(),
+                    service: self.service(*service),
+                    client_id: self.client(*from).clone(),
+                };
+                let bound = s.server.binding(&key).and_then(|b| self.mc_id_user(&b.mc_id));
+                if bound.is_none() || bound != signer {
+                    flags |= step::CSK_SIGNER_MISMATCH;
+                }
+            }
+            // RFC 3830 5.4: an I_MESSAGE is accepted at most once.
+            if let Prot::Uploaded {
+                csk,
+                upload: Some(_),
+            } = prot
+            {
+                match last.imsg_seen.binary_search(csk) {
+                    Ok(_) => {
+                        flags |= if ok {
+                            step::I_MESSAGE_REPLAY_ACCEPTED
+                        } else {
+                            step::I_MESSAGE_REPLAY_REFUSED
+                        }
+                    }
+                    Err(_) => {
+                        if let Err(pos) = s.imsg_seen.binary_search(csk) {
+                            s.imsg_seen.insert(pos, *csk);
+                        }
                     }
                 }
             }
@@ -313,6 +394,44 @@ impl McxModel {
             }
         }
         s.etag_owner &= live;
+        // The server's replay cache, likewise: a remembered I_MESSAGE that can never reach it
+        // again (UEs never resend one) decides nothing, so forgetting it merges states that
+        // differ only in dead history (and lets `fresh_gen` reuse its name).
+        if s.server.key_messages().next().is_some() {
+            let live: Vec<_> = s
+                .net
+                .iter()
+                .filter_map(|m| match &m.req {
+                    Req::Publish {
+                        body:
+                            Body::Auth {
+                                prot: Prot::Uploaded { csk, upload: Some(_) },
+                                ..
+                            },
+                        ..
+                    } => Some(csk.message_id()),
+                    _ => None,
+                })
+                .chain(s.sealed.iter().filter_map(|x| match x.prot {
+                    Prot::Uploaded {
+                        csk,
+                        upload: Some(_),
+                    } => Some(csk.message_id()),
+                    _ => None,
+                }))
+                .collect();
+            s.server.forget_key_messages(|id| !live.contains(id));
+        }
+        // The replay ghost, likewise: only I_MESSAGEs that can arrive again.
+        if !s.imsg_seen.is_empty() {
+            let live: Vec<CskRef> = s
+                .net
+                .iter()
+                .filter_map(|m| m.req.csk())
+                .chain(s.sealed.iter().filter_map(|x| x.csk()))
+                .collect();
+            s.imsg_seen.retain(|c| live.contains(c));
+        }
         let mut past = 0u16;
         for (i, u) in s.ues.iter().enumerate() {
             for k in 0..u.impu.saturating_sub(1) {
@@ -533,6 +652,25 @@ fn no_impersonation(m: &McxModel, s: &EnvState) -> bool {
     )
 }
 
+/// TS 33.180 5.4: every CSK the server holds is tied to the MC service ID whose MIKEY-SAKKE UID
+/// is its I_MESSAGE's IDRi (the model knows who really signed each CSK), and every 2xx to a
+/// protected PUBLISH bound the user who signed the CSK it came under.
+fn csk_signer(m: &McxModel, s: &EnvState) -> bool {
+    no_flag(s, step::CSK_SIGNER_MISMATCH)
+        && s.server.csks().all(|(id, c)| {
+            let signer = match CskRef::parse(id.as_str()) {
+                Some(r) => r.signer,
+                // Provisioned (`csk-A-i0-s0`): the lab table's user.
+                None => id
+                    .as_str()
+                    .strip_prefix("csk-")
+                    .and_then(|r| r.bytes().next())
+                    .and_then(|b| b.checked_sub(b'A')),
+            };
+            signer.is_some() && signer == m.mc_id_user(&c.mc_id)
+        })
+}
+
 fn token_expiry_per_policy(m: &McxModel, s: &EnvState) -> bool {
     match m.config().policy.token_expiry {
         TokenExpiry::EndBinding => flag(s, step::UNBOUND_TOKEN_EXPIRED),
@@ -548,13 +686,17 @@ fn token_expiry_per_policy(m: &McxModel, s: &EnvState) -> bool {
 /// Liveness 1: every UE that is registered with a usable token of its logged-on user, with no
 /// attacker request sent, is bound (under its current IMPU, to its user, on every service).
 fn bound_eventually(m: &McxModel, s: &EnvState) -> bool {
-    s.settled && (0..m.config().ues).all(|ue| !m.eager(s, ue) || m.ue_bound(s, ue))
+    // Liveness off: no run settles and the property holds vacuously.
+    !m.config().liveness
+        || s.settled && (0..m.config().ues).all(|ue| !m.eager(s, ue) || m.ue_bound(s, ue))
 }
 
 /// Liveness 2: no IMPU a UE does not hold registered (it de-registered it, or moved away from
 /// it) is bound at the server.
 fn unbound_eventually(m: &McxModel, s: &EnvState) -> bool {
-    s.settled
+    // Liveness off: no run settles and the property holds vacuously.
+    !m.config().liveness
+        || s.settled
         && s.server.bindings().all(|(k, _)| {
             let Some(g) = m.impu_index(&k.impu) else {
                 return true;
@@ -571,7 +713,9 @@ fn unbound_eventually(m: &McxModel, s: &EnvState) -> bool {
 /// Liveness 3: every UE whose client lost its binding in a restart, and that is registered with a
 /// usable token (no attacker request sent), is bound again.
 fn recovers_eventually(m: &McxModel, s: &EnvState) -> bool {
-    s.settled
+    // Liveness off: no run settles and the property holds vacuously.
+    !m.config().liveness
+        || s.settled
         && (0..m.config().ues)
             .all(|ue| s.restart_victims & (1 << ue) == 0 || !m.eager(s, ue) || m.ue_bound(s, ue))
 }
@@ -642,6 +786,27 @@ pub fn catalogue() -> Vec<PropertyInfo> {
             clause: "TS 33.180 5.1.3.2 (CR), R-15 clause 9 protection; dossier Q-6, Q-3",
             meaning: "an IMPU is bound to a user's MC service ID only if that user's UE held that IMPU while the user was logged on",
             condition: no_impersonation,
+        },
+        PropertyInfo {
+            name: "csk-signer-is-bound-user",
+            kind: Always,
+            clause: "TS 33.180 5.4 (the MC server associates the CSK with the IMPU and the MC service ID; IDRi is the UID of the MC service ID, F.2.1)",
+            meaning: "every CSK the server holds is tied to the MC service ID whose UID is its I_MESSAGE's IDRi, and a protected PUBLISH binds only the user who signed its CSK",
+            condition: csk_signer,
+        },
+        PropertyInfo {
+            name: "replayed-i-message-refused",
+            kind: Always,
+            clause: "TS 33.180 5.4, RFC 3830 5.4 (replay protection), RFC 6509",
+            meaning: "a PUBLISH carrying an I_MESSAGE that already reached the server is never answered 2xx",
+            condition: |_, s| no_flag(s, step::I_MESSAGE_REPLAY_ACCEPTED),
+        },
+        PropertyInfo {
+            name: "user-switch-drops-old-csk",
+            kind: Always,
+            clause: "TS 33.180 5.4; CR 5.1.3.2.1 (user switch); dossier Q-10",
+            meaning: "once the server switched a client on an IMPU from user A to user B, no CSK of A tied to that IMPU survives (unless A still has a binding there)",
+            condition: |_, s| no_flag(s, step::CSK_SURVIVED_SWITCH),
         },
         PropertyInfo {
             name: "no-token-needed-to-register-or-publish",
@@ -793,8 +958,20 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
     let carriers = |f: fn(super::Carriage) -> bool| (0..cfg.ues).any(|i| f(cfg.carriage(i)));
     let register_carriers = carriers(super::Carriage::in_register);
     let register_only = carriers(|c| !c.in_publish());
+    let publish_carriers = carriers(super::Carriage::in_publish);
     let honour = cfg.policy.register_token == RegisterToken::Honour;
-    let exposed = register_carriers || !cfg.protects_tokens();
+    let protects = cfg.protects_tokens();
+    let exposed = register_carriers || !protects;
+    // What crosses the SIP core: tokens in clear (REGISTER bodies; PUBLISH without clause 9),
+    // and protected PUBLISH bodies the attacker can only resend.
+    let clear_seen = register_carriers || (publish_carriers && !protects);
+    let sealed_seen = publish_carriers && protects;
+    let accepts_clear = cfg.policy.token_protection != TokenProtection::Required;
+    let accepts_protected = cfg.policy.token_protection != TokenProtection::Off;
+    let tie_ignored = cfg.policy.csk_tie == CskTie::Ignored;
+    // A UE that carries its token only in PUBLISH in a form the server refuses is never bound.
+    let starved = (0..cfg.ues).any(|i| cfg.carriage(i) == super::Carriage::Publish)
+        && ((protects && !accepts_protected) || (!protects && !accepts_clear));
     let reordering = cfg.network != NetworkKind::Ordered;
     let duplicating = cfg.network == NetworkKind::Duplicating;
     let switch = cfg.users >= 2;
@@ -821,9 +998,7 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             holds("the machine refuses no third-party REGISTER and answers settings only with 200 or 404/141")
         }
         "s5-user-switch-isolation" => {
-            let csk_stops_stale = cfg.protects_tokens()
-                && cfg.policy.token_protection == crate::policy::TokenProtection::Required
-                && !register_carriers;
+            let csk_stops_stale = protects && accepts_protected && !register_carriers;
             if switch && duplicating && csk_stops_stale {
                 holds("a late duplicate of the old user's PUBLISH is protected under the CSK the user switch dropped (TS 33.180 5.4): refused")
             } else if switch && duplicating {
@@ -855,12 +1030,37 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             }
         }
         "no-impersonation" => {
-            if cfg.attacker && exposed {
-                violated("the SIP core sees the token unprotected and the attacker replays it from its own IMPU")
+            let sealed_open = cfg.attacker && sealed_seen && accepts_protected;
+            if cfg.attacker && clear_seen && accepts_clear {
+                violated("the SIP core sees the token in clear, the server accepts tokens in clear, and the attacker presents it from its own IMPU")
+            } else if sealed_open && tie_ignored {
+                violated("csk_tie = ignored: the attacker replays a captured protected PUBLISH without its I_MESSAGE from its own IMPU, and the victim's CSK opens it there")
+            } else if sealed_open && cfg.attacker_preempts {
+                violated("the attacker races the victim's first protected PUBLISH: its copy, sent from its own IMPU, reaches the server first, and nothing in the I_MESSAGE or the protected token names the IMPU, so the CSK is tied to the attacker's IMPU")
+            } else if sealed_open && !cfg.csk_upload && (reordering || cfg.restarts > 0) {
+                violated("a provisioned CSK is tied to the IMPU of its first successful use: the victim's first PUBLISH is refused (not yet registered) and the attacker's copy from its own IMPU is that first use")
+            } else if sealed_open && cfg.csk_upload && cfg.restarts > 0 {
+                violated("a restart empties the server's I_MESSAGE replay cache and drops the victim's CSK: the attacker replays the captured first PUBLISH whole from its own IMPU and it is accepted as new")
+            } else if cfg.attacker && (clear_seen || sealed_seen) {
+                holds("clear tokens are refused (protection required) or never cross; a captured protected PUBLISH replayed whole is a replayed I_MESSAGE, without it the CSK is tied to the victim's IMPU, and re-protected under the attacker's CSK its I_MESSAGE is not signed as the token's user (TS 33.180 5.4)")
             } else {
-                holds("no token crosses the SIP core unprotected")
+                holds("no attacker, or no token crosses the SIP core")
             }
         }
+        "csk-signer-is-bound-user" => holds("the machine accepts an I_MESSAGE only when it is signed as the token's user, and a CSK opens only tokens of the MC service ID it was accepted for (or, tie ignored, the UEs and the attacker never put a token under another user's CSK)"),
+        "replayed-i-message-refused" => {
+            if cfg.csk_upload
+                && sealed_seen
+                && accepts_protected
+                && cfg.restarts > 0
+                && (cfg.attacker || duplicating)
+            {
+                violated("the replay cache is volatile: after a restart an I_MESSAGE seen before (a duplicate, or the attacker's replay) is accepted again")
+            } else {
+                holds("the machine remembers every I_MESSAGE signed by the token's user that reached it, accepted or refused, for as long as it would be fresh")
+            }
+        }
+        "user-switch-drops-old-csk" => holds("the machine releases the old user's CSKs on that IMPU when it rebinds the client"),
         "bound" | "unbound-after-deregistration" | "unbound-after-log-off"
         | "token-less-publish-then-bound" | "settings-without-binding-gets-404-141" => {
             holds("reachable in every variant")
@@ -920,8 +1120,17 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             }
         }
         "replay-refused" => {
-            if cfg.attacker && exposed && device_limited {
+            if cfg.attacker && sealed_seen && (cfg.csk_upload || !tie_ignored || !accepts_protected) {
+                holds("a captured protected PUBLISH replayed from the attacker's IMPU is refused: its I_MESSAGE was seen, or its CSK is tied to the victim's IMPU")
+            } else if cfg.attacker && clear_seen && !accepts_clear {
+                holds("a token read in clear is refused in clear (protection required) and re-protected under the attacker's CSK (not signed as its user)")
+            } else if cfg.attacker && exposed && device_limited {
                 holds("the replayed token would exceed the device limit")
+            } else if cfg.attacker
+                && clear_seen
+                && cfg.token_kinds.contains(&TokenKind::WrongScope)
+            {
+                holds("a captured wrongly scoped token is refused")
             } else {
                 violated("nothing refuses a replayed token that is still valid")
             }
@@ -947,12 +1156,15 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
                 violated("a REGISTER-only client against a server that ignores REGISTER-borne tokens is never bound")
             } else if ue_device_limited {
                 violated("the device limit leaves one UE of the user unbound for ever")
+            } else if starved && name == "eventually-bound" {
+                violated("a PUBLISH-option UE sends its token in a form the server refuses (protected to a server with protection off, or in clear to one that requires it)")
             } else if switch
-                && cfg.protects_tokens()
-                && cfg.policy.token_protection == crate::policy::TokenProtection::Required
+                && protects
+                && !cfg.csk_upload
+                && publish_carriers
                 && name == "eventually-bound"
             {
-                violated("the machine drops a user's CSK at a user switch (TS 33.180 5.4) and the model's UEs do not yet upload a fresh CSK with the PUBLISH: a user who switches back is refused (unknown CSK) for ever")
+                violated("provisioned CSKs (no upload): the machine drops a user's CSK at a user switch (TS 33.180 5.4) and nothing provisions it again, so a user who switches back is refused (unknown CSK) for ever")
             } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
                 holds("no restart")
             } else {

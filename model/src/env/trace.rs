@@ -10,7 +10,9 @@ use stateright::Model;
 use crate::input::Input;
 use crate::output::BindingEvent;
 
-use super::{user_name, Body, EnvAction, EnvState, McxModel, Msg, Req, Sender, StepEffect, Tok};
+use super::{
+    user_name, Body, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok,
+};
 
 /// What kind of request (or event) a step is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,6 +57,12 @@ pub struct TokenFact {
     pub protected: bool,
     /// The `exp` claim (ticks).
     pub exp: u64,
+    /// The CSK it is protected under (`ds:KeyName`), if protected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csk: Option<String>,
+    /// The I_MESSAGE (TS 33.180 5.4) that travels with it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i_message: Option<String>,
 }
 
 /// One step of a trace.
@@ -124,13 +132,31 @@ fn sender_name(s: Sender) -> String {
     }
 }
 
-fn token_fact(m: &McxModel, t: &Tok, protected: bool) -> TokenFact {
+fn token_fact(m: &McxModel, t: &Tok, prot: Prot, service: u8) -> TokenFact {
+    let (csk, i_message) = match prot {
+        Prot::Clear => (None, None),
+        Prot::Provisioned { user, impu } => (
+            Some(McxModel::csk(user, impu, service).to_string()),
+            None,
+        ),
+        Prot::Uploaded { csk, upload } => (
+            Some(csk.csk_id().to_string()),
+            upload.map(|t| {
+                let signer = csk
+                    .signer
+                    .map_or_else(|| "the attacker".to_string(), |u| format!("user {}", user_name(u)));
+                format!("{} (signed as {signer}, T={t})", csk.message_id())
+            }),
+        ),
+    };
     TokenFact {
         id: t.id(),
         user: user_name(t.user).to_string(),
         kind: t.kind.name().into(),
-        protected,
+        protected: prot.protected(),
         exp: t.exp(m.config().token_life),
+        csk,
+        i_message,
     }
 }
 
@@ -215,7 +241,7 @@ fn fill_request(m: &McxModel, st: &mut TraceStep, msg: &Msg) {
             if let Some(t) = token {
                 st.user = Some(user_name(t.user).to_string());
                 st.mc_id = Some(m.mc_id(t.user, 0).to_string());
-                st.token = Some(token_fact(m, t, false));
+                st.token = Some(token_fact(m, t, Prot::Clear, 0));
             }
         }
         Req::Publish {
@@ -232,10 +258,10 @@ fn fill_request(m: &McxModel, st: &mut TraceStep, msg: &Msg) {
             st.if_match = if_match.map(|n| McxModel::etag(n).to_string());
             st.expires = Some(u32::from(*expires));
             match body {
-                Body::Auth { token, protected } => {
+                Body::Auth { token, prot } => {
                     st.user = Some(user_name(token.user).to_string());
                     st.mc_id = Some(m.mc_id(token.user, *service).to_string());
-                    st.token = Some(token_fact(m, token, *protected));
+                    st.token = Some(token_fact(m, token, *prot, *service));
                 }
                 Body::Settings { user } => {
                     st.user = Some(user_name(*user).to_string());
@@ -262,13 +288,15 @@ fn request_text(st: &TraceStep) -> String {
         let _ = write!(t, " {i}");
     }
     if let Some(tok) = &st.token {
-        let _ = write!(
-            t,
-            " token {} ({}{})",
-            tok.id,
-            tok.kind,
-            if tok.protected { ", protected" } else { "" }
-        );
+        let prot = match &tok.csk {
+            Some(k) => format!(", protected under {k}"),
+            None if tok.protected => ", protected".into(),
+            None => String::new(),
+        };
+        let _ = write!(t, " token {} ({}{prot})", tok.id, tok.kind);
+        if let Some(i) = &tok.i_message {
+            let _ = write!(t, " + I_MESSAGE {i}");
+        }
     } else if st.request == RequestKind::PublishSettings {
         if let Some(id) = &st.mc_id {
             let _ = write!(t, " claims {id}");
@@ -368,7 +396,7 @@ impl McxModel {
                 st.user = Some(user_name(*user).to_string());
                 st.mc_id = Some(self.mc_id(*user, 0).to_string());
                 st.client_id = Some(self.client(Sender::Ue(*ue)).to_string());
-                st.token = Some(token_fact(self, &tok, false));
+                st.token = Some(token_fact(self, &tok, Prot::Clear, 0));
                 let switch = last.ues[usize::from(*ue)]
                     .user
                     .filter(|u| u != user)
@@ -384,19 +412,32 @@ impl McxModel {
                 );
                 st
             }
-            EnvAction::Replay { .. } | EnvAction::ForgePai { .. } => {
+            EnvAction::Replay { .. }
+            | EnvAction::Reprotect { .. }
+            | EnvAction::ReplaySealed { .. }
+            | EnvAction::ForgePai { .. } => {
                 let m = self.attacker_msg(last, action)?;
-                let via_core = matches!(action, EnvAction::Replay { .. });
                 let mut st = blank(n, t, "Attacker".into(), "attack", request_kind(&m.req));
                 fill_request(self, &mut st, &m);
                 fill_response(&mut st, &effect);
+                let how = match action {
+                    EnvAction::Replay { .. } => {
+                        "→ SIP core → MCX server: presents, from its own IMPU, a token it read in clear:"
+                    }
+                    EnvAction::Reprotect { .. } => {
+                        "→ SIP core → MCX server: re-protects a token it read in clear under its own CSK (own I_MESSAGE), from its own IMPU:"
+                    }
+                    EnvAction::ReplaySealed {
+                        strip_upload: false,
+                        ..
+                    } => "→ SIP core → MCX server: replays a captured protected PUBLISH whole, from its own IMPU:",
+                    EnvAction::ReplaySealed { .. } => {
+                        "→ SIP core → MCX server: replays a captured protected PUBLISH without its I_MESSAGE, from its own IMPU:"
+                    }
+                    _ => "→ MCX server (direct, forged P-Asserted-Identity):",
+                };
                 st.text = format!(
-                    "Attacker {} {} ⇒ {}",
-                    if via_core {
-                        "→ SIP core → MCX server: replays the token the SIP core saw:"
-                    } else {
-                        "→ MCX server (direct, forged P-Asserted-Identity):"
-                    },
+                    "Attacker {how} {} ⇒ {}",
                     request_text(&st),
                     response_text(&st)
                 );
@@ -553,6 +594,24 @@ pub fn format_action(m: &McxModel, a: &EnvAction) -> String {
             token.id(),
             m.service(*service)
         ),
+        EnvAction::Reprotect { token, service } => format!(
+            "Attacker re-protects {} under its own CSK for {}",
+            token.id(),
+            m.service(*service)
+        ),
+        EnvAction::ReplaySealed {
+            sealed,
+            strip_upload,
+        } => format!(
+            "Attacker replays the protected {} for {}{}",
+            sealed.token.id(),
+            m.service(sealed.service),
+            if *strip_upload {
+                " without its I_MESSAGE"
+            } else {
+                " whole"
+            }
+        ),
         EnvAction::ForgePai { impu } => {
             format!("Attacker PUBLISH direct, forged PAI {}", m.impu(*impu))
         }
@@ -631,6 +690,19 @@ pub fn format_state(m: &McxModel, s: &EnvState) -> String {
     if !s.captured.is_empty() {
         let ids: Vec<String> = s.captured.iter().map(Tok::id).collect();
         let _ = writeln!(t, "attacker saw: {}", ids.join(", "));
+    }
+    if !s.sealed.is_empty() {
+        let ids: Vec<String> = s.sealed.iter().map(|x| x.token.id()).collect();
+        let _ = writeln!(t, "attacker captured protected: {}", ids.join(", "));
+    }
+    t.push_str("CSKs at the server:\n");
+    for (id, c) in s.server.csks() {
+        let _ = writeln!(
+            t,
+            "  {id} -> {} at {}",
+            c.mc_id,
+            c.impu.as_ref().map_or("-".to_string(), |i| i.to_string())
+        );
     }
     t
 }
@@ -716,7 +788,7 @@ impl Trace {
                         );
                         let _ = writeln!(t, "    MCX-->>ATT: {}", sanitize(&response_text(st)));
                     } else {
-                        let _ = writeln!(t, "    ATT->>CORE: {}. {req} [replayed token]", st.step);
+                        let _ = writeln!(t, "    ATT->>CORE: {}. {req} [attacker]", st.step);
                         let _ = writeln!(t, "    CORE->>MCX: {req}");
                         let mut resp = sanitize(&response_text(st));
                         if !st.events.is_empty() {

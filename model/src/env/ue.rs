@@ -8,7 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Body, EnvAction, EnvState, McxModel, Msg, Req, Sender, StepEffect, Tok, TokenKind};
+use super::{
+    Body, CskRef, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok,
+    TokenKind,
+};
 
 /// What a UE is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -21,6 +24,16 @@ pub enum Pending {
     Refresh(u8),
     /// A removal (`Expires: 0`).
     Remove(u8),
+}
+
+/// A CSK a UE's client made for one service (TS 33.180 5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UeCsk {
+    /// The CSK.
+    pub csk: CskRef,
+    /// A 2xx answered the PUBLISH that carried its I_MESSAGE: the server holds it, and later
+    /// PUBLISHes go without the I_MESSAGE.
+    pub acked: bool,
 }
 
 /// One UE (with one MC client) as the model sees it.
@@ -45,6 +58,12 @@ pub struct UeState {
     /// What it has done since the environment settled (bits of [`super::fairness`]; always 0
     /// before).
     pub fair: u8,
+    /// Its CSK per service, when protection is on and CSKs are uploaded. The client makes a
+    /// fresh one (and sends its I_MESSAGE with the next protected PUBLISH) when it has none: at
+    /// first, after a user switch or log-off, after an IMPU change or de-registration (the
+    /// server ties a CSK to the IMPU), and after any non-2xx to a PUBLISH that used it (the
+    /// server may have dropped it, and an I_MESSAGE is never sent twice).
+    pub csks: Vec<Option<UeCsk>>,
 }
 
 impl McxModel {
@@ -164,6 +183,7 @@ impl McxModel {
                 u.mc_tags = false;
                 u.reg_token = None;
                 u.etags.iter_mut().for_each(|e| *e = None);
+                u.csks.iter_mut().for_each(|c| *c = None);
                 let impu = self.ue_impu(usize::from(ue), impu);
                 self.send(
                     s,
@@ -190,6 +210,7 @@ impl McxModel {
                 u.mc_tags = true;
                 u.reg_token = token;
                 u.etags.iter_mut().for_each(|e| *e = None);
+                u.csks.iter_mut().for_each(|c| *c = None);
                 let (old, new) = (
                     self.ue_impu(usize::from(ue), old),
                     self.ue_impu(usize::from(ue), new),
@@ -232,10 +253,16 @@ impl McxModel {
                 if u.token == Some(tok) {
                     return None;
                 }
+                if u.user != Some(user) {
+                    // A user switch: the old user's CSKs are not used for the new user.
+                    u.csks.iter_mut().for_each(|c| *c = None);
+                }
                 u.user = Some(user);
                 u.token = Some(tok);
             }
             EnvAction::Authorize { ue, service } => {
+                let token = s.ues[usize::from(ue)].token?;
+                let prot = self.protect(s, ue, service, token);
                 let u = &s.ues[usize::from(ue)];
                 let req = Req::Publish {
                     impu: self.ue_impu(usize::from(ue), u.impu),
@@ -243,10 +270,7 @@ impl McxModel {
                     service,
                     if_match: u.etags[usize::from(service)],
                     expires: self.cfg.publication_ttl,
-                    body: Body::Auth {
-                        token: u.token?,
-                        protected: self.cfg.protects_tokens(),
-                    },
+                    body: Body::Auth { token, prot },
                 };
                 s.ues[usize::from(ue)].pending = Some(Pending::Authorize(service));
                 self.send(s, Sender::Ue(ue), req);
@@ -292,6 +316,7 @@ impl McxModel {
                 let u = &mut s.ues[usize::from(ue)];
                 u.user.take()?;
                 u.token = None;
+                u.csks.iter_mut().for_each(|c| *c = None);
                 // The registration no longer stands for a token: a new log-on re-registers.
                 u.reg_token = None;
                 let u = &s.ues[usize::from(ue)];
@@ -331,6 +356,75 @@ impl McxModel {
         Some(())
     }
 
+    /// How UE `ue` protects `token` for `service` in the PUBLISH it is about to send (TS 33.180
+    /// clause 9 and 5.4): in clear, under a provisioned CSK, or under its own CSK, making one and
+    /// sending its I_MESSAGE along when it has none the server acknowledged.
+    fn protect(&self, s: &mut EnvState, ue: u8, service: u8, token: Tok) -> Prot {
+        if !self.cfg.protects_tokens() {
+            return Prot::Clear;
+        }
+        let impu = self.ue_impu(usize::from(ue), s.ues[usize::from(ue)].impu);
+        if !self.cfg.csk_upload {
+            return Prot::Provisioned {
+                user: token.user,
+                impu,
+            };
+        }
+        let now = s.now;
+        match s.ues[usize::from(ue)].csks[usize::from(service)] {
+            Some(UeCsk { csk, acked: true }) => Prot::Uploaded {
+                csk,
+                upload: None,
+            },
+            _ => {
+                // A fresh CSK whose I_MESSAGE is signed as the UE's user and made now.
+                let csk = CskRef {
+                    owner: Sender::Ue(ue),
+                    signer: Some(token.user),
+                    gen: self.fresh_gen(s, ue, token.user),
+                };
+                s.ues[usize::from(ue)].csks[usize::from(service)] =
+                    Some(UeCsk { csk, acked: false });
+                Prot::Uploaded {
+                    csk,
+                    upload: Some(now),
+                }
+            }
+        }
+    }
+
+    /// The smallest CSK number of UE `ue` for `user` that names nothing anywhere: not a CSK the
+    /// server holds, not an I_MESSAGE it remembers, not one in flight or kept by the attacker,
+    /// not one of the UE's own. Such a name is as good as a never-used one (the state
+    /// canonicalization forgets remembered I_MESSAGEs that can never arrive again), and reusing
+    /// it keeps the state space finite without a counter.
+    fn fresh_gen(&self, s: &EnvState, ue: u8, user: u8) -> u8 {
+        let mut used = 0u32;
+        let mut mark = |r: Option<CskRef>| {
+            if let Some(r) = r {
+                if r.owner == Sender::Ue(ue) && r.signer == Some(user) && r.gen < 32 {
+                    used |= 1 << r.gen;
+                }
+            }
+        };
+        for (id, _) in s.server.csks() {
+            mark(CskRef::parse(id.as_str()));
+        }
+        for id in s.server.key_messages() {
+            mark(id.as_str().strip_prefix("imsg-").and_then(CskRef::parse));
+        }
+        for m in &s.net {
+            mark(m.req.csk());
+        }
+        for x in &s.sealed {
+            mark(x.csk());
+        }
+        for c in s.ues[usize::from(ue)].csks.iter().flatten() {
+            mark(Some(c.csk));
+        }
+        used.trailing_ones() as u8
+    }
+
     /// The UE's view of the response to its own PUBLISH.
     pub(super) fn ue_response(&self, s: &mut EnvState, msg: Option<&Msg>, effect: &StepEffect) {
         if let Some(Msg {
@@ -353,6 +447,30 @@ impl McxModel {
                     }
                     Pending::Remove(x) => (x, true),
                 };
+                if let (
+                    Pending::Authorize(x),
+                    Some(Req::Publish {
+                        body:
+                            Body::Auth {
+                                prot: Prot::Uploaded { csk, .. },
+                                ..
+                            },
+                        ..
+                    }),
+                ) = (p, msg.map(|m| &m.req))
+                {
+                    let slot = &mut u.csks[usize::from(x)];
+                    if slot.is_some_and(|c| c.csk == *csk) {
+                        *slot = if r.outcome.is_success() {
+                            Some(UeCsk {
+                                csk: *csk,
+                                acked: true,
+                            })
+                        } else {
+                            None
+                        };
+                    }
+                }
                 let e = &mut u.etags[usize::from(svc)];
                 match r.status() {
                     200 if !remove => *e = r.etag.as_ref().and_then(Self::etag_number),
