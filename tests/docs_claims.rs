@@ -8,7 +8,8 @@
 //! Besides each named verdict, the `always`/`eventually` properties the run violates must be
 //! exactly those the line names as violated (so a new violation cannot slip in unnoticed).
 //!
-//! Run with `cargo test --release --test docs_claims` (about a minute on 2 cores).
+//! Run with `cargo test --release --test docs_claims` (about a minute and a half on 2 shared
+//! cores; the `[slow]` claims are left to a manual run).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
