@@ -322,6 +322,53 @@ fn an_uploaded_csk_is_tied_to_the_signer_and_the_impu_and_never_accepted_twice()
 }
 
 #[test]
+fn a_refused_publish_spends_its_i_message_so_nobody_else_can_use_it() {
+    // Found by the model's attacker (docs/model-results-wave3.md): the victim's first PUBLISH
+    // arrives before its third-party REGISTER and is refused; the attacker resends it whole from
+    // its own registered IMPU. RFC 3830 5.4: the message was received, so it is a replay.
+    let mut m = M::post_cr();
+    m.register(UE2);
+    let body = || auth(token(ALICE), csk("k1"));
+    let first = m.publish(
+        trusted(UE1),
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(
+        first.response.outcome,
+        Outcome::Forbidden(ForbiddenReason::NotRegistered)
+    );
+    assert!(m.m.key_messages().any(|id| *id == KeyMessageId::new("m1")));
+    let replay = m.publish(
+        trusted(UE2),
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(refused(&replay), TokenRejection::KeyUploadReplayed);
+    assert_eq!(m.m.binding_count(), 0);
+    // An untrusted source spends nothing (it could burn a victim's message otherwise).
+    let mut m = M::post_cr();
+    m.register(UE1);
+    let forged = m.publish(
+        AssertedIdentity::Untrusted,
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(forged.response.status(), 403);
+    assert_eq!(m.m.key_messages().count(), 0);
+    let ok = m.publish(
+        trusted(UE1),
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(ok.response.outcome, Outcome::Authorized);
+}
+
+#[test]
 fn an_upload_must_be_fresh_verified_and_signed_by_the_tokens_user() {
     let mut m = M::post_cr();
     m.register(UE1);

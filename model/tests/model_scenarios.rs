@@ -1,6 +1,6 @@
 //! Named scenarios, pinned shortest witnesses, and the trace rendering.
 
-use mcx_model::env::{step, PropertyKind, RequestKind, Tok, SCENARIOS};
+use mcx_model::env::{step, Msg, PropertyKind, Req, RequestKind, Sender, Tok, SCENARIOS};
 use mcx_model::{EnvAction, McxModel, ModelConfig, NetworkKind, TokenKind, Variant};
 
 fn model(v: Variant) -> McxModel {
@@ -148,6 +148,21 @@ fn pinned_shortest_replay_counterexample_pre_cr() {
                 kind: TokenKind::Valid
             },
             EnvAction::Register(0),
+            // The attacker acts on what reached the server (ModelConfig::attacker_preempts).
+            EnvAction::Deliver {
+                msg: Msg {
+                    from: Sender::Ue(0),
+                    dup: false,
+                    stale: false,
+                    req: Req::Register {
+                        impu: 0,
+                        expires: 8,
+                        mc_tags: true,
+                        token: Some(tok),
+                    },
+                },
+                keep_copy: false,
+            },
             EnvAction::Replay {
                 token: tok,
                 service: 0
@@ -166,15 +181,17 @@ fn pinned_shortest_replay_counterexample_pre_cr() {
     for lane in ["UE1", "Attacker", "IdMS", "SIP core", "MCX server"] {
         assert!(mermaid.contains(lane), "{lane} missing:\n{mermaid}");
     }
-    assert!(t.numbered().contains("  3. [t=0] Attacker"));
+    assert!(t.numbered().contains("  4. [t=0] Attacker"));
 }
 
 #[test]
 fn post_cr_attacker_sees_no_token() {
-    // Walk the `user-switch` scenario: every token crossed the SIP core, none was captured.
+    // Walk the `user-switch` scenario: every token crossed the SIP core, none could be read; the
+    // attacker captured the protected PUBLISHes (to resend them as they are).
     let m = model(Variant::PostCr);
     let states = m.run(&m.scenario("user-switch").unwrap()).unwrap();
     assert!(states.iter().all(|s| s.captured.is_empty()));
+    assert!(states.iter().any(|s| !s.sealed.is_empty()));
     // The same scenario in ct1-rel18 exposes tokens.
     let m = model(Variant::Ct1Rel18);
     let states = m.run(&m.scenario("user-switch").unwrap()).unwrap();

@@ -62,19 +62,27 @@ fn with_needs_more(names: &[&'static str]) -> BTreeSet<&'static str> {
     s
 }
 
+/// Post-CR with the attacker: its replay of a captured protected PUBLISH is refused (the
+/// I_MESSAGE was seen, or the CSK is tied to the victim's IMPU), so `replay-refused` has a
+/// witness there.
+fn post_cr_attacked(names: &[&'static str]) -> BTreeSet<&'static str> {
+    let mut s = with_needs_more(names);
+    s.remove("replay-refused");
+    s
+}
+
 #[test]
 fn post_cr_small_holds_everything_but_the_register_option() {
     let o = check(ModelConfig::small(Variant::PostCr));
     assert_eq!(
         o.violated,
-        with_needs_more(&[
-            "eventually-bound",
+        post_cr_attacked(&[
             "rebound-after-impu-change",
             "register-token-binds",
             "stale-etag-gets-412",
         ])
     );
-    assert_eq!(o.unique, 21236);
+    assert_eq!(o.unique, 67741);
 }
 
 #[test]
@@ -91,7 +99,7 @@ fn pre_cr_small_breaks_impersonation_only() {
             "rebound-after-impu-change",
         ])
     );
-    assert_eq!(o.unique, 214966);
+    assert_eq!(o.unique, 212986);
 }
 
 #[test]
@@ -105,7 +113,7 @@ fn ct1_rel18_small_breaks_impersonation_and_switch_isolation() {
             "s5-user-switch-isolation",
         ])
     );
-    assert_eq!(o.unique, 718647);
+    assert_eq!(o.unique, 718245);
 }
 
 #[test]
@@ -129,11 +137,7 @@ fn post_cr_duplicating_network_keeps_user_switch_isolation_by_the_dropped_csk() 
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        with_needs_more(&[
-            "eventually-bound",
-            "rebound-after-impu-change",
-            "register-token-binds",
-        ])
+        post_cr_attacked(&["rebound-after-impu-change", "register-token-binds",])
     );
 }
 
@@ -144,8 +148,7 @@ fn post_cr_drop_binding_breaks_failure_atomicity() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        with_needs_more(&[
-            "eventually-bound",
+        post_cr_attacked(&[
             "rebound-after-impu-change",
             "register-token-binds",
             "s7-failure-atomicity",
@@ -162,8 +165,7 @@ fn post_cr_ordered_network_never_publishes_before_registration() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        with_needs_more(&[
-            "eventually-bound",
+        post_cr_attacked(&[
             "publish-before-registration",
             "rebound-after-impu-change",
             "register-token-binds",
@@ -182,11 +184,7 @@ fn post_cr_without_attacker_and_with_end_binding_still_holds() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        with_needs_more(&[
-            "eventually-bound",
-            "rebound-after-impu-change",
-            "register-token-binds"
-        ])
+        with_needs_more(&["rebound-after-impu-change", "register-token-binds"])
     );
 }
 
@@ -204,14 +202,19 @@ fn pre_cr_without_attacker_has_no_impersonation() {
     assert_eq!(o.unique, 45894);
 }
 
-// Two UEs with a restart: about 6 minutes on 2 cores, too long for CI. After the merge of the
-// machine's CSK ties it reports `eventually-recovers-after-restart` violated, which has not been
-// looked into yet (closing note of the second wave): run with `--ignored` when working on it.
+// Two UEs of one user with a restart and a device limit of one (one user, so about 30 s). The
+// wave-2 version (two users, 6 min, ignored) reported `eventually-recovers-after-restart`
+// violated and left it open. It is neither a spec finding nor a model bug: the restart empties
+// the binding table, and the device slot goes to whichever device of the user publishes first
+// afterwards. When that is the other UE (refused before the restart), the restart victim is
+// refused for ever (403, device limit) — the device-limit policy (dossier Q-18) meeting a
+// volatile binding table, which the expectation table already predicts for any configuration
+// whose device limit is below the number of UEs. docs/model-results-wave3.md has the trace.
 #[test]
-#[ignore = "slow (about 6 min) and its recovery verdict changed with the CSK ties: open"]
-fn a_restart_and_a_device_limit_have_their_witnesses_and_liveness_holds() {
+fn a_restart_and_a_device_limit_have_their_witnesses_and_the_slot_goes_to_the_first_device() {
     let mut cfg = ModelConfig {
         ues: 2,
+        users: 1,
         restarts: 1,
         attacker: false,
         ..ModelConfig::small(Variant::PostCr)
@@ -228,7 +231,7 @@ fn a_restart_and_a_device_limit_have_their_witnesses_and_liveness_holds() {
         "{:?}",
         o.violated
     );
-    assert!(!o.violated.contains("eventually-recovers-after-restart"));
-    // The device limit starves the second UE of the user: liveness fails, as expected.
+    // The device limit starves the second UE of the user, before and after a restart.
     assert!(o.violated.contains("eventually-bound"));
+    assert!(o.violated.contains("eventually-recovers-after-restart"));
 }

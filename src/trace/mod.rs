@@ -314,6 +314,12 @@ impl Replay {
 /// not implemented).
 fn wire_protection(cfg: &ModelConfig, steps: &[TraceStep]) -> anyhow::Result<TokenProtection> {
     let policy = cfg.machine_policy().token_protection;
+    if steps
+        .iter()
+        .any(|s| s.actor == "Attacker" && s.token.as_ref().is_some_and(|t| t.protected))
+    {
+        bail!("the trace's attacker resends a protected PUBLISH: its answer rests on the CSK tie and the I_MESSAGE replay cache (TS 33.180 5.4), which a replay without clause 9 and MIKEY-SAKKE on the wire cannot reproduce");
+    }
     let sent = steps
         .iter()
         .filter(|s| sipp::is_delivery(s) && s.via.as_deref() == Some("sip-core"));

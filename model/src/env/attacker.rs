@@ -21,8 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Body, CskRef, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok,
-    TokenKind,
+    Body, CskRef, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok, TokenKind,
 };
 use crate::policy::TokenProtection;
 
@@ -95,6 +94,13 @@ impl McxModel {
         if s.attacker_left == 0 {
             return;
         }
+        if !s
+            .server
+            .registrations()
+            .any(|(i, _)| i == self.impu(self.attacker_impu()))
+        {
+            actions.push(EnvAction::AttackerRegister);
+        }
         let n_services = self.cfg.services.len() as u8;
         // Re-protecting a token read in clear is worth trying only against a server that
         // refuses clear tokens; against any other, presenting it in clear is the stronger move.
@@ -112,7 +118,13 @@ impl McxModel {
                 sealed: *x,
                 strip_upload: false,
             });
-            if matches!(x.prot, Prot::Uploaded { upload: Some(_), .. }) {
+            if matches!(
+                x.prot,
+                Prot::Uploaded {
+                    upload: Some(_),
+                    ..
+                }
+            ) {
                 actions.push(EnvAction::ReplaySealed {
                     sealed: *x,
                     strip_upload: true,
@@ -212,6 +224,12 @@ impl McxModel {
                     },
                 )
             }
+            EnvAction::AttackerRegister => Req::Register {
+                impu: self.attacker_impu(),
+                expires: 255,
+                mc_tags: true,
+                token: None,
+            },
             // Straight to the server, claiming the victim's IMPU in P-Asserted-Identity.
             EnvAction::ForgePai { impu } => Req::Publish {
                 impu,

@@ -197,6 +197,9 @@ pub enum EnvAction {
         /// Send it without the I_MESSAGE it carried.
         strip_upload: bool,
     },
+    /// The attacker registers its own IMPU again (after a server restart lost it); free of
+    /// budget, as any subscriber may re-register.
+    AttackerRegister,
     /// The attacker sends a PUBLISH straight to the server claiming a UE's IMPU.
     ForgePai {
         /// The victim's global IMPU index.
@@ -445,12 +448,14 @@ impl McxModel {
             EnvAction::Deliver { msg, keep_copy } => {
                 self.apply_delivery(last, &mut s, msg, *keep_copy, &mut effect)?
             }
+            EnvAction::AttackerRegister => {
+                let msg = self.attacker_msg(last, action)?;
+                self.deliver(last, &mut s, &msg, &mut effect);
+            }
             EnvAction::Replay { .. }
             | EnvAction::Reprotect { .. }
             | EnvAction::ReplaySealed { .. }
-            | EnvAction::ForgePai { .. } => {
-                self.apply_attack(last, &mut s, action, &mut effect)?
-            }
+            | EnvAction::ForgePai { .. } => self.apply_attack(last, &mut s, action, &mut effect)?,
             EnvAction::Tick => {
                 s.now += 1;
                 let out = s.server.handle(UnixTime(u64::from(s.now)), Input::Tick);

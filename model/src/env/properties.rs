@@ -13,8 +13,8 @@ use crate::policy::{
 use crate::token::TokenRejection;
 
 use super::{
-    Body, CskRef, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Prot, Req, Sender,
-    StepEffect, Tok, TokenKind,
+    Body, CskRef, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Prot, Req, Sender, StepEffect,
+    Tok, TokenKind,
 };
 
 /// Bits of [`EnvState::step`]: what the last step did.
@@ -193,7 +193,10 @@ impl McxModel {
             ..
         }) = msg
         {
-            let ok = effect.response.as_ref().is_some_and(|r| r.outcome.is_success());
+            let ok = effect
+                .response
+                .as_ref()
+                .is_some_and(|r| r.outcome.is_success());
             // TS 33.180 5.4: what a protected PUBLISH bound rests on a CSK signed as that user.
             let signer = match *prot {
                 Prot::Clear => None,
@@ -206,7 +209,10 @@ impl McxModel {
                     service: self.service(*service),
                     client_id: self.client(*from).clone(),
                 };
-                let bound = s.server.binding(&key).and_then(|b| self.mc_id_user(&b.mc_id));
+                let bound = s
+                    .server
+                    .binding(&key)
+                    .and_then(|b| self.mc_id_user(&b.mc_id));
                 if bound.is_none() || bound != signer {
                     flags |= step::CSK_SIGNER_MISMATCH;
                 }
@@ -405,7 +411,11 @@ impl McxModel {
                     Req::Publish {
                         body:
                             Body::Auth {
-                                prot: Prot::Uploaded { csk, upload: Some(_) },
+                                prot:
+                                    Prot::Uploaded {
+                                        csk,
+                                        upload: Some(_),
+                                    },
                                 ..
                             },
                         ..
@@ -697,17 +707,17 @@ fn unbound_eventually(m: &McxModel, s: &EnvState) -> bool {
     // Liveness off: no run settles and the property holds vacuously.
     !m.config().liveness
         || s.settled
-        && s.server.bindings().all(|(k, _)| {
-            let Some(g) = m.impu_index(&k.impu) else {
-                return true;
-            };
-            if g == m.attacker_impu() {
-                return true;
-            }
-            let ue = usize::from(g) / m.config().impus_per_ue;
-            let u = &s.ues[ue];
-            u.registered && m.ue_impu(ue, u.impu) == g
-        })
+            && s.server.bindings().all(|(k, _)| {
+                let Some(g) = m.impu_index(&k.impu) else {
+                    return true;
+                };
+                if g == m.attacker_impu() {
+                    return true;
+                }
+                let ue = usize::from(g) / m.config().impus_per_ue;
+                let u = &s.ues[ue];
+                u.registered && m.ue_impu(ue, u.impu) == g
+            })
 }
 
 /// Liveness 3: every UE whose client lost its binding in a restart, and that is registered with a
@@ -716,8 +726,9 @@ fn recovers_eventually(m: &McxModel, s: &EnvState) -> bool {
     // Liveness off: no run settles and the property holds vacuously.
     !m.config().liveness
         || s.settled
-        && (0..m.config().ues)
-            .all(|ue| s.restart_victims & (1 << ue) == 0 || !m.eager(s, ue) || m.ue_bound(s, ue))
+            && (0..m.config().ues).all(|ue| {
+                s.restart_victims & (1 << ue) == 0 || !m.eager(s, ue) || m.ue_bound(s, ue)
+            })
 }
 
 /// The catalogue, in report order.
@@ -1165,6 +1176,8 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
                 && name == "eventually-bound"
             {
                 violated("provisioned CSKs (no upload): the machine drops a user's CSK at a user switch (TS 33.180 5.4) and nothing provisions it again, so a user who switches back is refused (unknown CSK) for ever")
+            } else if duplicating && register_only && name == "eventually-bound" {
+                violated("a late duplicate of the UE's de-REGISTER arrives after its new REGISTER and de-registers the IMPU at the server; a REGISTER-only client never PUBLISHes, so it never gets the 403 that would make it re-register (the machine's input has no CSeq: RFC 3261 10.3 ordering would discard the stale request; see docs/model-results-wave3.md)")
             } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
                 holds("no restart")
             } else {

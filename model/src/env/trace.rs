@@ -135,16 +135,16 @@ fn sender_name(s: Sender) -> String {
 fn token_fact(m: &McxModel, t: &Tok, prot: Prot, service: u8) -> TokenFact {
     let (csk, i_message) = match prot {
         Prot::Clear => (None, None),
-        Prot::Provisioned { user, impu } => (
-            Some(McxModel::csk(user, impu, service).to_string()),
-            None,
-        ),
+        Prot::Provisioned { user, impu } => {
+            (Some(McxModel::csk(user, impu, service).to_string()), None)
+        }
         Prot::Uploaded { csk, upload } => (
             Some(csk.csk_id().to_string()),
             upload.map(|t| {
-                let signer = csk
-                    .signer
-                    .map_or_else(|| "the attacker".to_string(), |u| format!("user {}", user_name(u)));
+                let signer = csk.signer.map_or_else(
+                    || "the attacker".to_string(),
+                    |u| format!("user {}", user_name(u)),
+                );
                 format!("{} (signed as {signer}, T={t})", csk.message_id())
             }),
         ),
@@ -475,6 +475,18 @@ impl McxModel {
                 );
                 st
             }
+            EnvAction::AttackerRegister => {
+                let m = self.attacker_msg(last, action)?;
+                let mut st = blank(n, t, "Attacker".into(), "attack", request_kind(&m.req));
+                fill_request(self, &mut st, &m);
+                fill_response(&mut st, &effect);
+                st.text = format!(
+                    "Attacker → SIP core → MCX server: registers its own IMPU again: {} ⇒ {}",
+                    request_text(&st),
+                    response_text(&st)
+                );
+                st
+            }
             EnvAction::Tick => {
                 let mut st = blank(n, t, "Clock".into(), "tick", RequestKind::Tick);
                 fill_response(&mut st, &effect);
@@ -615,6 +627,7 @@ pub fn format_action(m: &McxModel, a: &EnvAction) -> String {
         EnvAction::ForgePai { impu } => {
             format!("Attacker PUBLISH direct, forged PAI {}", m.impu(*impu))
         }
+        EnvAction::AttackerRegister => "Attacker re-REGISTER".into(),
         EnvAction::Tick => "tick".into(),
         EnvAction::Restart => "server restart".into(),
         EnvAction::Settle => "settle (fair from here on)".into(),

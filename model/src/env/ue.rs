@@ -9,8 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Body, CskRef, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok,
-    TokenKind,
+    Body, CskRef, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok, TokenKind,
 };
 
 /// What a UE is waiting for.
@@ -372,10 +371,7 @@ impl McxModel {
         }
         let now = s.now;
         match s.ues[usize::from(ue)].csks[usize::from(service)] {
-            Some(UeCsk { csk, acked: true }) => Prot::Uploaded {
-                csk,
-                upload: None,
-            },
+            Some(UeCsk { csk, acked: true }) => Prot::Uploaded { csk, upload: None },
             _ => {
                 // A fresh CSK whose I_MESSAGE is signed as the UE's user and made now.
                 let csk = CskRef {
