@@ -22,7 +22,8 @@ use common::*;
 use mcx_authz::server::admin::BindingView;
 use mcx_authz::token::LabIdms;
 use mcx_model::env::{
-    Body, EnvAction, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Req, Sender, Tok, TokenKind,
+    Body, EnvAction, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Prot, Req, Sender, Tok,
+    TokenKind,
 };
 use mcx_model::{FailedReauthorization, ImpuChange, Service, TokenExpiry, Variant};
 use proptest::prelude::*;
@@ -100,6 +101,9 @@ impl Case {
     /// only need to let every behaviour happen.
     fn model(&self) -> McxModel {
         let mut cfg = ModelConfig::for_variant(self.variant);
+        // The server on the wire gets its CSKs from the lab table (`conformance_csks`): the
+        // model's provisioned CSKs, no MIKEY-SAKKE upload.
+        cfg.csk_upload = false;
         cfg.network = NetworkKind::Duplicating;
         cfg.max_duplicates = 3;
         cfg.attacker_budget = 3;
@@ -257,7 +261,7 @@ impl<'m> Sut<'m> {
                 body,
                 ..
             } => {
-                let (impu_index, service_index) = (impu, service);
+                let service_index = service;
                 let service = self.model.service(*service);
                 let impu = self.model.impu(*impu).to_string();
                 let mut m = publish_to(service, &impu).header("Expires", &expires.to_string());
@@ -266,14 +270,15 @@ impl<'m> Sut<'m> {
                 }
                 let info = match body {
                     Body::Empty => None,
-                    Body::Auth { token, protected } => {
+                    Body::Auth { token, prot } => {
                         let jwt = self.jwt(*token);
                         let info = info_body(service, Some(&jwt), None, &client);
-                        if *protected {
-                            // Encrypted and signed under the model's CSK of (token's user,
-                            // IMPU, service) — the one the model's machine is told about.
+                        if let Prot::Provisioned { user, impu } = prot {
+                            // Encrypted and signed under the model's provisioned CSK of (user,
+                            // IMPU, service) — the one the model's machine is told about (the
+                            // attacker's resend keeps the victim's).
                             let body = protected_body(
-                                &csk_entry(self.model, token.user, *impu_index, *service_index),
+                                &csk_entry(self.model, *user, *impu, *service_index),
                                 service,
                                 &info.1,
                                 &settings_xml(&client),
@@ -281,6 +286,10 @@ impl<'m> Sut<'m> {
                             self.protected_sent += 1;
                             return m.body(&body.0, body.1.into_bytes());
                         }
+                        assert!(
+                            !prot.protected(),
+                            "conformance runs with provisioned CSKs (no MIKEY upload on the wire)"
+                        );
                         Some(info)
                     }
                     Body::Settings { user } => {

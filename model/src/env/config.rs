@@ -168,9 +168,9 @@ pub struct ModelConfig {
     pub services: Vec<Service>,
     /// Network semantics between the SIP core and the MCX server.
     pub network: NetworkKind,
-    /// Whether the attacker takes part: its own registered IMPU, replay of every token the SIP
-    /// core sees unprotected, and PUBLISH with a forged P-Asserted-Identity sent straight to the
-    /// server.
+    /// Whether the attacker takes part: its own registered IMPU, everything that crosses the SIP
+    /// core (tokens in clear, protected PUBLISHes to resend), and PUBLISH with a forged
+    /// P-Asserted-Identity sent straight to the server (`model/src/env/attacker.rs`).
     pub attacker: bool,
     /// Requests the attacker may send in one run.
     pub attacker_budget: u8,

@@ -15,10 +15,12 @@
 //! - **The network** holds the requests in flight from the SIP core to the server; its kind
 //!   decides which may arrive next. A duplicating network may keep a copy of a delivered request
 //!   and deliver it again later (bounded).
-//! - **The attacker** owns a registered IMPU, sees every token that crosses the SIP core
-//!   unprotected (REGISTER bodies always; PUBLISH tokens unless protected per TS 33.180 clause 9)
-//!   and replays it from its own IMPU; it also PUBLISHes straight to the server with a forged
-//!   P-Asserted-Identity.
+//! - **UEs that protect** (TS 33.180 clause 9) make a CSK per service and upload it in a
+//!   MIKEY-SAKKE I_MESSAGE with the protected PUBLISH (TS 33.180 5.4); see [`ue`].
+//! - **The attacker** owns a registered IMPU and sees every request that crosses the SIP core,
+//!   protected or not: it presents tokens it read in clear (in clear, or re-protected under its
+//!   own CSK), resends captured protected PUBLISHes whole or without their I_MESSAGE, and
+//!   PUBLISHes straight to the server with a forged P-Asserted-Identity; see [`attacker`].
 //! - **Fresh SIP-ETags** come from a counter in the state (`e0`, `e1`, …) that grows only when
 //!   the machine issues one, so "never issued before" is checkable; the counter is bounded by
 //!   [`ModelConfig::max_publications`] through [`Model::within_boundary`].
