@@ -462,6 +462,7 @@ impl McxModel {
                 Output::Response(r) => effect.response = Some(r),
                 Output::Binding(e) => effect.events.push(e),
                 Output::Csk(_) => {}
+                Output::Persist(_) => {}
             }
         }
         let fresh = s.next_etag;
