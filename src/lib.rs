@@ -11,5 +11,6 @@ pub mod protection;
 pub mod resource;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod token;
 pub mod trace;

@@ -41,6 +41,8 @@ enum Command {
     Groups(cli::groups::Args),
     /// Open-loop SIP load against an MCX server, with per-method latency percentiles.
     Load(cli::load::Args),
+    /// The durable store, offline: dump or check it.
+    Store(cli::store::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Http(a) => cli::http::run(a),
         Command::Groups(a) => cli::groups::run(a),
         Command::Load(a) => cli::load::run(a),
+        Command::Store(a) => cli::store::run(a),
     };
     match result {
         Ok(code) => code,

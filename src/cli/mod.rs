@@ -8,6 +8,7 @@ pub mod load;
 pub mod mikey;
 pub mod protect;
 pub mod serve;
+pub mod store;
 pub mod tls;
 pub mod token;
 pub mod trace;

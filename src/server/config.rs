@@ -44,6 +44,10 @@
 //! [limits]                           # LimitsConfig: bounds under hostile load
 //! tcp_max_connections = 1000
 //! untrusted_rate_per_sec = 50
+//!
+//! [store]                            # crate::store::StoreConfig (issue 13)
+//! backend = "redb"                   # or "memory": nothing survives a restart
+//! dir = "mcx-data"                   # the file is <dir>/mcx.redb
 //! ```
 
 use std::collections::BTreeMap;
@@ -77,6 +81,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// TS 33.180 clause 9: the CSKs and the KDF reading.
     pub protection: ProtectionConfig,
+    /// Where the durable state lives (issue 13): redb in `./mcx-data/` by default.
+    pub store: crate::store::StoreConfig,
 }
 
 /// `[protection]`: the keys the SIP edge opens protected tokens with (TS 33.180 clause 9).
@@ -386,5 +392,18 @@ mod tests {
         assert_eq!(c.limits.untrusted_rate_per_sec, 0);
         assert_eq!(c.sip.transaction_cache_bytes, 4096);
         assert!(ServerConfig::parse("[limits]\ntcp_max_conections = 7\n").is_err());
+    }
+
+    #[test]
+    fn the_store_is_redb_in_mcx_data_unless_set() {
+        use crate::store::{Backend, StoreConfig};
+        let c = ServerConfig::parse("").unwrap();
+        assert_eq!(c.store, StoreConfig::redb("mcx-data"));
+        let c = ServerConfig::parse("[store]\nbackend = \"memory\"\n").unwrap();
+        assert_eq!(c.store.backend, Backend::Memory);
+        let c = ServerConfig::parse("[store]\ndir = \"/var/lib/mcx\"\n").unwrap();
+        assert_eq!(c.store, StoreConfig::redb("/var/lib/mcx"));
+        assert!(ServerConfig::parse("[store]\nbackend = \"redis\"\n").is_err());
+        assert!(ServerConfig::parse("[store]\npath = \"x\"\n").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mcx_model::{AssertedIdentity, Input, ProtectionFailure, PublishTarget, Response};
+use mcx_model::{AssertedIdentity, Input, ProtectionFailure, PublishTarget, Response, Seq};
 
 use super::config::SipConfig;
 use super::state::{Shared, TransactionState};
@@ -54,6 +54,28 @@ pub struct Pipeline {
     /// The CSK store (`None` under `token_protection = off`).
     keys: Option<Arc<KeyStore>>,
     shared: Arc<Mutex<Shared>>,
+    /// The durable store responses wait for (issue 13); `None`: nothing to wait for.
+    store: Option<Arc<crate::store::Store>>,
+}
+
+/// A response to send, once the machine's state it answers for is durable (issue 13: persist,
+/// then send).
+#[derive(Debug)]
+pub struct Reply {
+    /// The response bytes.
+    pub bytes: Vec<u8>,
+    /// Send only once this sequence number is durable ([`Pipeline::durable`]).
+    pub wait_for: Seq,
+}
+
+impl Reply {
+    /// A reply that depends on no machine state (parse errors, OPTIONS, 405, 481).
+    pub fn now(bytes: Vec<u8>) -> Reply {
+        Reply {
+            bytes,
+            wait_for: Seq::ZERO,
+        }
+    }
 }
 
 impl Pipeline {
@@ -66,6 +88,7 @@ impl Pipeline {
     ) -> Self {
         let edge = sip.edge();
         let response = edge.response_config();
+        let store = shared.lock().unwrap_or_else(|p| p.into_inner()).store.clone();
         Pipeline {
             sip,
             edge,
@@ -73,6 +96,19 @@ impl Pipeline {
             validator,
             keys,
             shared,
+            store,
+        }
+    }
+
+    /// Whether `seq` is durable already (always, without a store).
+    pub fn is_durable(&self, seq: Seq) -> bool {
+        self.store.as_ref().is_none_or(|s| s.durable() >= seq)
+    }
+
+    /// Waits until `seq` is durable: call before sending a [`Reply`].
+    pub async fn durable(&self, seq: Seq) {
+        if let Some(store) = &self.store {
+            store.wait(seq).await;
         }
     }
 
@@ -126,10 +162,10 @@ impl Pipeline {
         reply
     }
 
-    /// Handles one framed message; returns the bytes to send back, if any.
-    pub fn process(&self, frame: Frame, src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    /// Handles one framed message; returns what to send back, if any (once durable).
+    pub fn process(&self, frame: Frame, src: SocketAddr, transport: Transport) -> Option<Reply> {
         match self.parse(&frame, src) {
-            Parsed::Reply(reply) => reply,
+            Parsed::Reply(reply) => reply.map(Reply::now),
             Parsed::Request(req) => self.handle(&req, src, transport),
         }
     }
@@ -168,12 +204,7 @@ impl Pipeline {
     /// The second stage: the transaction check, the token validator, the machine, the response.
     /// Requests of one IMPU must reach this stage in arrival order (RFC 3903 R-35); see
     /// [`shard_key`].
-    pub fn handle(
-        &self,
-        req: &SipRequest,
-        src: SocketAddr,
-        transport: Transport,
-    ) -> Option<Vec<u8>> {
+    pub fn handle(&self, req: &SipRequest, src: SocketAddr, transport: Transport) -> Option<Reply> {
         let key = (transport == Transport::Udp)
             .then(|| transaction_key(req, src))
             .flatten();
@@ -184,9 +215,9 @@ impl Pipeline {
                 match s.transactions.begin(key, Instant::now()) {
                     TransactionState::New => {}
                     TransactionState::Absorb => return None,
-                    TransactionState::Retransmit(bytes) => {
+                    TransactionState::Retransmit(bytes, wait_for) => {
                         tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
-                        return Some(bytes);
+                        return Some(Reply { bytes, wait_for });
                     }
                 }
             }
@@ -213,6 +244,7 @@ impl Pipeline {
                 fresh_etag,
             },
         );
+        let mut wait_for = Seq::ZERO;
         let (reply, status, outcome, impu, service) = match edge {
             Edge::Machine { input, notes } => {
                 for note in notes {
@@ -225,6 +257,7 @@ impl Pipeline {
                     return None;
                 };
                 let bytes = response::build_response(req, &response, &self.response);
+                wait_for = response.wait_for;
                 (
                     Some(bytes),
                     response.status(),
@@ -259,7 +292,7 @@ impl Pipeline {
         let mut s = self.lock();
         if let Some(key) = &key {
             match &reply {
-                Some(bytes) => s.transactions.complete(key, bytes),
+                Some(bytes) => s.transactions.complete(key, bytes, wait_for),
                 None => s.transactions.abandon(key),
             }
         }
@@ -276,7 +309,7 @@ impl Pipeline {
             outcome,
             "request"
         );
-        reply
+        reply.map(|bytes| Reply { bytes, wait_for })
     }
 }
 
@@ -329,6 +362,6 @@ fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {
             },
         ),
         Input::ThirdPartyRegister(r) => (impu(&r.impu), None),
-        Input::Tick | Input::Restart | Input::ProvisionCsk { .. } => (None, None),
+        Input::Tick | Input::Restart | Input::Load(_) | Input::ProvisionCsk { .. } => (None, None),
     }
 }

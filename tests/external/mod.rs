@@ -322,8 +322,10 @@ impl McxServer {
             &config,
             format!(
                 "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [store]\ndir = \"{}\"\n\n\
                  [policy]\n{policy}\n\n\
-                 [sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}\n"
+                 [sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}\n",
+                scratch.join("store").display()
             ),
         )
         .expect("write config");

@@ -1,0 +1,288 @@
+//! Durability (issue 13): the machine's [`Persist`] batches go to a store, and no response
+//! leaves before the batch it waits for ([`mcx_model::Response::wait_for`]) is durable.
+//!
+//! - **One writer thread, group commit.** [`Store::submit`] queues a batch (called under the
+//!   server's one lock, so batches queue in sequence order); the writer takes *everything*
+//!   queued, writes it in one redb write transaction, commits (one fsync'd commit), then
+//!   publishes the new durable sequence number. Requests that arrived while the disk was busy
+//!   ride the next commit together: the busier the server, the larger the batches.
+//! - **Persist, then send.** Senders wait with [`Store::wait`] (async) for the durable number to
+//!   reach their response's `wait_for`; the UDP workers do not wait themselves (they hand the
+//!   datagram to a task that does), so the next requests keep coming into the next batch.
+//! - **Fail-stop.** A commit that fails ends the process (exit code 70, after logging the
+//!   error): nothing acknowledged can be lost by carrying on, and a restart reloads what is
+//!   durable.
+//! - **Start-up** reads the whole store into a [`Snapshot`] for [`mcx_model::Input::Load`]; a
+//!   store that cannot be read stops the start with an error naming the file and
+//!   `mcx-authz store check`. Nothing is ever silently reset.
+//!
+//! Backends: [`redb`] (embedded, the default, `./mcx-data/`) and `memory` (nothing survives a
+//! restart: tests and benchmarks that want no disk).
+
+pub mod redb;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use mcx_model::{Persist, Seq, Snapshot, UnixTime};
+use serde::Deserialize;
+
+/// `[store]`: where the durable state lives.
+///
+/// ```toml
+/// [store]
+/// backend = "redb"        # the default; or "memory" (nothing survives a restart)
+/// dir = "mcx-data"        # redb: the data directory (the file is <dir>/mcx.redb)
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Which store.
+    pub backend: Backend,
+    /// The data directory of the embedded store.
+    pub dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Redb,
+            dir: PathBuf::from("mcx-data"),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A store that keeps nothing (tests, benchmarks).
+    pub fn memory() -> Self {
+        StoreConfig {
+            backend: Backend::Memory,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The embedded store in `dir`.
+    pub fn redb(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            backend: Backend::Redb,
+            dir: dir.into(),
+        }
+    }
+}
+
+/// The store kinds.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded redb in [`StoreConfig::dir`].
+    Redb,
+    /// Nothing is kept: a restart loses everything (the pre-issue-13 behaviour).
+    Memory,
+}
+
+/// Commit counters, for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Write transactions committed (each is one durable commit, i.e. one fsync round).
+    pub commits: AtomicU64,
+    /// Persist batches written (one per state-changing request or tick).
+    pub batches: AtomicU64,
+    /// The largest number of batches one commit carried.
+    pub max_group: AtomicU64,
+    /// Time spent committing, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+struct Queue {
+    batches: Vec<Persist>,
+    /// The latest machine time submitted: replay-window entries lapsed by it are garbage.
+    now: UnixTime,
+    stop: bool,
+}
+
+/// The durable store and its writer thread.
+pub struct Store {
+    path: PathBuf,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    durable: Mutex<Seq>,
+    durable_changed: Condvar,
+    watch: tokio::sync::watch::Sender<Seq>,
+    stats: StoreStats,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// What opening a store gives: the store (`None` for `memory`) and what it held.
+pub struct Opened {
+    /// The store, to submit batches to.
+    pub store: Option<Arc<Store>>,
+    /// Its content, for [`mcx_model::Input::Load`].
+    pub snapshot: Snapshot,
+}
+
+impl Store {
+    /// Opens (creating if need be) the store `config` names and reads all of it.
+    pub fn open(config: &StoreConfig) -> anyhow::Result<Opened> {
+        match config.backend {
+            Backend::Memory => Ok(Opened {
+                store: None,
+                snapshot: Snapshot::default(),
+            }),
+            Backend::Redb => {
+                let (db, snapshot) = redb::RedbStore::open(&config.dir)?;
+                let store = Store::start(db, snapshot.seq);
+                Ok(Opened {
+                    store: Some(store),
+                    snapshot,
+                })
+            }
+        }
+    }
+
+    fn start(mut db: redb::RedbStore, seq: Seq) -> Arc<Store> {
+        let (watch, _) = tokio::sync::watch::channel(seq);
+        let store = Arc::new(Store {
+            path: db.path().to_owned(),
+            queue: Mutex::new(Queue {
+                batches: Vec::new(),
+                now: UnixTime(0),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            durable: Mutex::new(seq),
+            durable_changed: Condvar::new(),
+            watch,
+            stats: StoreStats::default(),
+            writer: Mutex::new(None),
+        });
+        let s = store.clone();
+        let handle = std::thread::Builder::new()
+            .name("mcx-store-writer".into())
+            .spawn(move || s.write_loop(&mut db))
+            .expect("spawning the store writer thread");
+        *lock(&store.writer) = Some(handle);
+        store
+    }
+
+    /// The file the state lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues one batch. Call in sequence order (the server calls it under its one lock, in the
+    /// order the machine emitted the batches).
+    pub fn submit(&self, batch: Persist, now: UnixTime) {
+        let mut q = lock(&self.queue);
+        q.batches.push(batch);
+        q.now = q.now.max(now);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// The last durable sequence number.
+    pub fn durable(&self) -> Seq {
+        *lock(&self.durable)
+    }
+
+    /// Waits until `seq` is durable.
+    pub async fn wait(&self, seq: Seq) {
+        let mut rx = self.watch.subscribe();
+        // The writer never drops the sender while the store lives; on shutdown nothing more
+        // becomes durable, and the caller's task is cancelled with the runtime.
+        let _ = rx.wait_for(|d| *d >= seq).await;
+    }
+
+    /// Blocks the calling thread until `seq` is durable.
+    pub fn wait_blocking(&self, seq: Seq) {
+        let mut d = lock(&self.durable);
+        while *d < seq {
+            d = self
+                .durable_changed
+                .wait(d)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The commit counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Writes what is queued, stops the writer and waits for it (graceful shutdown).
+    pub fn close(&self) {
+        lock(&self.queue).stop = true;
+        self.wake.notify_one();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+
+    fn write_loop(&self, db: &mut redb::RedbStore) {
+        let mut last_gc = Instant::now();
+        loop {
+            let (batches, now, stop) = {
+                let mut q = lock(&self.queue);
+                while q.batches.is_empty() && !q.stop {
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                (std::mem::take(&mut q.batches), q.now, q.stop)
+            };
+            if batches.is_empty() && stop {
+                return;
+            }
+            // Garbage collection of lapsed replay entries rides a commit now and then.
+            let gc = (last_gc.elapsed() > GC_EVERY).then_some(now);
+            let started = Instant::now();
+            if let Err(e) = db.commit(&batches, gc) {
+                // Fail-stop (issue 13): a commit that failed may have lost nothing yet, but
+                // carrying on could acknowledge what is not durable.
+                tracing::error!(error = %format!("{e:#}"), path = %self.path.display(), "store commit failed: stopping (fail-stop); restart to reload the durable state");
+                eprintln!(
+                    "mcx-authz: store commit to {} failed: {e:#}; stopping (fail-stop)",
+                    self.path.display()
+                );
+                std::process::exit(70);
+            }
+            if gc.is_some() {
+                last_gc = Instant::now();
+            }
+            let micros = started.elapsed().as_micros() as u64;
+            let n = batches.len() as u64;
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.batches.fetch_add(n, Ordering::Relaxed);
+            self.stats.max_group.fetch_max(n, Ordering::Relaxed);
+            self.stats
+                .commit_micros
+                .fetch_add(micros, Ordering::Relaxed);
+            let seq = batches.last().map_or(Seq::ZERO, |b| b.seq);
+            {
+                let mut d = lock(&self.durable);
+                *d = (*d).max(seq);
+            }
+            self.durable_changed.notify_all();
+            self.watch.send_replace(seq);
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        lock(&self.queue).stop = true;
+        self.wake.notify_one();
+    }
+}
+
+/// How often lapsed replay-window entries are swept from the store.
+const GC_EVERY: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
