@@ -278,9 +278,7 @@ impl Server {
 
     /// The durable store's file and the number of IMPUs loaded from it (`None`: `memory`).
     pub fn store_info(&self) -> Option<(std::path::PathBuf, usize)> {
-        self.store
-            .as_ref()
-            .map(|(s, n)| (s.path().to_owned(), *n))
+        self.store.as_ref().map(|(s, n)| (s.path().to_owned(), *n))
     }
 
     /// The runtime counters and listener health.

@@ -88,7 +88,11 @@ impl Pipeline {
     ) -> Self {
         let edge = sip.edge();
         let response = edge.response_config();
-        let store = shared.lock().unwrap_or_else(|p| p.into_inner()).store.clone();
+        let store = shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store
+            .clone();
         Pipeline {
             sip,
             edge,

@@ -436,6 +436,12 @@ impl McxServer {
             .collect()
     }
 
+    /// SIGKILL by PID, and reap: no shutdown path of the server runs (issue 13).
+    pub fn kill9(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
+    }
+
     /// Whether the server process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.child.try_wait(), Ok(None))
