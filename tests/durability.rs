@@ -296,11 +296,19 @@ fn kill_9_under_load_loses_no_acknowledged_binding() {
             })
         })
         .collect();
-    // SIGKILL at random moments while the workers bind, then start again at once.
+    // SIGKILL at random moments while the workers bind (when a random number of users is done,
+    // plus a random few milliseconds, so that requests are in flight), then start again at once.
+    let mut thresholds: Vec<usize> = (0..KILLS)
+        .map(|_| rand::random_range(5..USERS * 9 / 10))
+        .collect();
+    thresholds.sort_unstable();
     let mut kills = 0;
     let mut killed_at = Vec::new();
-    while kills < KILLS && !workers.iter().all(|w| w.is_finished()) {
-        std::thread::sleep(Duration::from_millis(rand::random_range(30..250)));
+    for t in thresholds {
+        while results.lock().unwrap().len() < t && !workers.iter().all(|w| w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..20)));
         let done = results.lock().unwrap().len();
         if done >= USERS {
             break;
