@@ -286,3 +286,112 @@ const GC_EVERY: Duration = Duration::from_secs(60);
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcx_model::{
+        Binding, Change, ClientId, Csk, CskId, Image, Impu, ImpuRecord, McId, Publication,
+        Registration, Service, TokenId,
+    };
+
+    fn record(n: u64) -> ImpuRecord {
+        ImpuRecord {
+            registration: Some(Registration {
+                expires_at: UnixTime(1000 + n),
+                services: None,
+            }),
+            bindings: vec![(
+                Service::Mcptt,
+                ClientId::new(format!("client-{n}")),
+                Binding {
+                    mc_id: McId::new(format!("sip:user{n}@example.org")),
+                    token_id: TokenId::new(format!("jti-{n}")),
+                    token_exp: UnixTime(5000),
+                    authorized_at: UnixTime(10),
+                    publication: Some(Publication {
+                        etag: mcx_model::ETag::new(format!("e{n}")),
+                        expires_at: UnixTime(2000),
+                    }),
+                    settings: None,
+                },
+            )],
+        }
+    }
+
+    /// Batches written by the writer thread come back, in order, after a reopen: the store is
+    /// the in-memory image of the same batches, and the durable number is the last batch's.
+    #[test]
+    fn what_was_committed_is_read_back_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::redb(dir.path().join("data"));
+        let opened = Store::open(&config).unwrap();
+        assert_eq!(opened.snapshot, Snapshot::default());
+        let store = opened.store.unwrap();
+        let mut image = Image::new();
+        for n in 1..=300u64 {
+            let mut changes = vec![Change::Impu {
+                impu: Impu::new(format!("sip:u{}@ims", n % 50)),
+                record: (n % 7 != 0).then(|| record(n)),
+            }];
+            if n % 10 == 0 {
+                changes.push(Change::Csk {
+                    csk_id: CskId::new(format!("{n:08x}")),
+                    csk: Some(Csk {
+                        mc_id: McId::new("sip:a@example.org"),
+                        impu: None,
+                        provisioned: false,
+                    }),
+                });
+                changes.push(Change::TokenOwner {
+                    token_id: TokenId::new(format!("t{n}")),
+                    impu: Impu::new("sip:u1@ims"),
+                    until: UnixTime(n),
+                });
+            }
+            let batch = Persist {
+                seq: Seq(n),
+                changes,
+            };
+            image.apply(&batch);
+            store.submit(batch, UnixTime(0));
+        }
+        store.wait_blocking(Seq(300));
+        assert_eq!(store.durable(), Seq(300));
+        let stats = store.stats();
+        let commits = stats.commits.load(Ordering::Relaxed);
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 300);
+        assert!((1..=300).contains(&commits));
+        store.close();
+        drop(store);
+        let again = Store::open(&config).unwrap();
+        assert_eq!(again.snapshot, image.snapshot());
+        assert_eq!(again.snapshot.seq, Seq(300));
+        again.store.unwrap().close();
+    }
+
+    /// An existing file is never re-initialised, not even an empty one.
+    #[test]
+    fn an_empty_or_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(redb::FILE), b"").unwrap();
+        let e = Store::open(&StoreConfig::redb(dir.path())).err().unwrap();
+        let text = format!("{e:#}");
+        assert!(text.contains("mcx-authz store check"), "{text}");
+        assert!(text.contains("mcx.redb"), "{text}");
+        assert_eq!(std::fs::read(dir.path().join(redb::FILE)).unwrap(), b"");
+        // A valid redb file that is not ours.
+        let other = tempfile::tempdir().unwrap();
+        let path = other.path().join(redb::FILE);
+        ::redb::Database::create(&path).unwrap();
+        let e = Store::open(&StoreConfig::redb(other.path())).err().unwrap();
+        assert!(format!("{e:#}").contains("not an mcx-authz store"), "{e:#}");
+    }
+
+    #[test]
+    fn memory_keeps_nothing() {
+        let opened = Store::open(&StoreConfig::memory()).unwrap();
+        assert!(opened.store.is_none());
+        assert_eq!(opened.snapshot, Snapshot::default());
+    }
+}
