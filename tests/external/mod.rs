@@ -322,18 +322,17 @@ impl McxServer {
             &config,
             format!(
                 "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
-                 [store]\ndir = \"{}\"\n\n\
                  [policy]\n{policy}\n\n\
-                 [sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}\n",
-                scratch.join("store").display()
+                 [sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}\n"
             ),
         )
         .expect("write config");
         McxServer::spawn(scratch, &config, lab_dir)
     }
 
-    /// Runs `mcx-authz serve --config config --data-dir lab_dir` (the lab key must exist) and
-    /// reads the bound addresses from the listener lines it prints.
+    /// Runs `mcx-authz serve --config config --data-dir lab_dir --store-dir scratch/store` (the
+    /// lab key must exist; the durable store lives in the scratch dir, never in the working
+    /// directory) and reads the bound addresses from the listener lines it prints.
     pub fn spawn(scratch: &Scratch, config: &Path, lab_dir: PathBuf) -> McxServer {
         let stderr = std::fs::File::create(scratch.join("serve.err")).expect("serve.err");
         let mut child = ChildGuard::spawn(
@@ -344,6 +343,8 @@ impl McxServer {
                 .arg(config)
                 .arg("--data-dir")
                 .arg(&lab_dir)
+                .arg("--store-dir")
+                .arg(scratch.join("store"))
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
