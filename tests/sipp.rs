@@ -521,7 +521,8 @@ fn register_authorize_protected(tcp: bool) {
     std::fs::write(
         &config,
         format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\n{}",
             std::fs::read_to_string(&csks).expect("csks.toml")
         ),
     )

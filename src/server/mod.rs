@@ -150,6 +150,9 @@ impl Server {
         }
         state.keys = keys.clone();
         let store = opened.store.map(|s| (s, loaded));
+        // If binding a listener fails below, the store is closed again (its file lock released),
+        // so that a caller may try again in the same process.
+        let mut close_on_error = CloseOnDrop(store.as_ref().map(|(s, _)| s.clone()));
         let shared = Arc::new(Mutex::new(state));
         // Port 0 on TCP follows the UDP port when both are asked on the same address, so that
         // one "host:port" serves both transports. The OS picks the UDP port among free UDP
@@ -235,6 +238,7 @@ impl Server {
             limits: config.limits.clone(),
             vitals: Arc::new(Vitals::default()),
         };
+        close_on_error.0 = None;
         Ok(Server {
             ctx: Arc::new(ctx),
             store,
@@ -820,6 +824,17 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if framer.buffered() > 0 && message_deadline.is_none() {
             message_deadline = Some(tokio::time::Instant::now() + message_limit);
+        }
+    }
+}
+
+/// Closes the store when dropped (an error path of [`Server::bind`]).
+struct CloseOnDrop(Option<Arc<crate::store::Store>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.close();
         }
     }
 }
