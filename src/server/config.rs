@@ -225,7 +225,8 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Lab controls for scripted runs and conformance tests: `POST /clock/advance?secs=N` moves
     /// the server's clock forward (token, publication and registration expiry without waiting),
-    /// `POST /restart` makes the machine lose its volatile state as a restart would. Off by
+    /// `POST /restart` makes the machine lose everything as a restart without a store would
+    /// (the durable store forgets it too: `Input::Restart` persists the removals). Off by
     /// default.
     pub lab_controls: bool,
     /// Freeze the server's clock at this Unix time; it then moves only by `POST /clock/advance`
