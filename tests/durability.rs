@@ -40,6 +40,11 @@ struct Durable {
 
 impl Durable {
     fn new(name: &str) -> Durable {
+        Durable::with_store(name, None)
+    }
+
+    /// With `store` as the `[store]` table's body (default: redb in `scratch/store`).
+    fn with_store(name: &str, store: Option<String>) -> Durable {
         let scratch = Scratch::new(name);
         let lab_dir = scratch.join("lab");
         let keygen = run_bounded(
@@ -56,11 +61,12 @@ impl Durable {
             &config,
             format!(
                 "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[http]\nenabled = false\n\n\
-                 [store]\ndir = \"{store}\"\n\n\
+                 [store]\n{store}\n\n\
                  [policy]\ntoken_protection = \"optional\"\n\n\
                  [sip]\nudp = [\"127.0.0.1:{base}\"]\ntcp = [\"127.0.0.1:{base}\"]\n",
                 admin = base + 1,
-                store = scratch.join("store").display(),
+                store = store
+                    .unwrap_or_else(|| format!("dir = \"{}\"", scratch.join("store").display())),
             ),
         )
         .expect("write config");
@@ -273,23 +279,27 @@ fn bound(server: &McxServer) -> BTreeMap<String, (String, String, String)> {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_binding() {
-    const USERS: usize = 600;
-    const THREADS: usize = 6;
-    const KILLS: u32 = 4;
     let mut d = Durable::new("kill9-load");
-    let users = d.mint_csv(USERS, "kill");
+    kill_9_under_load(&mut d, 600, 4);
+}
+
+/// Binds `users_n` users from six threads while the server is killed `kills_n` times; then checks
+/// what every 200 promised (see the module docs).
+fn kill_9_under_load(d: &mut Durable, users_n: usize, kills_n: u32) -> usize {
+    let threads = 6usize;
+    let users = d.mint_csv(users_n, "kill");
     let by_impu: BTreeMap<String, User> =
         users.iter().map(|u| (u.impu.clone(), u.clone())).collect();
     d.start();
     let results: Arc<Mutex<Vec<(usize, Got)>>> = Arc::default();
     let sip = d.sip;
-    let workers: Vec<_> = (0..THREADS)
+    let workers: Vec<_> = (0..threads)
         .map(|t| {
             let users = users.clone();
             let results = results.clone();
             std::thread::spawn(move || {
                 let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-                for i in (t..users.len()).step_by(THREADS) {
+                for i in (t..users.len()).step_by(threads) {
                     let got = bind_user(&socket, sip, &users[i]);
                     results.lock().unwrap().push((i, got));
                 }
@@ -298,8 +308,8 @@ fn kill_9_under_load_loses_no_acknowledged_binding() {
         .collect();
     // SIGKILL at random moments while the workers bind (when a random number of users is done,
     // plus a random few milliseconds, so that requests are in flight), then start again at once.
-    let mut thresholds: Vec<usize> = (0..KILLS)
-        .map(|_| rand::random_range(5..USERS * 9 / 10))
+    let mut thresholds: Vec<usize> = (0..kills_n)
+        .map(|_| rand::random_range(5..users_n * 9 / 10))
         .collect();
     thresholds.sort_unstable();
     let mut kills = 0;
@@ -310,7 +320,7 @@ fn kill_9_under_load_loses_no_acknowledged_binding() {
         }
         std::thread::sleep(Duration::from_millis(rand::random_range(0..20)));
         let done = results.lock().unwrap().len();
-        if done >= USERS {
+        if done >= users_n {
             break;
         }
         d.kill9();
@@ -322,7 +332,7 @@ fn kill_9_under_load_loses_no_acknowledged_binding() {
         w.join().expect("worker");
     }
     let results = results.lock().unwrap().clone();
-    assert_eq!(results.len(), USERS);
+    assert_eq!(results.len(), users_n);
     let acked: Vec<(usize, String)> = results
         .iter()
         .filter_map(|(i, g)| match g {
@@ -335,11 +345,11 @@ fn kill_9_under_load_loses_no_acknowledged_binding() {
         .filter(|(_, g)| matches!(g, Got::Refused(_)))
         .collect();
     println!(
-        "{kills} kills (after {killed_at:?} users), {} starts; {} of {USERS} PUBLISHes answered 200, {} refused, {} unanswered",
+        "{kills} kills (after {killed_at:?} users), {} starts; {} of {users_n} PUBLISHes answered 200, {} refused, {} unanswered",
         d.starts,
         acked.len(),
         refused.len(),
-        USERS - acked.len() - refused.len()
+        users_n - acked.len() - refused.len()
     );
     assert!(kills >= 1, "the server was killed under load");
     assert!(refused.is_empty(), "no PUBLISH is refused: {refused:?}");
@@ -380,6 +390,7 @@ fn kill_9_under_load_loses_no_acknowledged_binding() {
         bad.is_empty(),
         "refresh with an acknowledged ETag after kill -9: {bad:?}"
     );
+    acked.len()
 }
 
 #[test]
@@ -553,4 +564,152 @@ fn a_damaged_store_stops_the_start_and_is_never_reset() {
     d.start();
     let table = bound(d.server());
     assert_eq!(table.len(), users.len());
+}
+
+/// A throw-away PostgreSQL cluster: `initdb` in a scratch dir, the postmaster on a loopback
+/// port (as the `postgres` user when the test runs as root, which `initdb` refuses), stopped by
+/// its PID (fast shutdown, then SIGKILL) when dropped.
+struct Cluster {
+    port: u16,
+    postmaster: std::process::Child,
+    _dir: Scratch,
+}
+
+/// A PostgreSQL server program: from Debian's versioned directory (the newest), else `PATH`.
+fn pg_tool(tool: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|r| r.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join(tool))
+        .find(|p| p.exists())
+        .or_else(|| find_tool(tool))
+        .unwrap_or_else(|| {
+            panic!("{tool} is not installed: bash .ci/install-deps.sh installs the Debian package postgresql")
+        })
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = Scratch::new("pg");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let as_postgres = |tool: &str| {
+            let mut c = if root {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+                    .arg(pg_tool(tool));
+                c
+            } else {
+                Command::new(pg_tool(tool))
+            };
+            c.stdin(std::process::Stdio::null());
+            c
+        };
+        if root {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir.path)
+                .status()
+                .expect("chown");
+            assert!(chown.success());
+        }
+        let data = dir.join("data");
+        let init = run_bounded(
+            "initdb",
+            as_postgres("initdb").arg("-D").arg(&data).args([
+                "-A",
+                "trust",
+                "-U",
+                "mcx",
+                "--no-sync",
+            ]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(init.code(), Some(0), "initdb: {init:?}");
+        let port = free_ports(1);
+        let log = std::fs::File::create(dir.join("postgres.log")).expect("log");
+        let postmaster = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir.path)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        let cluster = Cluster {
+            port,
+            postmaster,
+            _dir: dir,
+        };
+        // Ready when the schema can be made (and `store migrate` is idempotent: twice).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ok = 0;
+        while ok < 2 {
+            let m = run_bounded(
+                "mcx-authz store migrate",
+                Command::new(mcx_bin()).args(["store", "migrate", "--url", &cluster.url()]),
+                Duration::from_secs(30),
+            );
+            if m.code() == Some(0) {
+                assert!(m.stdout.contains("schema ready"), "{m:?}");
+                ok += 1;
+            } else {
+                assert!(Instant::now() < deadline, "postgres did not come up: {m:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=mcx dbname=postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pid = self.postmaster.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.postmaster.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.postmaster.kill();
+        let _ = self.postmaster.wait();
+    }
+}
+
+/// The same kill -9 run against a server whose store is PostgreSQL (one instance; the schema
+/// made by `mcx-authz store migrate`): every 200 is a committed transaction.
+#[test]
+fn postgres_store_keeps_every_acknowledged_binding_across_kill_9() {
+    let cluster = Cluster::start();
+    let mut d = Durable::with_store(
+        "kill9-pg",
+        Some(format!(
+            "backend = \"postgres\"\nurl = \"{}\"",
+            cluster.url()
+        )),
+    );
+    let acked = kill_9_under_load(&mut d, 300, 3);
+    // The bindings are PostgreSQL's rows (one per IMPU), not some other store's.
+    let mut client = postgres::Client::connect(&cluster.url(), postgres::NoTls).expect("connect");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM mcx_impu", &[])
+        .expect("count")
+        .get(0);
+    assert!(
+        rows as usize >= acked && acked > 0,
+        "{rows} rows, {acked} acknowledged"
+    );
 }

@@ -19,7 +19,8 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
-    /// Data directory of the embedded store (overrides `[store] dir`; default `./mcx-data`).
+    /// Data directory of the embedded store (overrides `[store] dir`; default `./mcx-data`;
+    /// the backend stays the configured one).
     #[arg(long, conflicts_with = "in_memory")]
     pub store_dir: Option<PathBuf>,
     /// Keep nothing across restarts (`[store] backend = "memory"`): for benchmarks and tests.
@@ -38,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.token.data_dir = dir;
     }
     if let Some(dir) = args.store_dir {
-        config.store = crate::store::StoreConfig::redb(dir);
+        config.store.dir = dir;
     }
     if args.in_memory {
         config.store = crate::store::StoreConfig::memory();
@@ -72,13 +73,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("CM, GM (XCAP)  {scheme}://{a}/xcap-root/");
         }
         match server.store_info() {
-            Some((path, impus)) => {
+            Some(("redb", path, impus)) => {
                 let path = std::fs::canonicalize(&path).unwrap_or(path);
                 println!(
                     "store          redb {}  ({impus} IMPU(s) loaded; `mcx-authz store check --dir {}`)",
                     path.display(),
                     path.parent().map_or_else(String::new, |d| d.display().to_string())
                 );
+            }
+            Some((kind, place, impus)) => {
+                println!("store          {kind} {}  ({impus} IMPU(s) loaded)", place.display());
             }
             None => println!("store          memory (nothing survives a restart)"),
         }

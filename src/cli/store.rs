@@ -1,5 +1,6 @@
-//! `mcx-authz store dump|check`: the durable store read offline (issue 13). Stop the server
-//! first: the embedded store is one file that one process opens at a time.
+//! `mcx-authz store dump|check`: the embedded store read offline (issue 13). Stop the server
+//! first: the embedded store is one file that one process opens at a time. `store migrate`
+//! creates the PostgreSQL schema.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,15 @@ enum Command {
     /// Check the store: redb's integrity check, then every record read back; prints the counts.
     /// Exits 1 when the store cannot be used.
     Check(DirArgs),
+    /// Create (or confirm) the PostgreSQL schema (`[store] backend = "postgres"`). Idempotent.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The connection string (libpq `key=value` or a `postgresql://` URL).
+    #[arg(long)]
+    url: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Dump(a) => dump(&a.dir),
         Command::Check(a) => check(&a.dir),
+        Command::Migrate(a) => {
+            let at = crate::store::postgres::migrate(&a.url)?;
+            println!("schema ready at {at}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

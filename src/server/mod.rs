@@ -280,9 +280,12 @@ impl Server {
         self.ctx.pipeline.shared()
     }
 
-    /// The durable store's file and the number of IMPUs loaded from it (`None`: `memory`).
-    pub fn store_info(&self) -> Option<(std::path::PathBuf, usize)> {
-        self.store.as_ref().map(|(s, n)| (s.path().to_owned(), *n))
+    /// The durable store's kind, where it lives and the number of IMPUs loaded from it
+    /// (`None`: `memory`).
+    pub fn store_info(&self) -> Option<(&'static str, std::path::PathBuf, usize)> {
+        self.store
+            .as_ref()
+            .map(|(s, n)| (s.kind(), s.path().to_owned(), *n))
     }
 
     /// The runtime counters and listener health.

@@ -19,6 +19,7 @@
 //! Backends: [`redb`] (embedded, the default, `./mcx-data/`) and `memory` (nothing survives a
 //! restart: tests and benchmarks that want no disk).
 
+pub mod postgres;
 pub mod redb;
 
 use std::path::{Path, PathBuf};
@@ -33,8 +34,9 @@ use serde::Deserialize;
 ///
 /// ```toml
 /// [store]
-/// backend = "redb"        # the default; or "memory" (nothing survives a restart)
+/// backend = "redb"        # the default; "memory" (nothing survives a restart); "postgres"
 /// dir = "mcx-data"        # redb: the data directory (the file is <dir>/mcx.redb)
+/// url = "host=127.0.0.1 port=5432 user=mcx dbname=mcx"   # postgres (`mcx-authz store migrate`)
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +45,8 @@ pub struct StoreConfig {
     pub backend: Backend,
     /// The data directory of the embedded store.
     pub dir: PathBuf,
+    /// The PostgreSQL connection string (libpq key=value or URL), for `backend = "postgres"`.
+    pub url: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -50,6 +54,7 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: Backend::Redb,
             dir: PathBuf::from("mcx-data"),
+            url: None,
         }
     }
 }
@@ -68,6 +73,7 @@ impl StoreConfig {
         StoreConfig {
             backend: Backend::Redb,
             dir: dir.into(),
+            url: None,
         }
     }
 }
@@ -80,6 +86,16 @@ pub enum Backend {
     Redb,
     /// Nothing is kept: a restart loses everything (the pre-issue-13 behaviour).
     Memory,
+    /// PostgreSQL at [`StoreConfig::url`] (one instance per database for now: see
+    /// [`postgres`]).
+    Postgres,
+}
+
+/// Where a store keeps batches: one durable transaction per [`Writer::commit`].
+pub trait Writer: Send + 'static {
+    /// Writes `batches` in one transaction and makes it durable before returning; with `gc`,
+    /// also forgets replay entries lapsed at that time.
+    fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()>;
 }
 
 /// Commit counters, for `/metrics` and the benchmark.
@@ -104,6 +120,7 @@ struct Queue {
 
 /// The durable store and its writer thread.
 pub struct Store {
+    kind: &'static str,
     path: PathBuf,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -138,7 +155,20 @@ impl Store {
             }),
             Backend::Redb => {
                 let (db, snapshot) = redb::RedbStore::open(&config.dir)?;
-                let store = Store::start(db, snapshot.seq);
+                let path = db.path().to_owned();
+                let store = Store::start(Box::new(db), "redb", path, snapshot.seq);
+                Ok(Opened {
+                    store: Some(store),
+                    snapshot,
+                })
+            }
+            Backend::Postgres => {
+                let url = config.url.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!("[store] backend = \"postgres\" needs [store] url")
+                })?;
+                let (db, snapshot) = postgres::PgStore::open(url)?;
+                let where_ = PathBuf::from(db.location());
+                let store = Store::start(Box::new(db), "postgres", where_, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
                     snapshot,
@@ -147,10 +177,11 @@ impl Store {
         }
     }
 
-    fn start(mut db: redb::RedbStore, seq: Seq) -> Arc<Store> {
+    fn start(mut db: Box<dyn Writer>, kind: &'static str, path: PathBuf, seq: Seq) -> Arc<Store> {
         let (watch, _) = tokio::sync::watch::channel(seq);
         let store = Arc::new(Store {
-            path: db.path().to_owned(),
+            kind,
+            path,
             queue: Mutex::new(Queue {
                 batches: Vec::new(),
                 now: UnixTime(0),
@@ -166,15 +197,20 @@ impl Store {
         let s = store.clone();
         let handle = std::thread::Builder::new()
             .name("mcx-store-writer".into())
-            .spawn(move || s.write_loop(&mut db))
+            .spawn(move || s.write_loop(db.as_mut()))
             .expect("spawning the store writer thread");
         *lock(&store.writer) = Some(handle);
         store
     }
 
-    /// The file the state lives in.
+    /// Where the state lives: the redb file, or the PostgreSQL server and database.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `redb` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// Queues one batch. Call in sequence order (the server calls it under its one lock, in the
@@ -225,7 +261,7 @@ impl Store {
         }
     }
 
-    fn write_loop(&self, db: &mut redb::RedbStore) {
+    fn write_loop(&self, db: &mut dyn Writer) {
         let mut last_gc = Instant::now();
         loop {
             let (batches, now, stop) = {

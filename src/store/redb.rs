@@ -55,6 +55,12 @@ fn open_guarded(path: &Path) -> anyhow::Result<Database> {
     }
 }
 
+impl super::Writer for RedbStore {
+    fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
+        self.write(batches, gc)
+    }
+}
+
 /// The embedded store, open.
 pub struct RedbStore {
     db: Database,
@@ -165,6 +171,10 @@ impl RedbStore {
     /// Writes `batches` in one write transaction and commits it durably; with `gc`, also
     /// forgets replay entries lapsed at that time.
     pub fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
+        self.write(batches, gc)
+    }
+
+    fn write(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
         let tx = self.db.begin_write()?;
         {
             let mut impus = tx.open_table(IMPU)?;
