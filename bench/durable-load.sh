@@ -6,6 +6,9 @@
 #
 #   bench/durable-load.sh                 # RATES="500 1000 2000 3000 4000", 5 s steps
 #   RATES="1000 2000" STEP_SECS=3 bench/durable-load.sh
+#   PG_URL="host=127.0.0.1 port=25432 user=mcx dbname=postgres" bench/durable-load.sh
+#       # adds a third mode, PostgreSQL (schema by `mcx-authz store migrate`; its tables are
+#       # emptied with psql before each start)
 #
 # A step passes when every call got its two 200s, nothing was retransmitted and the PUBLISH p99
 # (from the scheduled send time) is at most P99_MS. Per durable step the server's /metrics give
@@ -49,6 +52,12 @@ start_server() { # mode
   if [[ $mode == redb ]]; then
     store="[store]
 dir = \"$(mktemp -d "$WORK/store.XXXXXX")\""
+  elif [[ $mode == postgres ]]; then
+    "$bin" store migrate --url "$PG_URL" >/dev/null
+    psql "$PG_URL" -q -c "TRUNCATE mcx_impu, mcx_csk, mcx_token_owner, mcx_key_message; UPDATE mcx_meta SET value = '0' WHERE key = 'seq'"
+    store="[store]
+backend = \"postgres\"
+url = \"$PG_URL\""
   else
     store="[store]
 backend = \"memory\""
@@ -86,7 +95,9 @@ metric() { # name
 printf '%-6s %-7s %-5s %9s %9s %9s %7s %10s %9s %9s\n' rate mode pass ok retrans "p99 ms" "p50 ms" commits/s "mean grp" "max grp"
 for rate in $RATES; do
   calls=$(( rate * STEP_SECS ))
-  for mode in memory redb; do
+  modes="memory redb"
+  [[ -n ${PG_URL:-} ]] && modes="$modes postgres"
+  for mode in $modes; do
     start_server "$mode"
     json="$WORK/load-$rate-$mode.json"
     # Users from the top of the CSV; each step uses its own server, so reuse is fine.
@@ -100,7 +111,7 @@ print(r["calls_ok"], r["retransmissions"], p["p99"] / 1000, p["p50"] / 1000)
 PY
 )"
     cps="-"; mean="-"; maxg="-"
-    if [[ $mode == redb ]]; then
+    if [[ $mode != memory ]]; then
       commits=$(metric mcx_store_commits_total); batches=$(metric mcx_store_batches_total)
       maxg=$(metric mcx_store_max_group)
       cps=$(python3 -c "print(round(${commits:-0} / $STEP_SECS))")
