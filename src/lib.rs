@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod load;
+pub mod mikey;
 pub mod protection;
 pub mod resource;
 pub mod server;

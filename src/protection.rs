@@ -159,12 +159,53 @@ impl Protector {
     }
 }
 
+/// The media type of a CSK upload part (TS 33.180 5.4; RFC 3830 10.1).
+pub const MIKEY_TYPE: &str = "application/mikey";
+
+/// A PUBLISH body that uploads a CSK and uses it at once (TS 33.180 5.4 and clause 9): a
+/// `multipart/mixed` of the `application/mikey` part (the I_MESSAGE in base64, with
+/// `Content-Transfer-Encoding: base64`), the protected info part (Content-ID
+/// [`INFO_CONTENT_ID`]) and, when given, its signature part. (Content-Type value, body).
+pub fn upload_multipart(
+    service: Service,
+    mikey_base64: &str,
+    info: &str,
+    signature: Option<&str>,
+) -> (String, String) {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Type: {MIKEY_TYPE}\r\nContent-Transfer-Encoding: base64\r\n\r\n{mikey_base64}\r\n--{BOUNDARY}\r\nContent-Type: {}\r\nContent-ID: <{INFO_CONTENT_ID}>\r\n\r\n{info}\r\n",
+        info_type(service)
+    );
+    if let Some(sig) = signature {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Type: {}\r\n\r\n{sig}\r\n",
+            signed_type(service)
+        ));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    (format!("multipart/mixed;boundary={BOUNDARY}"), body)
+}
+
 /// The server's CSKs (TS 33.180 5.4) and the F.1.4 reading: what the SIP edge's opener uses.
-/// Today the lab table of the config; a CSK the machine drops is forgotten (zeroized) here too.
+/// The lab table of the config, plus the CSKs users uploaded (MIKEY-SAKKE, [`crate::mikey`])
+/// once the machine accepted them; a CSK the machine drops is forgotten (zeroized) here too.
 #[derive(Debug, Default)]
 pub struct KeyStore {
     table: std::sync::RwLock<mcx_sec::csk::LabCskTable>,
     reading: KdfReading,
+    uploads: Option<crate::mikey::UploadReceiver>,
+    /// The CSK uploaded with the request the machine is handling now (set and cleared while
+    /// the shared state is locked, so it is one request's): [`KeyStore::accept`] keeps it.
+    staged: std::sync::Mutex<Option<CskEntry>>,
+}
+
+/// Clears [`KeyStore`]'s staged upload when dropped.
+pub struct Staged<'a>(&'a KeyStore);
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        *self.0.staged_slot() = None;
+    }
 }
 
 /// Why a protected value failed, as the machine sees it, from `mcx-sec`'s typed error.
@@ -197,7 +238,47 @@ impl KeyStore {
         KeyStore {
             table: std::sync::RwLock::new(table),
             reading,
+            uploads: None,
+            staged: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The same store, reading CSK uploads with `uploads` (TS 33.180 5.4).
+    pub fn with_uploads(mut self, uploads: crate::mikey::UploadReceiver) -> KeyStore {
+        self.uploads = Some(uploads);
+        self
+    }
+
+    /// What reads CSK uploads, if the server has MIKEY-SAKKE material.
+    pub fn uploads(&self) -> Option<&crate::mikey::UploadReceiver> {
+        self.uploads.as_ref()
+    }
+
+    fn staged_slot(&self) -> std::sync::MutexGuard<'_, Option<CskEntry>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `entry`, the CSK uploaded with the request about to be given to the machine, until
+    /// the guard drops; call it with the shared state locked, around the machine's step.
+    pub fn stage(&self, entry: CskEntry) -> Staged<'_> {
+        *self.staged_slot() = Some(entry);
+        Staged(self)
+    }
+
+    /// The machine accepted the upload of CSK `id` for `mc_id` (`CskEvent::Accepted`): keep
+    /// the staged key under that tie, replacing any older key of that CSK-ID. Whether it was
+    /// there to keep.
+    pub fn accept(&self, id: &mcx_model::CskId, mc_id: &mcx_model::McId) -> bool {
+        let Ok(id) = id.as_str().parse::<CskId>() else {
+            return false;
+        };
+        let Some(mut entry) = self.staged_slot().take_if(|e| e.id == id) else {
+            return false;
+        };
+        entry.mc_id = mc_id.as_str().to_owned();
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        table.remove(id);
+        table.insert(entry).is_ok()
     }
 
     fn table(&self) -> std::sync::RwLockReadGuard<'_, mcx_sec::csk::LabCskTable> {
@@ -248,7 +329,18 @@ impl KeyStore {
         &self,
         s: &crate::sip::Sealed<'_>,
     ) -> Result<(String, mcx_model::CskId), mcx_model::ProtectionFailure> {
-        let result = self.open_inner(s);
+        self.open_with(s, None)
+    }
+
+    /// [`KeyStore::open`], also trying `uploaded`: the CSK uploaded in the same request (TS
+    /// 33.180 5.4: it arrives with the first token it protects). Whether it may be used is the
+    /// machine's decision, from the CSK-ID this reports.
+    pub fn open_with(
+        &self,
+        s: &crate::sip::Sealed<'_>,
+        uploaded: Option<&CskEntry>,
+    ) -> Result<(String, mcx_model::CskId), mcx_model::ProtectionFailure> {
+        let result = self.open_inner(s, uploaded);
         if let Err((failure, reason)) = &result {
             tracing::info!(element = s.element, ?failure, reason, "protection failed");
         }
@@ -258,11 +350,16 @@ impl KeyStore {
     fn open_inner(
         &self,
         s: &crate::sip::Sealed<'_>,
+        uploaded: Option<&CskEntry>,
     ) -> Result<(String, mcx_model::CskId), (mcx_model::ProtectionFailure, String)> {
         use mcx_model::ProtectionFailure as F;
         let table = self.table();
+        let store = WithUpload {
+            table: &table,
+            uploaded,
+        };
         let keys = mcx_sec::kdf::CskKeys {
-            store: &*table,
+            store: &store,
             reading: self.reading,
         };
         let opened = xmlenc::open_in_body(s.info_body, s.service.name(), s.element, &keys)
@@ -302,5 +399,20 @@ impl KeyStore {
             opened.value,
             mcx_model::CskId::new(opened.csk_id.to_string()),
         ))
+    }
+}
+
+/// The key table with one request's uploaded CSK in front of it.
+struct WithUpload<'a> {
+    table: &'a mcx_sec::csk::LabCskTable,
+    uploaded: Option<&'a CskEntry>,
+}
+
+impl mcx_sec::csk::CskStore for WithUpload<'_> {
+    fn csk(&self, id: CskId) -> Option<CskEntry> {
+        match self.uploaded {
+            Some(e) if e.id == id => Some(e.clone()),
+            _ => self.table.csk(id),
+        }
     }
 }

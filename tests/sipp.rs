@@ -232,6 +232,7 @@ over_udp_and_tcp!(
     log_off,
     bad_tokens,
     register_authorize_protected,
+    register_publish_mikey,
 );
 
 /// OPTIONS, third-party REGISTER, PUBLISH with token: one binding with a publication.
@@ -521,8 +522,7 @@ fn register_authorize_protected(tcp: bool) {
     std::fs::write(
         &config,
         format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\n{}",
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{}",
             std::fs::read_to_string(&csks).expect("csks.toml")
         ),
     )
@@ -540,4 +540,103 @@ fn register_authorize_protected(tcp: bool) {
     assert_eq!(metric(&m, &rejection("unprotected")), 1, "{m:?}");
     assert_eq!(metric(&m, &publish(403)), 1, "{m:?}");
     assert_eq!(metric(&m, &publish(200)), 1, "{m:?}");
+}
+
+/// What `mcx-authz protect --mikey --sign --json` prints.
+struct Upload {
+    csk_id: String,
+    mikey: String,
+    info: String,
+    signature: String,
+}
+
+/// A CSK upload signed as `signer` (default: the token's MC service ID) with the lab KMS in
+/// `kms`, and `token`/`client` encrypted and signed under its CSK.
+fn protect_mikey(kms: &std::path::Path, token: &str, client: &str, signer: Option<&str>) -> Upload {
+    let mut cmd = Command::new(mcx_bin());
+    cmd.args(["protect", "--mikey", "--sign", "--json", "--token", token])
+        .args(["--client-id", client])
+        .arg("--kms-dir")
+        .arg(kms);
+    if let Some(s) = signer {
+        cmd.args(["--mc-id", s]);
+    }
+    let r = run_bounded(
+        "mcx-authz protect --mikey",
+        &mut cmd,
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code(), Some(0), "protect --mikey: {r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("protect --json");
+    let field = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k} in {v}"))
+            .to_owned()
+    };
+    Upload {
+        csk_id: field("csk_id"),
+        mikey: field("mikey"),
+        info: field("info"),
+        signature: field("signature"),
+    }
+}
+
+/// `mcx-authz kms provision` of `uri` in the server's lab KMS (which `serve` created).
+fn provision(kms: &std::path::Path, uri: &str) {
+    let r = run_bounded(
+        "mcx-authz kms provision",
+        Command::new(mcx_bin())
+            .args(["kms", "provision", "--uri", uri, "--dir"])
+            .arg(kms),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code(), Some(0), "kms provision: {r:?}");
+}
+
+/// TS 33.180 5.4 on the wire against `serve` on its embedded defaults (post-cr,
+/// `token_protection = required`, the lab KMS `serve` creates in its data dir): the CSK upload
+/// made by the lab KMS tools and the token encrypted under that CSK, in one PUBLISH, bind; the
+/// same PUBLISH replayed and an upload signed as another user are refused (403/101) and leave
+/// the binding as it was.
+fn register_publish_mikey(tcp: bool) {
+    let Some(h) = Harness::start("register_publish_mikey", tcp, "") else {
+        return;
+    };
+    let (impu, _, client) = h.ids();
+    let kms = h.server.lab_dir.join("kms");
+    provision(&kms, ALICE);
+    provision(&kms, BOB);
+    let token = h.token(ALICE);
+    let own = protect_mikey(&kms, &token, &client, None);
+    let other = protect_mikey(&kms, &token, &client, Some(BOB));
+    let csv = h.scratch.join("register_publish_mikey.csv");
+    write_csv(
+        &csv,
+        &[
+            &impu,
+            &client,
+            ALICE,
+            &own.mikey,
+            &own.info,
+            &own.signature,
+            &other.mikey,
+            &other.info,
+            &other.signature,
+        ],
+    );
+    h.sipp_ok("register_publish_mikey", &csv, &[]);
+    assert_eq!(h.table(), vec![row("mcptt", &impu, &client, ALICE)]);
+    let m = h.server.metrics();
+    assert_eq!(metric(&m, &publish(200)), 1, "{m:?}");
+    assert_eq!(metric(&m, &publish(403)), 2, "{m:?}");
+    assert_eq!(metric(&m, &rejection("key_upload_replayed")), 1, "{m:?}");
+    assert_eq!(
+        metric(&m, &rejection("key_upload_wrong_signer")),
+        1,
+        "{m:?}"
+    );
+    assert_eq!(rejections_total(&m), 2, "{m:?}");
+    assert_eq!(metric(&m, &event("bound")), 1, "{m:?}");
+    assert_eq!(metric(&m, &event("csk_accepted")), 1, "{m:?}");
+    assert_ne!(own.csk_id, other.csk_id);
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
-use mcx_sec::kms::{self, layout, KmsCertificate, KmsKeySet, KmsSecrets};
+use anyhow::bail;
+use mcx_sec::kms::{layout, KmsCertificate, KmsSecrets};
 
 /// The default KMS directory, inside the lab data dir.
 pub const DEFAULT_KMS_DIR: &str = "./mcx-lab/kms";
@@ -32,13 +32,13 @@ enum Command {
     /// Create a KMS community and the server's key set.
     Init {
         /// The KMS URI (`KmsUri`).
-        #[arg(long, default_value = "kms.mcx.example.org")]
+        #[arg(long, default_value = crate::mikey::lab::KMS_URI)]
         kms_uri: String,
         /// The key period in seconds (`UserKeyPeriod`).
-        #[arg(long, default_value_t = 2_592_000)]
+        #[arg(long, default_value_t = crate::mikey::lab::KEY_PERIOD)]
         key_period: u64,
         /// The key period offset in seconds (`UserKeyOffset`).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = crate::mikey::lab::KEY_OFFSET)]
         key_offset: u64,
         /// The MCX server's identity, which CSK uploads are encrypted to.
         #[arg(long, default_value = DEFAULT_SERVER_URI)]
@@ -79,20 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     cert_path.display()
                 );
             }
-            std::fs::create_dir_all(args.dir.join(layout::KEY_SETS))
-                .with_context(|| format!("create {}", args.dir.display()))?;
             let (cert, secrets) =
-                kms::generate_community(&kms_uri, key_period, key_offset, &mut os_random)
-                    .context("generate the community")?;
-            write_private(
-                &args.dir.join(layout::SECRETS),
-                &toml::to_string(&secrets).context("encode secrets")?,
-            )?;
-            std::fs::write(
-                &cert_path,
-                toml::to_string(&cert).context("encode certificate")?,
-            )
-            .with_context(|| format!("write {}", cert_path.display()))?;
+                crate::mikey::init_community(&args.dir, &kms_uri, key_period, key_offset)?;
             println!("KMS community {} in {}", cert.kms_uri, args.dir.display());
             let path = provision(&args.dir, &cert, &secrets, &server_uri, now)?;
             println!("server key set ({server_uri}): {}", path.display());
@@ -116,8 +104,7 @@ pub fn load_community(dir: &Path) -> anyhow::Result<(KmsCertificate, KmsSecrets)
 
 /// Reads a TOML file into `T`.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    crate::mikey::read_toml(path)
 }
 
 fn provision(
@@ -127,23 +114,12 @@ fn provision(
     uri: &str,
     now: Option<u64>,
 ) -> anyhow::Result<PathBuf> {
-    let now = now.unwrap_or_else(unix_now);
-    let no = cert
-        .key_period_no(now)
-        .context("the certificate's key period is 0 or after now")?;
-    let ks: KmsKeySet =
-        kms::provision(cert, secrets, uri, no, &mut os_random).context("issue the key set")?;
-    let keysets = dir.join(layout::KEY_SETS);
-    std::fs::create_dir_all(&keysets).with_context(|| format!("create {}", keysets.display()))?;
-    let path = keysets.join(layout::key_set_file(uri));
-    write_private(&path, &toml::to_string(&ks).context("encode key set")?)?;
-    Ok(path)
+    crate::mikey::provision(dir, cert, secrets, uri, now.unwrap_or_else(unix_now))
 }
 
 /// Fills `buf` from the OS random source (aws-lc-rs).
 pub fn os_random(buf: &mut [u8]) {
-    // A failing OS RNG is not survivable for key generation.
-    aws_lc_rs::rand::fill(buf).expect("the OS random source");
+    crate::mikey::os_random(buf)
 }
 
 fn unix_now() -> u64 {
@@ -151,27 +127,4 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        // An existing file keeps its mode through open(); force 0600.
-        use std::os::unix::fs::PermissionsExt as _;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("chmod {}", path.display()))?;
-    }
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))
 }

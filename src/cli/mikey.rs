@@ -113,42 +113,16 @@ fn make_csk(
     to: &str,
     now: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
-    use mcx_sec::csk_upload::{build, BuildParams, Csk};
-    use mcx_sec::kms::layout;
-    let cert: KmsCertificate = read_toml(&dir.join(layout::CERTIFICATE))?;
-    let keys: KmsKeySet = read_toml(&dir.join(layout::KEY_SETS).join(layout::key_set_file(from)))?;
     let now = now.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
     });
-    let random = super::kms::os_random;
-    let mut key = [0u8; 16];
-    random(&mut key);
-    let csk = Csk::new(key);
-    key.fill(0);
-    let mut id = [0u8; 4];
-    random(&mut id);
-    // TS 33.180: the top nibble of a CSK-ID is the purpose tag 2, the rest random.
-    let csk_id = (u32::from_be_bytes(id) & 0x0fff_ffff) | 0x2000_0000;
-    let mut rand = [0u8; 16];
-    random(&mut rand);
-    let mut j = [0u8; 32];
-    random(&mut j);
-    let message = build(&BuildParams {
-        csk: &csk,
-        csk_id,
-        rand,
-        t_unix: now,
-        initiator: (&cert, &keys),
-        receiver: (to, &cert),
-        j,
-    })?;
-    j.fill(0);
+    let (csk_id, csk, message) = crate::mikey::lab_upload(dir, from, to, now)?;
     let out = json!({
         "csk": encode_hex(csk.octets()),
-        "csk_id": format!("{csk_id:08x}"),
+        "csk_id": csk_id.to_string(),
         "message": format!("mikey {}", mikey::base64_encode(&message)),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -69,12 +69,31 @@ pub enum FormArg {
 /// Arguments of `mcx-authz protect`.
 #[derive(Debug, clap::Args)]
 pub struct ProtectArgs {
-    /// CSK-ID, 8 hex digits.
+    /// CSK-ID, 8 hex digits (not with --mikey).
+    #[arg(long, required_unless_present = "mikey", conflicts_with = "mikey")]
+    csk_id: Option<String>,
+    /// CSK, 32 hex digits (spaces allowed; not with --mikey).
+    #[arg(long, required_unless_present = "mikey", conflicts_with = "mikey")]
+    csk: Option<String>,
+    /// TS 33.180 5.4 CSK upload: generate a CSK, write the MIKEY-SAKKE I_MESSAGE that carries it
+    /// (signed as the token's user, with the key set of the lab KMS in --kms-dir, and encrypted
+    /// to --to), encrypt with it, and print the whole multipart body with the
+    /// `application/mikey` part.
     #[arg(long)]
-    csk_id: String,
-    /// CSK, 32 hex digits (spaces allowed).
+    mikey: bool,
+    /// The lab KMS directory (with --mikey).
+    #[arg(long, default_value = super::kms::DEFAULT_KMS_DIR)]
+    kms_dir: std::path::PathBuf,
+    /// The MCX server's identity the CSK is encrypted to (with --mikey).
+    #[arg(long, default_value = super::kms::DEFAULT_SERVER_URI)]
+    to: String,
+    /// Unix time for the I_MESSAGE's T and key period (with --mikey; default: the clock).
     #[arg(long)]
-    csk: String,
+    now: Option<u64>,
+    /// Print one JSON object: `csk_id`, `csk`, `info` (the protected info body), `signature`
+    /// (with --sign), `mikey` (base64, with --mikey), `content_type` and `body` (the whole body).
+    #[arg(long)]
+    json: bool,
     /// The access token (JWT).
     #[arg(long)]
     token: String,
@@ -123,21 +142,62 @@ impl From<ServiceArg> for Service {
 /// Runs `mcx-authz protect`.
 pub fn run_protect(a: ProtectArgs) -> anyhow::Result<ExitCode> {
     let service: Service = a.service.into();
-    let id: CskId = a.csk_id.parse()?;
-    let csk = Csk::from_hex(&a.csk)?;
-    let mc_id = match a.mc_id {
-        Some(m) => m,
-        None => protection::unverified_mc_id(a.token.trim(), service)?,
+    let token = a.token.trim();
+    let mc_id = match &a.mc_id {
+        Some(m) => m.clone(),
+        None => protection::unverified_mc_id(token, service)?,
     };
+    // With --mikey, a fresh CSK and the I_MESSAGE that uploads it, signed as the MC service ID.
+    let (id, csk, mikey) = if a.mikey {
+        let now = a.now.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+        let (id, csk, message) = crate::mikey::lab_upload(&a.kms_dir, &mc_id, &a.to, now)?;
+        (id, csk, Some(mcx_sec::mikey::base64_encode(&message)))
+    } else {
+        let (Some(id), Some(csk)) = (&a.csk_id, &a.csk) else {
+            anyhow::bail!("--csk-id and --csk, or --mikey");
+        };
+        (id.parse::<CskId>()?, Csk::from_hex(csk)?, None)
+    };
+    let csk_hex = csk.to_hex();
     let mut p = Protector::new(&CskEntry { id, csk, mc_id }, a.kdf.into())?;
     p.form = match a.form {
         FormArg::ValueElement => PlaintextForm::ValueElement,
         FormArg::Bare => PlaintextForm::Bare,
     };
-    let info = protection::clear_info(service, a.token.trim(), a.client_id.as_deref());
+    let info = protection::clear_info(service, token, a.client_id.as_deref());
     let protected = p.encrypt_info(service, &info)?;
-    if a.sign {
-        let (ct, body) = p.signed_multipart(service, &protected);
+    let signature = a
+        .sign
+        .then(|| p.sign(&[(protection::INFO_CONTENT_ID, protected.as_bytes())]));
+    let whole = match (&mikey, a.sign) {
+        (Some(m), _) => Some(protection::upload_multipart(
+            service,
+            m,
+            &protected,
+            signature.as_deref(),
+        )),
+        (None, true) => Some(p.signed_multipart(service, &protected)),
+        (None, false) => None,
+    };
+    if a.json {
+        let (content_type, body) = whole
+            .clone()
+            .unwrap_or_else(|| (protection::info_type(service), protected.clone()));
+        let out = serde_json::json!({
+            "csk_id": id.to_string(),
+            "csk": csk_hex,
+            "info": protected,
+            "signature": signature,
+            "mikey": mikey,
+            "content_type": content_type,
+            "body": body,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if let Some((ct, body)) = whole {
         print!("Content-Type: {ct}\r\n\r\n{body}");
     } else {
         println!("{protected}");

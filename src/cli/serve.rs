@@ -53,6 +53,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let data_dir = config.token.data_dir.clone();
         let trusts_lab = config.token.trusts_lab();
         let protection = config.protection.clone();
+        let mikey_dir = config.mikey.kms_dir.clone().unwrap_or_else(|| {
+            config
+                .http
+                .data_dir
+                .as_ref()
+                .unwrap_or(&data_dir)
+                .join("kms")
+        });
         let server = Server::bind(config).await?;
         let addrs = server.addrs();
         for a in &addrs.udp {
@@ -91,6 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_string(&policy).unwrap_or_default()
         );
         print_protection(&policy, &protection, &data_dir);
+        if policy.token_protection != mcx_model::TokenProtection::Off && mikey_dir.join("certificate.toml").exists() {
+            println!(
+                "CSK upload     mcx-authz kms provision --dir {d} --uri sip:alice@example.org; mcx-authz protect --mikey --kms-dir {d} --sign --token <token> --client-id urn:uuid:<client>  (TS 33.180 5.4)",
+                d = mikey_dir.display()
+            );
+        }
         if trusts_lab {
             println!(
                 "mint a token   mcx-authz token mint --data-dir {} --mcptt-id sip:alice@example.org",

@@ -37,6 +37,11 @@
 //! csk = "e06e651061835473 42d3e8a6ce2540a8"
 //! mc_id = "sip:alice@example.org"
 //!
+//! [mikey]                            # TS 33.180 5.4 CSK uploads (docs/mikey-sakke.md)
+//! kms_dir = "mcx-lab/kms"            # default: <[token] data_dir>/kms
+//! identity = "sip:mcx.example.org"   # the server's MDSI; default: [sip] server_uri
+//! lab_create = true                  # create the lab community / server key set if missing
+//!
 //! [token]                            # mcx_authz::token::ValidatorConfig
 //! jwks_url = "https://idms.example.org/realms/mcx/protocol/openid-connect/certs"
 //! issuer = "https://idms.example.org/realms/mcx"
@@ -83,6 +88,43 @@ pub struct ServerConfig {
     pub protection: ProtectionConfig,
     /// Where the durable state lives (issue 13): redb in `./mcx-data/` by default.
     pub store: crate::store::StoreConfig,
+    /// TS 33.180 5.4: CSK uploads (MIKEY-SAKKE) and the KMS material to read them.
+    pub mikey: MikeyConfig,
+}
+
+/// `[mikey]`: how the server reads CSK uploads (TS 33.180 5.4; docs/mikey-sakke.md): its own
+/// identity (MDSI) and key set, and the KMS certificates it trusts, all from a lab KMS
+/// directory in the layout of `mcx-authz kms` (`mcx_sec::kms::layout`). Under
+/// `token_protection = "off"` the server holds no CSK and reads no material: an upload is
+/// refused as from an unknown KMS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MikeyConfig {
+    /// Read CSK uploads; `false` refuses every upload (as from an unknown KMS).
+    pub enabled: bool,
+    /// The KMS directory (default: `kms/` in the data dir the KMS resource server reads,
+    /// `[http] data_dir` else `[token] data_dir`, where `mcx-authz kms` writes by default).
+    /// When neither this nor `identity` is set, missing material only turns uploads off (with a
+    /// warning); when set, it stops the server.
+    pub kms_dir: Option<std::path::PathBuf>,
+    /// The server's identity, which uploads are encrypted to (default: `[sip] server_uri`).
+    pub identity: Option<String>,
+    /// Lab: create the community when the directory has none (as `mcx-authz kms init`), and
+    /// issue the server's key set for the current key period when it is missing or outdated
+    /// and the community's secrets are there (as `mcx-authz kms provision`). Default: when the
+    /// server trusts the lab IdMS (a lab server, as `serve` on its embedded defaults).
+    pub lab_create: Option<bool>,
+}
+
+impl Default for MikeyConfig {
+    fn default() -> Self {
+        MikeyConfig {
+            enabled: true,
+            kms_dir: None,
+            identity: None,
+            lab_create: None,
+        }
+    }
 }
 
 /// `[protection]`: the keys the SIP edge opens protected tokens with (TS 33.180 clause 9).

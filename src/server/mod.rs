@@ -121,12 +121,27 @@ impl Server {
         );
         // TS 33.180 clause 9: the CSK store, and the machine told which MC service ID each
         // lab CSK belongs to (TS 33.180 5.4). Under `token_protection = off` nothing is opened.
+        let uploads = match (policy_protection, config.mikey.enabled) {
+            (mcx_model::TokenProtection::Off, _) | (_, false) => None,
+            _ => match mikey_receiver(&config).await {
+                Ok(r) => Some(r),
+                Err(e) if config.mikey.kms_dir.is_none() && config.mikey.identity.is_none() => {
+                    tracing::warn!("CSK uploads (TS 33.180 5.4) will be refused: {e:#}");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let keys = (policy_protection != mcx_model::TokenProtection::Off)
             .then(|| -> anyhow::Result<_> {
-                Ok(Arc::new(crate::protection::KeyStore::new(
+                let store = crate::protection::KeyStore::new(
                     config.protection.table()?,
                     config.protection.kdf,
-                )))
+                );
+                Ok(Arc::new(match uploads {
+                    Some(u) => store.with_uploads(u),
+                    None => store,
+                }))
             })
             .transpose()?;
         if let Some(start) = config.admin.manual_clock_start {
@@ -552,6 +567,40 @@ fn request_panicked(
 /// workers check signatures waits here instead of being dropped (and retransmitted by the
 /// client 500 ms later). The kernel caps it at `net.core.rmem_max`.
 const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// TS 33.180 5.4: the server's CSK-upload material from `[mikey]` (a lab community is created
+/// on first start, as the lab IdMS key is), off the runtime's threads.
+async fn mikey_receiver(config: &ServerConfig) -> anyhow::Result<crate::mikey::UploadReceiver> {
+    let dir = config.mikey.kms_dir.clone().unwrap_or_else(|| {
+        config
+            .http
+            .data_dir
+            .as_ref()
+            .unwrap_or(&config.token.data_dir)
+            .join("kms")
+    });
+    let identity = config
+        .mikey
+        .identity
+        .clone()
+        .unwrap_or_else(|| config.sip.server_uri.clone());
+    let create = config
+        .mikey
+        .lab_create
+        .unwrap_or_else(|| config.token.trusts_lab());
+    let now = config.admin.manual_clock_start.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    tokio::task::spawn_blocking(move || {
+        let (certs, own) = crate::mikey::open_lab(&dir, &identity, create, now)?;
+        crate::mikey::UploadReceiver::new(certs, &own, Some(&dir))
+    })
+    .await
+    .context("[mikey]")?
+    .context("[mikey]")
+}
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(

@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mcx_model::{AssertedIdentity, Input, ProtectionFailure, PublishTarget, Response, Seq};
+use mcx_model::{
+    AssertedIdentity, Input, KeyUpload, KeyUploadFailure, ProtectionFailure, PublishBody,
+    PublishTarget, Response, Seq, TokenVerdict,
+};
 
 use super::config::SipConfig;
 use super::state::{Shared, TransactionState};
+use crate::mikey::Pending;
 use crate::protection::KeyStore;
 use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext, Sealed};
 use crate::sip::framing::{Frame, FramingError, FramingErrorKind};
@@ -234,28 +238,42 @@ impl Pipeline {
         let mut validate = |token: &str| self.validator.validate(token, now);
         // TS 33.180 clause 9: protected values are opened with the CSK store, outside the lock;
         // under `token_protection = off` they are not opened at all. The machine decides.
+        // TS 33.180 5.4: a CSK upload (`application/mikey` part) is checked before the token is
+        // opened, and its CSK may open the same PUBLISH's token; the machine decides the rest.
+        let upload = std::cell::RefCell::new(Pending::None);
+        let mut key_transport = |part: &[u8]| {
+            let receiver = self.keys.as_deref().and_then(KeyStore::uploads);
+            upload.borrow_mut().receive(receiver, part, now.0);
+        };
         let mut open = |s: &Sealed<'_>| match &self.keys {
-            Some(keys) => keys.open(s),
+            Some(keys) => keys.open_with(s, upload.borrow().entry().as_ref()),
             None => Err(ProtectionFailure::NotSupported),
         };
-        let edge = classify(
+        let mut edge = classify(
             req,
             &mut EdgeContext {
                 config: &self.edge,
                 trusted_source,
                 validate: &mut validate,
                 open: &mut open,
+                key_transport: &mut key_transport,
                 fresh_etag,
             },
         );
         let mut wait_for = Seq::ZERO;
+        let uploaded = self.attach_upload(&mut edge, upload.into_inner(), src);
         let (reply, status, outcome, impu, service) = match edge {
             Edge::Machine { input, notes } => {
                 for note in notes {
                     tracing::info!(%src, method = %req.method, note, "edge note");
                 }
                 let (impu, service) = describe(&input);
-                let response: Option<Response> = self.lock().step(now, input);
+                let response: Option<Response> = {
+                    let mut s = self.lock();
+                    // The uploaded CSK, for the key store to keep if the machine accepts it.
+                    let _staged = self.keys.as_deref().zip(uploaded).map(|(k, e)| k.stage(e));
+                    s.step(now, input)
+                };
                 let Some(response) = response else {
                     tracing::error!("the machine gave no response to a request (bug)");
                     return None;
@@ -314,6 +332,55 @@ impl Pipeline {
             "request"
         );
         reply.map(|bytes| Reply { bytes, wait_for })
+    }
+}
+
+impl Pipeline {
+    /// Gives a PUBLISH's checked CSK upload to the machine (`Publish::key_upload`), with the
+    /// signer found among the token's verified MC service IDs; logs a refusal's reason. Returns
+    /// the uploaded CSK, for [`KeyStore::stage`].
+    fn attach_upload(
+        &self,
+        edge: &mut Edge,
+        upload: Pending,
+        src: SocketAddr,
+    ) -> Option<mcx_sec::csk::CskEntry> {
+        let Edge::Machine {
+            input: Input::Publish(p),
+            ..
+        } = edge
+        else {
+            return None;
+        };
+        let checked = match upload {
+            Pending::None => return None,
+            Pending::Many => {
+                tracing::info!(%src, reason = "more than one application/mikey part", "CSK upload refused");
+                p.key_upload = Some(Box::new(KeyUpload::Rejected(KeyUploadFailure::Malformed)));
+                return None;
+            }
+            Pending::One(c) => c,
+        };
+        let claims = match &p.body {
+            PublishBody::Authorization(a) => match &a.token {
+                TokenVerdict::Verified(c) => Some(c),
+                TokenVerdict::Rejected(_) => None,
+            },
+            _ => None,
+        };
+        let receiver = self.keys.as_deref().and_then(KeyStore::uploads);
+        let certs = receiver.map_or(&[][..], |r| r.certificates());
+        let key_upload = checked.key_upload(certs, claims);
+        match (&key_upload, checked.reason()) {
+            (KeyUpload::Verified { csk_id, signer, .. }, _) => {
+                tracing::info!(%src, %csk_id, signer = signer.as_ref().map_or("(none of the token's MC service IDs)", |m| m.as_str()), "CSK upload verified")
+            }
+            (KeyUpload::Rejected(failure), reason) => {
+                tracing::info!(%src, ?failure, reason = reason.as_deref().unwrap_or("-"), "CSK upload refused")
+            }
+        }
+        p.key_upload = Some(Box::new(key_upload));
+        checked.entry()
     }
 }
 

@@ -378,11 +378,18 @@ impl Shared {
                     }
                 }
                 Output::Csk(event) => {
-                    // The key store is the shell's: it forgets (zeroizes) a dropped CSK. An
-                    // accepted upload brings its bytes with the MIKEY-SAKKE message (next issue).
+                    // The key store is the shell's: it keeps an accepted upload's CSK (staged by
+                    // the pipeline with this request) and forgets (zeroizes) a dropped one.
                     tracing::info!(?event, "csk");
-                    if let (CskEvent::Dropped { csk_id, .. }, Some(keys)) = (&event, &self.keys) {
-                        keys.forget(csk_id);
+                    match (&event, &self.keys) {
+                        (CskEvent::Accepted { csk_id, mc_id, .. }, Some(keys)) => {
+                            let kept = keys.accept(csk_id, mc_id);
+                            if !kept {
+                                tracing::error!(%csk_id, "accepted CSK upload not kept (no staged key, or the table is full)");
+                            }
+                        }
+                        (CskEvent::Dropped { csk_id, .. }, Some(keys)) => keys.forget(csk_id),
+                        _ => {}
                     }
                     let kind = match event {
                         CskEvent::Accepted { .. } => "csk_accepted",

@@ -125,6 +125,9 @@ pub struct EdgeContext<'a> {
     pub validate: &'a mut dyn FnMut(&str) -> TokenVerdict,
     /// Opens protected values.
     pub open: Opener<'a>,
+    /// Receives each `application/mikey` part of a PUBLISH body it reads (TS 33.180 5.4: a CSK
+    /// upload), before any protected value is opened, so the opener may try the uploaded CSK.
+    pub key_transport: &'a mut dyn FnMut(&[u8]),
     /// A fresh entity-tag the machine may issue (RFC 3903 step 6).
     pub fresh_etag: ETag,
 }
@@ -465,10 +468,13 @@ pub fn publish_body(
                 }
             }
             // TS 33.180 clause 9: the signature parts go to the runtime's opener with the
-            // protected values; the key-transport part (MIKEY) is the CSK upload's.
+            // protected values; the key-transport part (MIKEY, TS 33.180 5.4) to the runtime's
+            // upload check, which also gives the opener the uploaded CSK.
             BodyKind::ProtectionPart => {
                 if m.essence_str() == signed_type {
                     env.signatures.push(p.body);
+                } else if m.essence_str() == "application/mikey" {
+                    (ctx.key_transport)(p.body);
                 }
             }
             // A part we do not understand that the sender marked optional (RFC 3261 20.11).

@@ -68,8 +68,8 @@ pub enum BodyKind {
     MessageSip,
     /// `multipart/mixed` with its boundary.
     Multipart,
-    /// Parts of a protected body set that the edge does not read yet (TS 33.180 clause 9):
-    /// `application/vnd.3gpp.mcptt-signed+xml` (and twins) and `application/mikey`.
+    /// Parts of a protected body set (TS 33.180 clause 9 and 5.4), which the edge hands to the
+    /// runtime: `application/vnd.3gpp.mcptt-signed+xml` (and twins) and `application/mikey`.
     ProtectionPart,
     /// Anything else.
     Other,
