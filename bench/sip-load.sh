@@ -151,6 +151,13 @@ enabled = false
 [policy]
 token_protection = "optional"
 EOF
+      # The store: in memory unless STORE=redb (durable, a fresh data dir per start); STORE=omit
+      # writes no [store] table, for an MCX_BIN built before issue 13.
+      case ${STORE:-memory} in
+        omit) ;;
+        redb) printf '\n[store]\ndir = "%s"\n' "$(mktemp -d "$WORK/store.XXXXXX")" >>"$WORK/mcx-$port.toml" ;;
+        *) printf '\n[store]\nbackend = "memory"\n' >>"$WORK/mcx-$port.toml" ;;
+      esac
       RUST_LOG=${RUST_LOG:-warn} "${MCX_BIN:-$bin}" serve --data-dir "$idms" --config "$WORK/mcx-$port.toml" >"$out" 2>&1 &
       ;;
     kamailio-stateless)

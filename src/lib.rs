@@ -13,5 +13,6 @@ pub mod replay;
 pub mod resource;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod token;
 pub mod trace;

@@ -43,6 +43,8 @@ enum Command {
     Load(cli::load::Args),
     /// Replay the model's scenarios and traces against any MCX server; report divergences.
     Replay(Box<cli::replay::Args>),
+    /// The durable store, offline: dump or check it.
+    Store(cli::store::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Groups(a) => cli::groups::run(a),
         Command::Load(a) => cli::load::run(a),
         Command::Replay(a) => cli::replay::run(*a),
+        Command::Store(a) => cli::store::run(a),
     };
     match result {
         Ok(code) => code,

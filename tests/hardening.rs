@@ -511,7 +511,7 @@ fn logs_to_a_file_carry_no_colour_codes() {
     .unwrap();
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcx-authz"))
-        .args(["serve", "--config"])
+        .args(["serve", "--in-memory", "--config"])
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.join("lab"))

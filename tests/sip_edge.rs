@@ -606,6 +606,7 @@ fn responses_from_the_machine() {
         outcome: mcx_model::Outcome::Authorized,
         etag: Some(ETag::new("etag-A")),
         expires: Some(3600),
+        wait_for: mcx_model::Seq::ZERO,
     };
     assert_eq!(
         build_response(&req, &r, &rc),

@@ -59,6 +59,7 @@ impl M {
                 outcome: Outcome::Registered,
                 etag: None,
                 expires: None,
+                wait_for: Seq::ZERO,
             },
             bindings: vec![],
             csks: vec![],
@@ -72,6 +73,7 @@ impl M {
                 }
                 Output::Binding(e) => step.bindings.push(e),
                 Output::Csk(e) => step.csks.push(e),
+                Output::Persist(_) => {}
             }
         }
         assert!(answered, "a request gets a response");
@@ -96,7 +98,11 @@ impl M {
                 mc_id: McId::new(user),
             },
         );
-        assert!(out.is_empty());
+        // Only the new CSK, persisted (issue 13).
+        assert!(
+            matches!(&out[..], [Output::Persist(p)] if p.changes.len() == 1),
+            "{out:?}"
+        );
     }
 
     fn publish(

@@ -44,6 +44,10 @@ pub struct ModelArgs {
     /// Bound on duplicate deliveries (duplicating network).
     #[arg(long)]
     pub duplicates: Option<u8>,
+    /// Crash (`kill -9`) and restart from the durable store between any two steps (issue 13;
+    /// `--crash false` leaves the two crash properties vacuous).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub crash: Option<bool>,
     /// Server restarts allowed.
     #[arg(long)]
     pub restarts: Option<u8>,
@@ -136,6 +140,9 @@ impl ModelArgs {
         }
         if let Some(v) = self.duplicates {
             c.max_duplicates = v;
+        }
+        if let Some(v) = self.crash {
+            c.crash = v;
         }
         if let Some(v) = self.restarts {
             c.restarts = v;

@@ -9,6 +9,7 @@ pub mod mikey;
 pub mod protect;
 pub mod replay;
 pub mod serve;
+pub mod store;
 pub mod tls;
 pub mod token;
 pub mod trace;

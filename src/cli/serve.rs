@@ -19,6 +19,13 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Data directory of the embedded store (overrides `[store] dir`; default `./mcx-data`;
+    /// the backend stays the configured one).
+    #[arg(long, conflicts_with = "in_memory")]
+    pub store_dir: Option<PathBuf>,
+    /// Keep nothing across restarts (`[store] backend = "memory"`): for benchmarks and tests.
+    #[arg(long)]
+    pub in_memory: bool,
 }
 
 /// Runs `mcx-authz serve` until SIGINT or SIGTERM.
@@ -30,6 +37,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if let Some(dir) = args.data_dir {
         config.token.data_dir = dir;
+    }
+    if let Some(dir) = args.store_dir {
+        config.store.dir = dir;
+    }
+    if args.in_memory {
+        config.store = crate::store::StoreConfig::memory();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,6 +79,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let scheme = if addrs.http_tls { "https" } else { "http" };
             println!("KMS            {scheme}://{a}/keymanagement/identity/v1/  (init keyprov certcache)");
             println!("CM, GM (XCAP)  {scheme}://{a}/xcap-root/");
+        }
+        match server.store_info() {
+            Some(("redb", path, impus)) => {
+                let path = std::fs::canonicalize(&path).unwrap_or(path);
+                println!(
+                    "store          redb {}  ({impus} IMPU(s) loaded; `mcx-authz store check --dir {}`)",
+                    path.display(),
+                    path.parent().map_or_else(String::new, |d| d.display().to_string())
+                );
+            }
+            Some((kind, place, impus)) => {
+                println!("store          {kind} {}  ({impus} IMPU(s) loaded)", place.display());
+            }
+            None => println!("store          memory (nothing survives a restart)"),
         }
         println!(
             "policy         {}",

@@ -154,6 +154,46 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     };
     let token = app.pipeline.validator().stats();
     let mut out = String::new();
+    if let Some(store) = lock(&app.shared).store.clone() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = store.stats();
+        for (name, help, v) in [
+            (
+                "mcx_store_commits_total",
+                "Durable store commits (write transactions, each fsync'd).",
+                st.commits.load(Relaxed),
+            ),
+            (
+                "mcx_store_batches_total",
+                "Persist batches written (one per state-changing request or tick).",
+                st.batches.load(Relaxed),
+            ),
+            (
+                "mcx_store_commit_micros_total",
+                "Time spent in store commits, in microseconds.",
+                st.commit_micros.load(Relaxed),
+            ),
+            (
+                "mcx_store_max_group",
+                "The most batches one commit carried (group commit).",
+                st.max_group.load(Relaxed),
+            ),
+            (
+                "mcx_store_durable_seq",
+                "The last durable sequence number.",
+                store.durable().0,
+            ),
+        ] {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
     let m = &snap.metrics;
     let _ = writeln!(
         out,

@@ -49,6 +49,10 @@
 //! [limits]                           # LimitsConfig: bounds under hostile load
 //! tcp_max_connections = 1000
 //! untrusted_rate_per_sec = 50
+//!
+//! [store]                            # crate::store::StoreConfig (issue 13)
+//! backend = "redb"                   # or "memory": nothing survives a restart
+//! dir = "mcx-data"                   # the file is <dir>/mcx.redb
 //! ```
 
 use std::collections::BTreeMap;
@@ -82,6 +86,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// TS 33.180 clause 9: the CSKs and the KDF reading.
     pub protection: ProtectionConfig,
+    /// Where the durable state lives (issue 13): redb in `./mcx-data/` by default.
+    pub store: crate::store::StoreConfig,
     /// TS 33.180 5.4: CSK uploads (MIKEY-SAKKE) and the KMS material to read them.
     pub mikey: MikeyConfig,
 }
@@ -261,7 +267,8 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Lab controls for scripted runs and conformance tests: `POST /clock/advance?secs=N` moves
     /// the server's clock forward (token, publication and registration expiry without waiting),
-    /// `POST /restart` makes the machine lose its volatile state as a restart would. Off by
+    /// `POST /restart` makes the machine lose everything as a restart without a store would
+    /// (the durable store forgets it too: `Input::Restart` persists the removals). Off by
     /// default.
     pub lab_controls: bool,
     /// Freeze the server's clock at this Unix time; it then moves only by `POST /clock/advance`
@@ -428,5 +435,18 @@ mod tests {
         assert_eq!(c.limits.untrusted_rate_per_sec, 0);
         assert_eq!(c.sip.transaction_cache_bytes, 4096);
         assert!(ServerConfig::parse("[limits]\ntcp_max_conections = 7\n").is_err());
+    }
+
+    #[test]
+    fn the_store_is_redb_in_mcx_data_unless_set() {
+        use crate::store::{Backend, StoreConfig};
+        let c = ServerConfig::parse("").unwrap();
+        assert_eq!(c.store, StoreConfig::redb("mcx-data"));
+        let c = ServerConfig::parse("[store]\nbackend = \"memory\"\n").unwrap();
+        assert_eq!(c.store.backend, Backend::Memory);
+        let c = ServerConfig::parse("[store]\ndir = \"/var/lib/mcx\"\n").unwrap();
+        assert_eq!(c.store, StoreConfig::redb("/var/lib/mcx"));
+        assert!(ServerConfig::parse("[store]\nbackend = \"redis\"\n").is_err());
+        assert!(ServerConfig::parse("[store]\npath = \"x\"\n").is_err());
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub use config::{LimitsConfig, ServerConfig};
-pub use pipeline::{Parsed, Pipeline, Transport};
+pub use pipeline::{Parsed, Pipeline, Reply, Transport};
 pub use state::Shared;
 pub use vitals::Vitals;
 
@@ -42,6 +42,8 @@ const UDP_BUFFER: usize = 65_535;
 /// A bound, not yet running server.
 pub struct Server {
     ctx: Arc<Ctx>,
+    /// The durable store and how many IMPUs it held at start-up.
+    store: Option<(Arc<crate::store::Store>, usize)>,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     tls: Vec<(TcpListener, TlsListener)>,
@@ -142,15 +144,30 @@ impl Server {
                 }))
             })
             .transpose()?;
-        if let Some(k) = &keys {
-            for input in k.provisioning() {
-                state.machine.handle(mcx_model::UnixTime(0), input);
-            }
-        }
-        state.keys = keys.clone();
         if let Some(start) = config.admin.manual_clock_start {
             state.clock = state::Clock::manual(mcx_model::UnixTime(start));
         }
+        // Issue 13: the durable state first (deadlines re-armed from now; what ran out while
+        // the server was down ends now, and that is persisted too), then the lab CSKs, which
+        // keep the IMPU they were tied to before the restart.
+        let store_config = config.store.clone();
+        let opened = tokio::task::spawn_blocking(move || crate::store::Store::open(&store_config))
+            .await
+            .context("opening the store")??;
+        state.store = opened.store.clone();
+        let loaded = opened.snapshot.impus.len();
+        let now = state.clock.now();
+        state.step(now, mcx_model::Input::Load(Box::new(opened.snapshot)));
+        if let Some(k) = &keys {
+            for input in k.provisioning() {
+                state.step(mcx_model::UnixTime(0), input);
+            }
+        }
+        state.keys = keys.clone();
+        let store = opened.store.map(|s| (s, loaded));
+        // If binding a listener fails below, the store is closed again (its file lock released),
+        // so that a caller may try again in the same process.
+        let mut close_on_error = CloseOnDrop(store.as_ref().map(|(s, _)| s.clone()));
         let shared = Arc::new(Mutex::new(state));
         // Port 0 on TCP follows the UDP port when both are asked on the same address, so that
         // one "host:port" serves both transports. The OS picks the UDP port among free UDP
@@ -236,8 +253,10 @@ impl Server {
             limits: config.limits.clone(),
             vitals: Arc::new(Vitals::default()),
         };
+        close_on_error.0 = None;
         Ok(Server {
             ctx: Arc::new(ctx),
+            store,
             http,
             udp,
             tcp,
@@ -274,6 +293,14 @@ impl Server {
     /// The state the machine lives in (tests read it directly).
     pub fn shared(&self) -> Arc<Mutex<Shared>> {
         self.ctx.pipeline.shared()
+    }
+
+    /// The durable store's kind, where it lives and the number of IMPUs loaded from it
+    /// (`None`: `memory`).
+    pub fn store_info(&self) -> Option<(&'static str, std::path::PathBuf, usize)> {
+        self.store
+            .as_ref()
+            .map(|(s, n)| (s.kind(), s.path().to_owned(), *n))
     }
 
     /// The runtime counters and listener health.
@@ -381,6 +408,10 @@ impl Server {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
+        if let Some((store, _)) = self.store {
+            // What is queued is written before the process ends.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         Ok(())
     }
 }
@@ -458,7 +489,19 @@ async fn serve_udp(
                     ctx.pipeline.handle(&req, src, Transport::Udp)
                 }));
                 match handled {
-                    Ok(Some(bytes)) => send_udp(&socket, &bytes, src).await,
+                    // Issue 13: persist, then send. A reply whose state is not durable yet goes
+                    // to a task that waits for the commit, so this worker takes the next
+                    // request at once (it joins the same group commit).
+                    Ok(Some(reply)) if ctx.pipeline.is_durable(reply.wait_for) => {
+                        send_udp(&socket, &reply.bytes, src).await
+                    }
+                    Ok(Some(reply)) => {
+                        let (socket, pipeline) = (socket.clone(), ctx.pipeline.clone());
+                        tokio::spawn(async move {
+                            pipeline.durable(reply.wait_for).await;
+                            send_udp(&socket, &reply.bytes, src).await;
+                        });
+                    }
                     Ok(None) => {}
                     Err(panic) => request_panicked(&ctx, id, src, &*panic),
                 }
@@ -809,10 +852,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             let reply = match next {
                 Ok(_) if !ctx.admit(src, trusted) => None,
                 Ok(frame) => ctx.pipeline.process(frame, src, transport),
-                Err(e) => ctx.pipeline.framing_error(&e, src, transport),
+                Err(e) => ctx
+                    .pipeline
+                    .framing_error(&e, src, transport)
+                    .map(pipeline::Reply::now),
             };
-            if let Some(bytes) = reply {
-                if stream.write_all(&bytes).await.is_err() {
+            if let Some(reply) = reply {
+                // Issue 13: persist, then send.
+                ctx.pipeline.durable(reply.wait_for).await;
+                if stream.write_all(&reply.bytes).await.is_err() {
                     return;
                 }
             }
@@ -828,6 +876,17 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if framer.buffered() > 0 && message_deadline.is_none() {
             message_deadline = Some(tokio::time::Instant::now() + message_limit);
+        }
+    }
+}
+
+/// Closes the store when dropped (an error path of [`Server::bind`]).
+struct CloseOnDrop(Option<Arc<crate::store::Store>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.close();
         }
     }
 }

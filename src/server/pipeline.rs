@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use mcx_model::{
     AssertedIdentity, Input, KeyUpload, KeyUploadFailure, ProtectionFailure, PublishBody,
-    PublishTarget, Response, TokenVerdict,
+    PublishTarget, Response, Seq, TokenVerdict,
 };
 
 use super::config::SipConfig;
@@ -58,6 +58,28 @@ pub struct Pipeline {
     /// The CSK store (`None` under `token_protection = off`).
     keys: Option<Arc<KeyStore>>,
     shared: Arc<Mutex<Shared>>,
+    /// The durable store responses wait for (issue 13); `None`: nothing to wait for.
+    store: Option<Arc<crate::store::Store>>,
+}
+
+/// A response to send, once the machine's state it answers for is durable (issue 13: persist,
+/// then send).
+#[derive(Debug)]
+pub struct Reply {
+    /// The response bytes.
+    pub bytes: Vec<u8>,
+    /// Send only once this sequence number is durable ([`Pipeline::durable`]).
+    pub wait_for: Seq,
+}
+
+impl Reply {
+    /// A reply that depends on no machine state (parse errors, OPTIONS, 405, 481).
+    pub fn now(bytes: Vec<u8>) -> Reply {
+        Reply {
+            bytes,
+            wait_for: Seq::ZERO,
+        }
+    }
 }
 
 impl Pipeline {
@@ -70,6 +92,11 @@ impl Pipeline {
     ) -> Self {
         let edge = sip.edge();
         let response = edge.response_config();
+        let store = shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store
+            .clone();
         Pipeline {
             sip,
             edge,
@@ -77,6 +104,19 @@ impl Pipeline {
             validator,
             keys,
             shared,
+            store,
+        }
+    }
+
+    /// Whether `seq` is durable already (always, without a store).
+    pub fn is_durable(&self, seq: Seq) -> bool {
+        self.store.as_ref().is_none_or(|s| s.durable() >= seq)
+    }
+
+    /// Waits until `seq` is durable: call before sending a [`Reply`].
+    pub async fn durable(&self, seq: Seq) {
+        if let Some(store) = &self.store {
+            store.wait(seq).await;
         }
     }
 
@@ -130,10 +170,10 @@ impl Pipeline {
         reply
     }
 
-    /// Handles one framed message; returns the bytes to send back, if any.
-    pub fn process(&self, frame: Frame, src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    /// Handles one framed message; returns what to send back, if any (once durable).
+    pub fn process(&self, frame: Frame, src: SocketAddr, transport: Transport) -> Option<Reply> {
         match self.parse(&frame, src) {
-            Parsed::Reply(reply) => reply,
+            Parsed::Reply(reply) => reply.map(Reply::now),
             Parsed::Request(req) => self.handle(&req, src, transport),
         }
     }
@@ -172,12 +212,7 @@ impl Pipeline {
     /// The second stage: the transaction check, the token validator, the machine, the response.
     /// Requests of one IMPU must reach this stage in arrival order (RFC 3903 R-35); see
     /// [`shard_key`].
-    pub fn handle(
-        &self,
-        req: &SipRequest,
-        src: SocketAddr,
-        transport: Transport,
-    ) -> Option<Vec<u8>> {
+    pub fn handle(&self, req: &SipRequest, src: SocketAddr, transport: Transport) -> Option<Reply> {
         let key = (transport == Transport::Udp)
             .then(|| transaction_key(req, src))
             .flatten();
@@ -188,9 +223,9 @@ impl Pipeline {
                 match s.transactions.begin(key, Instant::now()) {
                     TransactionState::New => {}
                     TransactionState::Absorb => return None,
-                    TransactionState::Retransmit(bytes) => {
+                    TransactionState::Retransmit(bytes, wait_for) => {
                         tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
-                        return Some(bytes);
+                        return Some(Reply { bytes, wait_for });
                     }
                 }
             }
@@ -225,6 +260,7 @@ impl Pipeline {
                 fresh_etag,
             },
         );
+        let mut wait_for = Seq::ZERO;
         let uploaded = self.attach_upload(&mut edge, upload.into_inner(), src);
         let (reply, status, outcome, impu, service) = match edge {
             Edge::Machine { input, notes } => {
@@ -243,6 +279,7 @@ impl Pipeline {
                     return None;
                 };
                 let bytes = response::build_response(req, &response, &self.response);
+                wait_for = response.wait_for;
                 (
                     Some(bytes),
                     response.status(),
@@ -277,7 +314,7 @@ impl Pipeline {
         let mut s = self.lock();
         if let Some(key) = &key {
             match &reply {
-                Some(bytes) => s.transactions.complete(key, bytes),
+                Some(bytes) => s.transactions.complete(key, bytes, wait_for),
                 None => s.transactions.abandon(key),
             }
         }
@@ -294,7 +331,7 @@ impl Pipeline {
             outcome,
             "request"
         );
-        reply
+        reply.map(|bytes| Reply { bytes, wait_for })
     }
 }
 
@@ -396,6 +433,6 @@ fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {
             },
         ),
         Input::ThirdPartyRegister(r) => (impu(&r.impu), None),
-        Input::Tick | Input::Restart | Input::ProvisionCsk { .. } => (None, None),
+        Input::Tick | Input::Restart | Input::Load(_) | Input::ProvisionCsk { .. } => (None, None),
     }
 }

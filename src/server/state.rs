@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mcx_model::{BindingEvent, CskEvent, ETag, Input, Machine, Output, Policy, Response, UnixTime};
+use mcx_model::{
+    BindingEvent, CskEvent, ETag, Input, Machine, Output, Policy, Response, Seq, UnixTime,
+};
 use rand::Rng;
 
 /// The clock the machine and the validator are given: real time plus an offset that only the
@@ -104,8 +106,9 @@ struct Entry {
 enum CachedTransaction {
     /// Being processed: a retransmission arriving now is absorbed.
     Proceeding,
-    /// Answered: a retransmission gets these bytes again.
-    Completed(Vec<u8>),
+    /// Answered: a retransmission gets these bytes again, once the state they answer for is
+    /// durable (issue 13).
+    Completed(Vec<u8>, Seq),
 }
 
 /// What to do with a request, according to the transaction cache.
@@ -115,8 +118,8 @@ pub enum TransactionState {
     New,
     /// A retransmission of a request still being processed: drop it.
     Absorb,
-    /// A retransmission of an answered request: send this again.
-    Retransmit(Vec<u8>),
+    /// A retransmission of an answered request: send this again once `Seq` is durable.
+    Retransmit(Vec<u8>, Seq),
 }
 
 const TIMER_J: Duration = Duration::from_secs(32);
@@ -148,8 +151,8 @@ impl TransactionCache {
         self.expire(now);
         match self.entries.get(key).map(|e| &e.state) {
             Some(CachedTransaction::Proceeding) => TransactionState::Absorb,
-            Some(CachedTransaction::Completed(bytes)) => {
-                TransactionState::Retransmit(bytes.clone())
+            Some(CachedTransaction::Completed(bytes, seq)) => {
+                TransactionState::Retransmit(bytes.clone(), *seq)
             }
             None => {
                 let cost = entry_cost(key, 0);
@@ -170,16 +173,16 @@ impl TransactionCache {
         }
     }
 
-    /// Records the final response of `key`.
-    pub fn complete(&mut self, key: &str, response: &[u8]) {
+    /// Records the final response of `key`, to be sent once `wait_for` is durable.
+    pub fn complete(&mut self, key: &str, response: &[u8], wait_for: Seq) {
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
         let old = match &e.state {
-            CachedTransaction::Completed(b) => b.len(),
+            CachedTransaction::Completed(b, _) => b.len(),
             CachedTransaction::Proceeding => 0,
         };
-        e.state = CachedTransaction::Completed(response.to_vec());
+        e.state = CachedTransaction::Completed(response.to_vec(), wait_for);
         self.bytes = self.bytes - old + response.len();
         // The entry itself is the newest: evict older ones only.
         let seq = e.seq;
@@ -238,7 +241,7 @@ impl TransactionCache {
         if let Some((_, key)) = self.order.remove(&seq) {
             if let Some(e) = self.entries.remove(&key) {
                 let response = match &e.state {
-                    CachedTransaction::Completed(b) => b.len(),
+                    CachedTransaction::Completed(b, _) => b.len(),
                     CachedTransaction::Proceeding => 0,
                 };
                 self.bytes -= entry_cost(&key, response);
@@ -327,6 +330,9 @@ pub struct Shared {
     /// The CSK store the SIP edge opens protected values with: a CSK the machine drops is
     /// forgotten there.
     pub keys: Option<std::sync::Arc<crate::protection::KeyStore>>,
+    /// The durable store the machine's [`Output::Persist`] batches go to (issue 13); `None`:
+    /// nothing is kept (`[store] backend = "memory"`).
+    pub store: Option<std::sync::Arc<crate::store::Store>>,
 }
 
 impl Shared {
@@ -343,6 +349,7 @@ impl Shared {
             transactions: TransactionCache::new(transaction_cache_entries, transaction_cache_bytes),
             metrics: Metrics::default(),
             keys: None,
+            store: None,
         }
     }
 
@@ -363,6 +370,13 @@ impl Shared {
                     response = Some(r);
                 }
                 Output::Binding(event) => self.record(&event),
+                // Issue 13: queued in the order the machine numbered them (this lock orders
+                // them); the response waits for it.
+                Output::Persist(batch) => {
+                    if let Some(store) = &self.store {
+                        store.submit(batch, now);
+                    }
+                }
                 Output::Csk(event) => {
                     // The key store is the shell's: it keeps an accepted upload's CSK (staged by
                     // the pipeline with this request) and forgets (zeroizes) a dropped one.
@@ -425,10 +439,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(c.begin("a", t0), TransactionState::New);
         assert_eq!(c.begin("a", t0), TransactionState::Absorb);
-        c.complete("a", b"SIP/2.0 200 OK");
+        c.complete("a", b"SIP/2.0 200 OK", Seq(3));
         assert_eq!(
             c.begin("a", t0),
-            TransactionState::Retransmit(b"SIP/2.0 200 OK".to_vec())
+            TransactionState::Retransmit(b"SIP/2.0 200 OK".to_vec(), Seq(3))
         );
         assert_eq!(c.begin("b", t0), TransactionState::New);
         // Capacity 2: a third transaction evicts the oldest.
@@ -485,7 +499,7 @@ mod tests {
         for i in 0..1000 {
             let key = format!("z9hG4bK-{i}");
             assert_eq!(c.begin(&key, t0), TransactionState::New);
-            c.complete(&key, &response);
+            c.complete(&key, &response, Seq::ZERO);
             assert!(c.bytes() <= budget, "{} > {budget} after {i}", c.bytes());
         }
         assert!(c.len() < 20, "{}", c.len());
@@ -493,7 +507,7 @@ mod tests {
         // The newest answer is still there to retransmit.
         assert_eq!(
             c.begin("z9hG4bK-999", t0),
-            TransactionState::Retransmit(response.clone())
+            TransactionState::Retransmit(response.clone(), Seq::ZERO)
         );
         // Bytes accounting returns to zero when everything expires.
         c.expire(t0 + TIMER_J);

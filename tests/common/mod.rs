@@ -41,6 +41,8 @@ pub fn test_config(lab: &LabIdms) -> ServerConfig {
     config.admin.lab_controls = true;
     config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     config.token = lab.validator_config();
+    // Nothing on disk unless a test asks for a store (tests/durability.rs does, in a temp dir).
+    config.store = mcx_authz::store::StoreConfig::memory();
     // The clear-token suites run post-cr with `token_protection = "optional"`; post-cr as
     // served (`required`, TS 33.180 clause 9) is tests/protection.rs and tests/conformance.rs.
     config

@@ -330,8 +330,9 @@ impl McxServer {
         McxServer::spawn(scratch, &config, lab_dir)
     }
 
-    /// Runs `mcx-authz serve --config config --data-dir lab_dir` (the lab key must exist) and
-    /// reads the bound addresses from the listener lines it prints.
+    /// Runs `mcx-authz serve --config config --data-dir lab_dir --store-dir scratch/store` (the
+    /// lab key must exist; the durable store lives in the scratch dir, never in the working
+    /// directory) and reads the bound addresses from the listener lines it prints.
     pub fn spawn(scratch: &Scratch, config: &Path, lab_dir: PathBuf) -> McxServer {
         let stderr = std::fs::File::create(scratch.join("serve.err")).expect("serve.err");
         let mut child = ChildGuard::spawn(
@@ -342,6 +343,8 @@ impl McxServer {
                 .arg(config)
                 .arg("--data-dir")
                 .arg(&lab_dir)
+                .arg("--store-dir")
+                .arg(scratch.join("store"))
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -432,6 +435,12 @@ impl McxServer {
                 Some((k.to_owned(), v.trim().parse().ok()?))
             })
             .collect()
+    }
+
+    /// SIGKILL by PID, and reap: no shutdown path of the server runs (issue 13).
+    pub fn kill9(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
     }
 
     /// Whether the server process is still running.

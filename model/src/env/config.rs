@@ -190,6 +190,11 @@ pub struct ModelConfig {
     pub max_duplicates: u8,
     /// Bound on server restarts.
     pub restarts: u8,
+    /// Issue 13: the server keeps a durable store and may crash (`kill -9`) and restart from it
+    /// at any point between steps (`model/src/env/crash.rs`). A crash that loses nothing leads
+    /// back to the state it left, so this costs no state while the crash properties hold.
+    #[serde(default)]
+    pub crash: bool,
     /// REGISTERs one UE may have in flight at once (2 lets a UE's REGISTERs overtake each
     /// other; an IMPU change always sends two).
     pub max_registers_in_flight: u8,
@@ -240,6 +245,7 @@ impl ModelConfig {
             max_publications: 2,
             max_duplicates: 1,
             restarts: 0,
+            crash: true,
             max_registers_in_flight: 1,
             policy: variant.policy(),
             liveness: true,

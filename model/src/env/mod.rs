@@ -36,6 +36,7 @@
 
 mod attacker;
 mod config;
+mod crash;
 pub mod fairness;
 mod idms;
 mod network;
@@ -50,6 +51,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use stateright::{Model, Property};
 
+use crate::durable::Image;
 use crate::ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, UnixTime};
 use crate::input::{AssertedIdentity, Input, RegisterTarget, ThirdPartyRegister};
 use crate::machine::Machine;
@@ -83,6 +85,9 @@ pub struct EnvState {
     pub attacker_left: u8,
     /// Server restarts left.
     pub restarts_left: u8,
+    /// The server's durable store, built from its `Persist` batches (`None` unless
+    /// [`ModelConfig::crash`]; see [`crash`]).
+    pub store: Option<Image>,
     /// Tokens the SIP core (and so the attacker) saw unprotected.
     pub captured: Vec<Tok>,
     /// Protected token PUBLISHes the attacker captured (to resend as they are).
@@ -211,6 +216,8 @@ pub enum EnvAction {
     Tick,
     /// The server restarts and loses its volatile state.
     Restart,
+    /// The server is killed (`kill -9`) and restarts from its durable store (issue 13).
+    Crash,
     /// A user starts to log on at a UE that holds no token; the IdMS answers later with
     /// [`EnvAction::LogOn`]. Until then the UE's PUBLISH goes without a token (CR 5.1.3.2.1).
     BeginLogOn {
@@ -397,6 +404,7 @@ impl McxModel {
         }
         EnvState {
             now: 0,
+            store: crash::initial_store(self.cfg.crash, &server),
             server,
             ues: (0..self.cfg.ues)
                 .map(|_| UeState {
@@ -470,6 +478,7 @@ impl McxModel {
                 effect.input = Some(Input::Restart);
                 self.absorb(last, &mut s, None, out, &mut effect);
             }
+            EnvAction::Crash => self.crash(last, &mut s, &mut effect),
             EnvAction::Settle => {
                 s.settled = true;
                 s.settle_left = self.settle_budget();
@@ -505,6 +514,7 @@ impl McxModel {
                 Output::Response(r) => effect.response = Some(r),
                 Output::Binding(e) => effect.events.push(e),
                 Output::Csk(_) => {}
+                Output::Persist(p) => crash::persisted(s, &p),
             }
         }
         let fresh = s.next_etag;
@@ -542,6 +552,9 @@ impl Model for McxModel {
         }
         if s.restarts_left > 0 {
             actions.push(EnvAction::Restart);
+        }
+        if self.cfg.crash {
+            actions.push(EnvAction::Crash);
         }
     }
 

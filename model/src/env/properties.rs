@@ -946,6 +946,9 @@ pub fn catalogue() -> Vec<PropertyInfo> {
             condition: recovers_eventually,
         },
     ]
+    .into_iter()
+    .chain(super::crash::properties())
+    .collect()
 }
 
 const fn holds(because: &'static str) -> Option<Expectation> {
@@ -999,6 +1002,9 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         .max_devices_per_mc_id
         .is_some_and(|n| (n as usize) < cfg.ues);
     match name {
+        "acknowledged-implies-durable" | "no-binding-lost-across-restart" => {
+            holds("every change is persisted before its response is sent, and Load restores it")
+        }
         "s1-authenticated-binding"
         | "s3-no-binding-without-registration"
         | "s4-one-mc-id-per-client"

@@ -500,6 +500,12 @@ impl McxModel {
                 st.text = "the MCX server restarts".into();
                 st
             }
+            EnvAction::Crash => {
+                let mut st = blank(n, t, "MCX server".into(), "crash", RequestKind::Restart);
+                fill_response(&mut st, &effect);
+                st.text = "the MCX server is killed (kill -9) and restarts from its store".into();
+                st
+            }
             EnvAction::Settle => {
                 let mut st = blank(n, t, "Environment".into(), "settle", RequestKind::Settle);
                 st.text = "the environment settles: from here on the network delivers everything, the UEs keep retrying, nothing else happens".into();
@@ -630,6 +636,7 @@ pub fn format_action(m: &McxModel, a: &EnvAction) -> String {
         EnvAction::AttackerRegister => "Attacker re-REGISTER".into(),
         EnvAction::Tick => "tick".into(),
         EnvAction::Restart => "server restart".into(),
+        EnvAction::Crash => "server kill -9 and restart from its store".into(),
         EnvAction::Settle => "settle (fair from here on)".into(),
         EnvAction::BeginLogOn { ue, user } => {
             format!(
