@@ -174,6 +174,14 @@ impl Image {
         self.key_messages.retain(|_, until| *until > now);
     }
 
+    /// Forgets remembered I_MESSAGEs for which `dead` holds: the checker's reduction, the same
+    /// one it applies to the machine ([`crate::Machine::forget_key_messages`]), so that the store
+    /// and the machine stay equal and a crash that loses nothing leads back to the same state.
+    #[doc(hidden)]
+    pub fn forget_key_messages(&mut self, dead: impl Fn(&KeyMessageId) -> bool) {
+        self.key_messages.retain(|id, _| !dead(id));
+    }
+
     /// The last sequence number applied.
     pub fn seq(&self) -> Seq {
         self.seq

@@ -514,6 +514,12 @@ impl Machine {
         let spent = self.spent_upload(now, &p);
         let response = self.decide_publish(now, p, out);
         if let (Some((id, until)), false) = (spent, response.outcome.is_success()) {
+            // Spent is durable like an accepted upload (issue 13): a crash must not make a
+            // refused I_MESSAGE usable again.
+            self.journal.replay.push(Change::KeyMessage {
+                message_id: id.clone(),
+                until,
+            });
             self.key_messages.insert(id, (), until);
         }
         response

@@ -509,6 +509,11 @@ impl McxModel {
         out: Vec<Output>,
         effect: &mut StepEffect,
     ) {
+        // The machine forgot lapsed replay entries at this step; the store's garbage collection
+        // does the same, so that a store and a machine that agree hash alike.
+        if let Some(store) = &mut s.store {
+            store.collect_garbage(UnixTime(u64::from(s.now)));
+        }
         for o in out {
             match o {
                 Output::Response(r) => effect.response = Some(r),

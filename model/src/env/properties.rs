@@ -431,6 +431,9 @@ impl McxModel {
                 }))
                 .collect();
             s.server.forget_key_messages(|id| !live.contains(id));
+            if let Some(store) = &mut s.store {
+                store.forget_key_messages(|id| !live.contains(id));
+            }
         }
         // The replay ghost, likewise: only I_MESSAGEs that can arrive again.
         if !s.imsg_seen.is_empty() {
