@@ -224,15 +224,18 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The defaults of `mcx-authz check --variant <variant>`.
     pub fn for_variant(variant: Variant) -> Self {
-        // Sized so that `check --variant all` finishes in about a minute on 2 cores (docs/model.md
-        // has the measurements): one UE (the attacker is the second subscriber), two users, two
-        // IMPUs, time 0..2 with tokens living 1 tick and publications 2, so token expiry and
-        // publication expiry both happen.
+        // Sized so that `check --variant all` finishes in a few minutes and under 4 GiB on 2
+        // cores (docs/benchmarks.md has the measurements): one UE (the attacker is the second
+        // subscriber), two users, two IMPUs, time 0..2 with tokens living 1 tick and publications
+        // 2, so token expiry and publication expiry both happen. ct1-rel18 gets one IMPU: its
+        // question is the token carried twice (REGISTER and PUBLISH), which needs no IMPU
+        // change, and with two IMPUs and the attacker's capture of protected PUBLISHes its space
+        // passes 7.5 M states and 9 GiB (measured 2026-11-30); with one it is 2.0 M states, 26 s.
         ModelConfig {
             variant,
             ues: 1,
             users: 2,
-            impus_per_ue: 2,
+            impus_per_ue: if variant == Variant::Ct1Rel18 { 1 } else { 2 },
             services: vec![Service::Mcptt],
             network: NetworkKind::Unordered,
             attacker: true,
