@@ -31,6 +31,8 @@ fn every_scenario_reaches_its_property_where_it_applies() {
     for v in Variant::ALL {
         let mut cfg = ModelConfig::for_variant(v);
         cfg.network = NetworkKind::Duplicating;
+        // impu-change needs a second IMPU (ct1-rel18's default has one).
+        cfg.impus_per_ue = 2;
         // The duplicate of the first PUBLISH draws a third ETag.
         cfg.max_publications = 3;
         let m = cfg.into_model();
