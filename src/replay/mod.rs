@@ -385,6 +385,8 @@ pub fn server_config(
         "[admin]\nlisten = \"{admin}\"\nlab_controls = true\nmanual_clock_start = {clock_start}\n"
     );
     let _ = writeln!(t, "[http]\nenabled = false\n");
+    // A replay starts from an empty server; a store would carry bindings between runs.
+    let _ = writeln!(t, "[store]\nbackend = \"memory\"\n");
     let _ = writeln!(t, "[token]\nleeway_secs = 0\n");
     let _ = writeln!(t, "[policy]\nvariant = \"{}\"", cfg.variant.name());
     t.push_str(&toml::to_string(&table).context("policy as TOML")?);

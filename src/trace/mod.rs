@@ -314,6 +314,9 @@ impl Replay {
 /// not implemented).
 fn wire_protection(cfg: &ModelConfig, steps: &[TraceStep]) -> anyhow::Result<TokenProtection> {
     let policy = cfg.machine_policy().token_protection;
+    if steps.iter().any(|s| s.action == "crash") {
+        bail!("the trace has a server crash (kill -9 and a restart from the durable store): the replay's POST /restart empties an in-memory server, which is not what a crash does; tests/durability.rs kills a real server instead");
+    }
     if steps
         .iter()
         .any(|s| s.actor == "Attacker" && s.token.as_ref().is_some_and(|t| t.protected))
@@ -368,6 +371,10 @@ fn server_toml(
     let _ = writeln!(
         t,
         "[http]\nenabled = false   # the replay exercises the SIP leg only\n"
+    );
+    let _ = writeln!(
+        t,
+        "[store]\nbackend = \"memory\"   # a replay starts from an empty server (POST /restart empties it)\n"
     );
     let _ = writeln!(
         t,
