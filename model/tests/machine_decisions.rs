@@ -38,6 +38,8 @@ struct Step {
     response: Response,
     bindings: Vec<BindingEvent>,
     csks: Vec<CskEvent>,
+    /// The changes this request made durable (issue 13).
+    persisted: Vec<Change>,
 }
 
 impl M {
@@ -63,6 +65,7 @@ impl M {
             },
             bindings: vec![],
             csks: vec![],
+            persisted: vec![],
         };
         let mut answered = false;
         for o in self.m.handle(UnixTime(self.now), input) {
@@ -73,7 +76,7 @@ impl M {
                 }
                 Output::Binding(e) => step.bindings.push(e),
                 Output::Csk(e) => step.csks.push(e),
-                Output::Persist(_) => {}
+                Output::Persist(p) => step.persisted.extend(p.changes),
             }
         }
         assert!(answered, "a request gets a response");
@@ -346,6 +349,17 @@ fn a_refused_publish_spends_its_i_message_so_nobody_else_can_use_it() {
         Outcome::Forbidden(ForbiddenReason::NotRegistered)
     );
     assert!(m.m.key_messages().any(|id| *id == KeyMessageId::new("m1")));
+    // The spend is durable (issue 13): a server killed now and restarted from its store still
+    // refuses the replay.
+    let mut store = Image::new();
+    for c in &first.persisted {
+        store.apply_change(c);
+    }
+    let mut restarted = Machine::new(m.m.policy().clone());
+    restarted.handle(UnixTime(m.now), Input::Load(Box::new(store.snapshot())));
+    assert!(restarted
+        .key_messages()
+        .any(|id| *id == KeyMessageId::new("m1")));
     let replay = m.publish(
         trusted(UE2),
         None,
