@@ -32,7 +32,9 @@ pub enum AtRestError {
     Malformed,
     /// The tag did not verify: another storage key (the server's RSK changed), or the row was
     /// altered or moved to another tie.
-    #[error("the sealed CSK does not open under this server's key for this CSK-ID and MC service ID")]
+    #[error(
+        "the sealed CSK does not open under this server's key for this CSK-ID and MC service ID"
+    )]
     Unopenable,
 }
 
@@ -95,7 +97,9 @@ impl StorageKey {
         if sealed.len() != SEALED_LEN || sealed[0] != VERSION {
             return Err(AtRestError::Malformed);
         }
-        let nonce: [u8; 12] = sealed[1..13].try_into().map_err(|_| AtRestError::Malformed)?;
+        let nonce: [u8; 12] = sealed[1..13]
+            .try_into()
+            .map_err(|_| AtRestError::Malformed)?;
         let mut body = Zeroizing::new(sealed[13..].to_vec());
         let plain = self
             .key
