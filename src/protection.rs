@@ -203,6 +203,19 @@ pub struct KeyStore {
     sealed: std::sync::Mutex<Vec<crate::store::SealedCsk>>,
 }
 
+/// What [`KeyStore::restore`] did with the sealed keys of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Opened and back in the key store.
+    pub restored: usize,
+    /// Without a tie in the snapshot (left in the store; the machine holds no tie for them).
+    pub untied: usize,
+    /// A `[[protection.csk]]` of the config has the same CSK-ID (the config's is kept).
+    pub shadowed: usize,
+    /// Not opened: this server seals nothing (no durable store).
+    pub no_key: usize,
+}
+
 /// Clears [`KeyStore`]'s staged upload when dropped.
 pub struct Staged<'a>(&'a KeyStore);
 
@@ -251,8 +264,13 @@ impl KeyStore {
 
     /// The same store, reading CSK uploads with `uploads` (TS 33.180 5.4).
     pub fn with_uploads(mut self, uploads: crate::mikey::UploadReceiver) -> KeyStore {
-        self.at_rest = Some(uploads.storage_key());
         self.uploads = Some(uploads);
+        self
+    }
+
+    /// The same store, sealing accepted uploads with `key` for the durable store (issue 13).
+    pub fn with_at_rest(mut self, key: mcx_sec::csk_at_rest::StorageKey) -> KeyStore {
+        self.at_rest = Some(key);
         self
     }
 
@@ -264,23 +282,23 @@ impl KeyStore {
 
     /// Puts back the uploaded CSKs a restarted server finds in its store: each sealed key is
     /// opened for the tie the machine's snapshot holds (TS 33.180 5.4: CSK-ID, MC service ID).
-    /// A key without a tie is left alone (the tie is what the machine checks); a key that does
-    /// not open (the server's RSK changed, or the row was altered) stops the start: nothing is
-    /// silently dropped. Without upload material (MIKEY-SAKKE off) nothing can be opened, and
-    /// the count is returned for the caller to warn about. Returns (restored, not openable for
-    /// want of a key).
+    /// A key without a tie is counted and left alone (the tie is what the machine checks); a
+    /// key that does not open (another at-rest key, or the row was altered) stops the start:
+    /// nothing is silently dropped. Returns what it did, for the caller to log.
     pub fn restore(
         &self,
         ties: &[(mcx_model::CskId, mcx_model::Csk)],
         sealed: &[crate::store::SealedCsk],
-    ) -> anyhow::Result<(usize, usize)> {
+    ) -> anyhow::Result<Restored> {
+        let mut done = Restored::default();
         let Some(key) = &self.at_rest else {
-            return Ok((0, sealed.len()));
+            done.no_key = sealed.len();
+            return Ok(done);
         };
-        let mut restored = 0;
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         for s in sealed {
             let Some((_, tie)) = ties.iter().find(|(id, _)| *id == s.csk_id) else {
+                done.untied += 1;
                 continue;
             };
             let id: CskId = s
@@ -291,11 +309,12 @@ impl KeyStore {
             let mc_id = tie.mc_id.as_str();
             let csk = key.open(id, mc_id, &s.sealed).map_err(|e| {
                 anyhow::anyhow!(
-                    "stored CSK {id} (MC service ID {mc_id}): {e}; the store was written by a server with another MIKEY-SAKKE key set, or altered. Inspect it with `mcx-authz store check`"
+                    "the stored CSK {id} (MC service ID {mc_id}) does not open: {e}. Check the store with `mcx-authz store check`; if the at-rest key file was replaced, put the original back"
                 )
             })?;
             if mcx_sec::csk::CskStore::csk(&*table, id).is_some() {
                 // A `[[protection.csk]]` of the config has this CSK-ID: the config's wins.
+                done.shadowed += 1;
                 continue;
             }
             table
@@ -305,9 +324,9 @@ impl KeyStore {
                     mc_id: mc_id.to_owned(),
                 })
                 .map_err(|e| anyhow::anyhow!("restoring CSK {id}: {e}"))?;
-            restored += 1;
+            done.restored += 1;
         }
-        Ok((restored, 0))
+        Ok(done)
     }
 
     /// What reads CSK uploads, if the server has MIKEY-SAKKE material.
@@ -337,8 +356,18 @@ impl KeyStore {
             return false;
         };
         entry.mc_id = mc_id.as_str().to_owned();
-        if let Some(key) = &self.at_rest {
-            let sealed = key.seal(&entry, rand::random::<[u8; 12]>());
+        // Sealed for the store only once the table holds it: a key the table refused (full)
+        // is not written either.
+        let sealed = self
+            .at_rest
+            .as_ref()
+            .map(|key| key.seal(&entry, rand::random::<[u8; 12]>()));
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        table.remove(id);
+        if table.insert(entry).is_err() {
+            return false;
+        }
+        if let Some(sealed) = sealed {
             self.sealed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -347,9 +376,7 @@ impl KeyStore {
                     sealed,
                 });
         }
-        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        table.remove(id);
-        table.insert(entry).is_ok()
+        true
     }
 
     fn table(&self) -> std::sync::RwLockReadGuard<'_, mcx_sec::csk::LabCskTable> {

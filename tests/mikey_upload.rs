@@ -60,8 +60,18 @@ fn start(tag: &str, durable: bool) -> Lab {
 /// `serve` post-cr as served, its lab KMS in `dir/kms` (made on the first start, reused after);
 /// with `durable`, its store in `dir/data` (redb, the default backend).
 fn serve_in(dir: &std::path::Path, durable: bool) -> TestServer {
+    serve_at(dir, durable, None)
+}
+
+/// [`serve_in`], its clock starting at `clock` (Unix seconds) when given.
+fn serve_at(dir: &std::path::Path, durable: bool, clock: Option<u64>) -> TestServer {
     let d = dir.to_path_buf();
-    TestServer::start(move |c| lab_config(c, &d, durable))
+    TestServer::start(move |c| {
+        lab_config(c, &d, durable);
+        if clock.is_some() {
+            c.admin.manual_clock_start = clock;
+        }
+    })
 }
 
 fn lab_config(c: &mut mcx_authz::server::ServerConfig, dir: &std::path::Path, durable: bool) {
@@ -82,8 +92,13 @@ impl Lab {
     /// Stops the server (its store closed, the file lock released) and starts another on the
     /// same directories, durable.
     fn restart(&mut self) {
+        self.restart_at(None);
+    }
+
+    /// [`Lab::restart`], the new server's clock starting at `clock`.
+    fn restart_at(&mut self, clock: Option<u64>) {
         self.running = None;
-        self.running = Some(serve_in(&self.dir, true));
+        self.running = Some(serve_at(&self.dir, true, clock));
     }
 
     fn kms(&self) -> std::path::PathBuf {
@@ -309,6 +324,49 @@ fn an_uploaded_csk_survives_a_restart_sealed_in_the_store() {
         err.contains("store check") && err.contains(&id.to_string()),
         "{err}"
     );
+    // `store check` opens every sealed key with the at-rest key and names the one that fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcx-authz"))
+        .args(["store", "check", "--dir"])
+        .arg(lab.dir.join("data"))
+        .output()
+        .expect("mcx-authz store check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("csk_key {id}: altered")), "{text}");
+}
+
+/// A binding that runs out while the server is down ends at the restart (the load's tick), and
+/// its uploaded CSK goes with it: forgotten by the key store, never fed back to the machine as a
+/// provisioned CSK (which would tie it to whichever IMPU used it first, TS 33.180 5.4).
+#[test]
+fn a_csk_whose_binding_ran_out_while_down_is_forgotten_at_the_restart() {
+    let mut lab = start("lapsed", true);
+    lab.provision(ALICE);
+    let c = lab.server().udp_client();
+    assert_eq!(c.send(&third_party_register(UE1, 600)).status, 200);
+    let token = lab.token(ALICE);
+    let (cert, keys) = lab.fetch(&token);
+    let now = lab.server().now().0;
+    let (id, csk, message) = mcx_authz::mikey::upload_with(&cert, &keys, SERVER, now).unwrap();
+    let entry = CskEntry {
+        id,
+        csk,
+        mc_id: ALICE.into(),
+    };
+    let (ct, body) = upload_body(&message, &entry, &token);
+    assert_eq!(c.send(&publish(UE1, &ct, body)).status, 200);
+    drop(c);
+
+    // Down for longer than the registration (600 s) and the publication (3600 s).
+    lab.restart_at(Some(now + 4000));
+    let s = lab.server();
+    assert!(rows(s).is_empty(), "the binding ended at the restart");
+    let c = s.udp_client();
+    assert_eq!(c.send(&third_party_register(UE1, 600)).status, 200);
+    let (info, sig) = protected(&entry, &lab.token(ALICE));
+    let (ct2, body2) = upload_multipart_without_mikey(&info, &sig);
+    refused(&c.send(&publish(UE1, &ct2, body2)), "the lapsed CSK");
+    assert!(rows(s).is_empty());
 }
 
 /// What `Server::bind` says when it refuses to start on `dir` (as [`serve_in`], durable).

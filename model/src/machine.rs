@@ -738,7 +738,8 @@ impl Machine {
         self.binding_deadlines.clear();
         self.key_messages.clear();
         self.token_owners.clear();
-        // Uploaded CSKs were volatile; provisioned ones are configuration.
+        // A lab restart (`Input::Restart`, volatile state lost) ends the uploaded CSKs with the
+        // bindings; provisioned ones are configuration.
         let dropped: Vec<CskId> = self
             .csks
             .iter()

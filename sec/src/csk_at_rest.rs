@@ -1,12 +1,15 @@
 //! An uploaded CSK at rest (issue 13): the server keeps every CSK a user uploaded with
 //! MIKEY-SAKKE (TS 33.180 5.4) in its durable store, so that a restart does not turn the user's
 //! next protected PUBLISH into 403. The key is never written in the clear: it is sealed with
-//! AES-256-GCM under a storage key derived from the server's own SAKKE receiver secret key (RSK),
-//! the secret that let the server learn the CSK in the first place. The additional data binds
-//! the sealed key to its CSK-ID and to the MC service ID it is tied to, so a row moved to another
-//! tie (or a key swapped between rows) does not open.
+//! AES-256-GCM under a storage key derived (HKDF-SHA-256) from the server's at-rest secret, a
+//! random 32-octet file of its own that does not change with the KMS key period (the SAKKE RSK
+//! does, every period, so it cannot be the root). The additional data binds the sealed key to
+//! its CSK-ID and to the MC service ID it is tied to, so a row moved to another tie (or a key
+//! swapped between rows) does not open.
 //!
-//! Format (45 octets): version `0x01` ‖ 96-bit nonce ‖ ciphertext (16) ‖ tag (16). The nonce is
+//! Format (49 octets): version `0x02` ‖ key check value (4) ‖ 96-bit nonce ‖ ciphertext (16) ‖
+//! tag (16). The key check value names the storage key (HKDF of the same secret, another
+//! label), so a sealed key from another secret is told apart from an altered one. The nonce is
 //! passed in (sans-IO: the caller draws it from the system's CSPRNG); a random 96-bit nonce per
 //! seal keeps the GCM nonce-reuse bound far away for the number of CSKs a server holds.
 
@@ -17,31 +20,41 @@ use zeroize::Zeroizing;
 use crate::csk::{Csk, CskEntry, CskId};
 
 /// The sealed form's version octet.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// The sealed form's length.
-pub const SEALED_LEN: usize = 1 + 12 + 16 + 16;
-/// HKDF salt and info (domain separation from every other use of the RSK).
+pub const SEALED_LEN: usize = 1 + 4 + 12 + 16 + 16;
+/// The at-rest secret's length.
+pub const SECRET_LEN: usize = 32;
+/// HKDF salt and infos.
 const SALT: &[u8] = b"mcx-authz";
-const INFO: &[u8] = b"csk at rest v1";
+const INFO: &[u8] = b"csk at rest v2";
+const KCV_INFO: &[u8] = b"csk at rest key check value";
 
 /// Why a sealed CSK did not open.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AtRestError {
-    /// Not 45 octets, or an unknown version.
+    /// Not 49 octets, or an unknown version.
     #[error("not a sealed CSK (length or version)")]
     Malformed,
-    /// The tag did not verify: another storage key (the server's RSK changed), or the row was
-    /// altered or moved to another tie.
-    #[error(
-        "the sealed CSK does not open under this server's key for this CSK-ID and MC service ID"
-    )]
+    /// Sealed under another at-rest secret (its key check value is not this key's).
+    #[error("sealed under another at-rest secret (key check value {found}, this server's {ours})")]
+    OtherKey {
+        /// The sealed key's key check value, hex.
+        found: String,
+        /// This key's, hex.
+        ours: String,
+    },
+    /// The tag did not verify under the right key: the row was altered or moved to another
+    /// tie.
+    #[error("altered, or moved to another CSK-ID or MC service ID: it does not open")]
     Unopenable,
 }
 
-/// The storage key: HKDF-SHA-256 of the server's RSK. Zeroized on drop (aws-lc-rs zeroizes
-/// its own key schedule).
+/// The storage key: HKDF-SHA-256 of the server's at-rest secret. Zeroized on drop (aws-lc-rs
+/// zeroizes its own key schedule).
 pub struct StorageKey {
     key: LessSafeKey,
+    kcv: [u8; 4],
 }
 
 impl std::fmt::Debug for StorageKey {
@@ -59,17 +72,27 @@ impl hkdf::KeyType for Len32 {
 }
 
 impl StorageKey {
-    /// Derives the storage key from a secret's octets (the server's RSK).
+    /// Derives the storage key from the at-rest secret's octets.
     pub fn derive(secret: &[u8]) -> StorageKey {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret);
         let mut octets = Zeroizing::new([0u8; 32]);
         prk.expand(&[INFO], Len32)
             .and_then(|okm| okm.fill(&mut octets[..]))
             .expect("HKDF-SHA-256 expands to 32 octets");
+        let mut check = [0u8; 32];
+        prk.expand(&[KCV_INFO], Len32)
+            .and_then(|okm| okm.fill(&mut check[..]))
+            .expect("HKDF-SHA-256 expands to 32 octets");
         let key = UnboundKey::new(&AES_256_GCM, &octets[..]).expect("a 32-octet AES-256 key");
         StorageKey {
             key: LessSafeKey::new(key),
+            kcv: [check[0], check[1], check[2], check[3]],
         }
+    }
+
+    /// The key check value, hex (names the key in logs and errors; reveals nothing of it).
+    pub fn check_value(&self) -> String {
+        hex(&self.kcv)
     }
 
     /// Seals `entry`'s key, bound to its CSK-ID and MC service ID, with `nonce` (fresh from a
@@ -77,6 +100,7 @@ impl StorageKey {
     pub fn seal(&self, entry: &CskEntry, nonce: [u8; 12]) -> Vec<u8> {
         let mut out = Vec::with_capacity(SEALED_LEN);
         out.push(VERSION);
+        out.extend_from_slice(&self.kcv);
         out.extend_from_slice(&nonce);
         let mut body = Zeroizing::new(entry.csk.octets().to_vec());
         let tag = self
@@ -97,10 +121,16 @@ impl StorageKey {
         if sealed.len() != SEALED_LEN || sealed[0] != VERSION {
             return Err(AtRestError::Malformed);
         }
-        let nonce: [u8; 12] = sealed[1..13]
+        if sealed[1..5] != self.kcv {
+            return Err(AtRestError::OtherKey {
+                found: hex(&sealed[1..5]),
+                ours: hex(&self.kcv),
+            });
+        }
+        let nonce: [u8; 12] = sealed[5..17]
             .try_into()
             .map_err(|_| AtRestError::Malformed)?;
-        let mut body = Zeroizing::new(sealed[13..].to_vec());
+        let mut body = Zeroizing::new(sealed[17..].to_vec());
         let plain = self
             .key
             .open_in_place(
@@ -109,9 +139,18 @@ impl StorageKey {
                 &mut body[..],
             )
             .map_err(|_| AtRestError::Unopenable)?;
-        let octets: [u8; 16] = plain[..].try_into().map_err(|_| AtRestError::Malformed)?;
-        Ok(Csk::new(octets))
+        // `Csk` zeroizes itself; the stack copy it is built from is cleared here.
+        let mut octets = Zeroizing::new([0u8; 16]);
+        if plain.len() != 16 {
+            return Err(AtRestError::Malformed);
+        }
+        octets.copy_from_slice(plain);
+        Ok(Csk::new(*octets))
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn aad(id: CskId, mc_id: &str) -> Vec<u8> {
@@ -135,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_sealed_csk_opens_under_the_same_key_and_tie_only() {
-        let k = StorageKey::derive(b"the server's RSK octets");
+        let k = StorageKey::derive(b"the server's at-rest secret");
         let e = entry();
         let sealed = k.seal(&e, [7; 12]);
         assert_eq!(sealed.len(), SEALED_LEN);
@@ -153,12 +192,12 @@ mod tests {
             k.open(e.id, "sip:bob@example.org", &sealed),
             Err(AtRestError::Unopenable)
         );
-        // Another server key (the RSK changed).
-        let other = StorageKey::derive(b"another RSK");
-        assert_eq!(
+        // Another at-rest secret: told apart by the key check value.
+        let other = StorageKey::derive(b"another secret");
+        assert!(matches!(
             other.open(e.id, &e.mc_id, &sealed),
-            Err(AtRestError::Unopenable)
-        );
+            Err(AtRestError::OtherKey { .. })
+        ));
     }
 
     #[test]
@@ -169,12 +208,15 @@ mod tests {
         for i in 0..sealed.len() {
             let mut s = sealed.clone();
             s[i] ^= 0x01;
-            let expected = if i == 0 {
-                AtRestError::Malformed
-            } else {
-                AtRestError::Unopenable
-            };
-            assert_eq!(k.open(e.id, &e.mc_id, &s), Err(expected), "octet {i}");
+            let got = k.open(e.id, &e.mc_id, &s);
+            match i {
+                0 => assert_eq!(got, Err(AtRestError::Malformed), "octet {i}"),
+                1..=4 => assert!(
+                    matches!(got, Err(AtRestError::OtherKey { .. })),
+                    "octet {i}"
+                ),
+                _ => assert_eq!(got, Err(AtRestError::Unopenable), "octet {i}"),
+            }
         }
         assert_eq!(
             k.open(e.id, &e.mc_id, &sealed[..SEALED_LEN - 1]),

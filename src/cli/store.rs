@@ -40,19 +40,79 @@ struct DirArgs {
     /// The data directory (`[store] dir`).
     #[arg(long, default_value = "mcx-data")]
     dir: PathBuf,
+    /// The at-rest key that seals uploaded CSKs (`[store] key_file`; default
+    /// `<dir>/csk-at-rest.key`): `check` opens every sealed CSK with it.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
 }
 
 /// Runs `mcx-authz store …`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Dump(a) => dump(&a.dir),
-        Command::Check(a) => check(&a.dir),
+        Command::Check(a) => {
+            let key = a
+                .key_file
+                .unwrap_or_else(|| a.dir.join(crate::store::KEY_FILE));
+            check(&a.dir, &key)
+        }
         Command::Migrate(a) => {
             let at = crate::store::postgres::migrate(&a.url)?;
             println!("schema ready at {at}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Each sealed CSK opened with the at-rest key for the tie the store holds: one line each that
+/// does not open (with whether that is fatal), or one summary line.
+fn sealed_verdict(
+    snapshot: &mcx_model::Snapshot,
+    sealed: &[crate::store::SealedCsk],
+    key_file: &std::path::Path,
+) -> anyhow::Result<Vec<(String, bool)>> {
+    if sealed.is_empty() {
+        return Ok(vec![]);
+    }
+    if !key_file.exists() {
+        return Ok(vec![(
+            format!(
+                "sealed CSKs not opened: no at-rest key at {} (give --key-file)",
+                key_file.display()
+            ),
+            true,
+        )]);
+    }
+    let key = mcx_sec::csk_at_rest::StorageKey::derive(
+        &crate::store::read_or_create_secret(key_file)?[..],
+    );
+    let mut lines = Vec::new();
+    let mut opened = 0;
+    for s in sealed {
+        let tie = snapshot.csks.iter().find(|(id, _)| *id == s.csk_id);
+        let id = s.csk_id.as_str().parse::<mcx_sec::csk::CskId>();
+        match (tie, id) {
+            (None, _) => lines.push((
+                format!("csk_key {}: no tie (ignored at start)", s.csk_id),
+                true,
+            )),
+            (_, Err(e)) => lines.push((format!("csk_key {}: bad CSK-ID: {e}", s.csk_id), false)),
+            (Some((_, tie)), Ok(id)) => match key.open(id, tie.mc_id.as_str(), &s.sealed) {
+                Ok(_) => opened += 1,
+                Err(e) => lines.push((format!("csk_key {}: {e}", s.csk_id), false)),
+            },
+        }
+    }
+    lines.push((
+        format!(
+            "sealed CSKs: {opened} of {} open under {} (key check value {})",
+            sealed.len(),
+            key_file.display(),
+            key.check_value()
+        ),
+        true,
+    ));
+    Ok(lines)
 }
 
 fn open_existing(dir: &std::path::Path) -> anyhow::Result<RedbStore> {
@@ -95,22 +155,36 @@ fn dump(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn check(dir: &std::path::Path, key_file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let file = dir.join(FILE);
     let result = open_existing(dir).and_then(|mut store| {
         let snapshot = store.check()?;
-        Ok((store.counts()?, snapshot))
+        let sealed = store.sealed_csks()?;
+        Ok((store.counts()?, snapshot, sealed))
     });
     match result {
-        Ok((counts, snapshot)) => {
+        Ok((counts, snapshot, sealed)) => {
             let bindings: usize = snapshot.impus.iter().map(|(_, r)| r.bindings.len()).sum();
-            println!("{}: ok", file.display());
+            let keys = sealed_verdict(&snapshot, &sealed, key_file)?;
+            let bad = keys.iter().any(|(_, ok)| !ok);
+            println!(
+                "{}: {}",
+                file.display(),
+                if bad { "cannot be used" } else { "ok" }
+            );
             for (table, n) in counts {
                 println!("  {table:<12} {n}");
             }
             println!("  bindings     {bindings}");
             println!("  seq          {}", snapshot.seq.0);
-            Ok(ExitCode::SUCCESS)
+            for (line, _) in &keys {
+                println!("  {line}");
+            }
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(e) => {
             println!("{}: cannot be used: {e:#}", file.display());

@@ -138,8 +138,17 @@ impl Server {
                     config.protection.table()?,
                     config.protection.kdf,
                 );
-                Ok(Arc::new(match uploads {
+                let store = match uploads {
                     Some(u) => store.with_uploads(u),
+                    None => store,
+                };
+                // Issue 13: uploaded CSKs are kept in the durable store, sealed.
+                let key = match store.uploads() {
+                    Some(_) => config.store.at_rest_key()?,
+                    None => None,
+                };
+                Ok(Arc::new(match key {
+                    Some(key) => store.with_at_rest(key),
                     None => store,
                 }))
             })
@@ -155,14 +164,31 @@ impl Server {
             .await
             .context("opening the store")??;
         state.store = opened.store.clone();
+        // If anything below fails (restoring the CSKs, binding a listener), the store is closed
+        // again (its file lock released), so that a caller may try again in the same process.
+        let mut close_on_error = CloseOnDrop(opened.store.clone());
+        // The config's CSKs (`[[protection.csk]]`) are the ones provisioned: listed before the
+        // uploaded ones join the key store, so that no upload is ever re-fed as provisioned.
+        let provisioning = keys.as_ref().map(|k| k.provisioning()).unwrap_or_default();
         // The uploaded CSKs' keys back into the key store, for the ties the snapshot holds.
         if let Some(k) = &keys {
-            let (restored, unopened) = k.restore(&opened.snapshot.csks, &opened.sealed)?;
-            if restored > 0 {
-                tracing::info!(restored, "uploaded CSKs restored from the store");
+            let done = k
+                .restore(&opened.snapshot.csks, &opened.sealed)
+                .with_context(|| {
+                    format!(
+                        "restoring the uploaded CSKs of {} (at-rest key {})",
+                        opened
+                            .store
+                            .as_ref()
+                            .map_or_else(String::new, |s| s.path().display().to_string()),
+                        config.store.key_file().display()
+                    )
+                })?;
+            if done.restored > 0 {
+                tracing::info!(done.restored, "uploaded CSKs restored from the store");
             }
-            if unopened > 0 {
-                tracing::warn!(unopened, "the store holds uploaded CSKs, but without MIKEY-SAKKE material this server cannot open them: PUBLISHes protected under them will be refused until the users upload again");
+            if done.untied + done.shadowed + done.no_key > 0 {
+                tracing::warn!(?done, "stored uploaded CSKs not restored: without a tie in the store, shadowed by a configured CSK, or nothing to open them with (MIKEY-SAKKE off)");
             }
         } else if !opened.sealed.is_empty() {
             tracing::warn!(
@@ -170,19 +196,16 @@ impl Server {
                 "the store holds uploaded CSKs, but token protection is off: they are not used"
             );
         }
+        // The key store before the load, so that a CSK whose binding ran out while the server
+        // was down (dropped by the load's tick) is forgotten (zeroized) there too.
+        state.keys = keys.clone();
         let loaded = opened.snapshot.impus.len();
         let now = state.clock.now();
         state.step(now, mcx_model::Input::Load(Box::new(opened.snapshot)));
-        if let Some(k) = &keys {
-            for input in k.provisioning() {
-                state.step(mcx_model::UnixTime(0), input);
-            }
+        for input in provisioning {
+            state.step(mcx_model::UnixTime(0), input);
         }
-        state.keys = keys.clone();
         let store = opened.store.map(|s| (s, loaded));
-        // If binding a listener fails below, the store is closed again (its file lock released),
-        // so that a caller may try again in the same process.
-        let mut close_on_error = CloseOnDrop(store.as_ref().map(|(s, _)| s.clone()));
         let shared = Arc::new(Mutex::new(state));
         // Port 0 on TCP follows the UDP port when both are asked on the same address, so that
         // one "host:port" serves both transports. The OS picks the UDP port among free UDP

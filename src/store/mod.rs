@@ -38,6 +38,7 @@ use serde::Deserialize;
 /// backend = "redb"        # the default; "memory" (nothing survives a restart); "postgres"
 /// dir = "mcx-data"        # redb: the data directory (the file is <dir>/mcx.redb)
 /// url = "host=127.0.0.1 port=5432 user=mcx dbname=mcx"   # postgres (`mcx-authz store migrate`)
+/// key_file = "mcx-data/csk-at-rest.key"   # seals uploaded CSKs (default: <dir>/csk-at-rest.key)
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +49,10 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// The PostgreSQL connection string (libpq key=value or URL), for `backend = "postgres"`.
     pub url: Option<String>,
+    /// The at-rest secret that seals uploaded CSKs (32 random octets, created mode 0600 on
+    /// first use); default `<dir>/csk-at-rest.key`. Several instances on one PostgreSQL need
+    /// the same file.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +61,7 @@ impl Default for StoreConfig {
             backend: Backend::Redb,
             dir: PathBuf::from("mcx-data"),
             url: None,
+            key_file: None,
         }
     }
 }
@@ -75,8 +81,75 @@ impl StoreConfig {
             backend: Backend::Redb,
             dir: dir.into(),
             url: None,
+            key_file: None,
         }
     }
+
+    /// Where the at-rest secret for uploaded CSKs is.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.dir.join(KEY_FILE))
+    }
+
+    /// The storage key that seals uploaded CSKs: `None` for `memory` (nothing is kept). Reads
+    /// [`StoreConfig::key_file`], creating it (32 random octets, mode 0600) when it does not
+    /// exist; a file of another length is an error.
+    pub fn at_rest_key(&self) -> anyhow::Result<Option<mcx_sec::csk_at_rest::StorageKey>> {
+        if self.backend == Backend::Memory {
+            return Ok(None);
+        }
+        let secret = read_or_create_secret(&self.key_file())?;
+        Ok(Some(mcx_sec::csk_at_rest::StorageKey::derive(&secret[..])))
+    }
+}
+
+/// The at-rest secret's default file name in the data directory.
+pub const KEY_FILE: &str = "csk-at-rest.key";
+
+/// The at-rest secret at `path`, read, or created when there is no file.
+pub fn read_or_create_secret(
+    path: &Path,
+) -> anyhow::Result<zeroize::Zeroizing<[u8; mcx_sec::csk_at_rest::SECRET_LEN]>> {
+    use std::io::{Read as _, Write as _};
+    const LEN: usize = mcx_sec::csk_at_rest::SECRET_LEN;
+    let mut secret = zeroize::Zeroizing::new([0u8; LEN]);
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            let mut bytes = zeroize::Zeroizing::new(Vec::new());
+            f.read_to_end(&mut bytes)
+                .with_context(|| format!("reading the at-rest key {}", path.display()))?;
+            anyhow::ensure!(
+                bytes.len() == LEN,
+                "the at-rest key {} is {} octets, not {LEN}: not an mcx-authz key file",
+                path.display(),
+                bytes.len()
+            );
+            secret.copy_from_slice(&bytes);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            secret.copy_from_slice(&rand::random::<[u8; LEN]>());
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options
+                .open(path)
+                .with_context(|| format!("creating the at-rest key {}", path.display()))?;
+            f.write_all(&secret[..])
+                .and_then(|_| f.sync_all())
+                .with_context(|| format!("writing the at-rest key {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the at-rest key for uploaded CSKs");
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening the at-rest key {}", path.display()));
+        }
+    }
+    Ok(secret)
 }
 
 /// The store kinds.

@@ -112,7 +112,7 @@ impl PgStore {
                 "SELECT csk_id, sealed FROM mcx_csk_key ORDER BY csk_id",
                 &[],
             )
-            .with_context(|| format!("reading the sealed CSKs at {}", self.location))?;
+            .with_context(|| format!("reading the sealed CSKs at {} (run `mcx-authz store migrate --url …` once after an upgrade)", self.location))?;
         Ok(rows
             .iter()
             .map(|r| SealedCsk {
