@@ -6,6 +6,7 @@
 //! machine's; this crate only turns bytes into the machine's inputs and its outputs into bytes.
 
 pub mod cli;
+pub mod load;
 pub mod server;
 pub mod sip;
 pub mod token;

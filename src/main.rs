@@ -25,6 +25,8 @@ enum Command {
     Token(cli::token::Args),
     /// Turn a model trace into a SIPp scenario and an ITF trace.
     Trace(cli::trace::Args),
+    /// Open-loop SIP load against an MCX server, with per-method latency percentiles.
+    Load(cli::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Explore(a) => cli::check::explore(a),
         Command::Token(a) => cli::token::run(a),
         Command::Trace(a) => cli::trace::run(a),
+        Command::Load(a) => cli::load::run(a),
     };
     match result {
         Ok(code) => code,

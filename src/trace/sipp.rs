@@ -191,20 +191,31 @@ const EMPTY_INFO: &str =
     "<mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params/></mcpttinfo>";
 
 /// A third-party REGISTER (TS 24.229 5.4.1.7) with the UE's REGISTER as `message/sip`.
-struct Register<'a> {
-    cseq: usize,
-    impu: &'a str,
-    expires: u32,
+///
+/// [`Register::render`] and [`Publish::render`] write SIPp message templates: SIPp keywords
+/// (`[branch]`, `[call_id]`, `[len]`, `[fieldN]`, …) stand where SIPp fills in values. The trace
+/// replay hands them to SIPp; `mcx-authz load` ([`crate::load`]) fills them in itself, so both
+/// send the same requests. The string fields may themselves be keywords (`[field0]`).
+pub struct Register<'a> {
+    /// CSeq number.
+    pub cseq: usize,
+    /// The registered IMPU (the To of the third-party REGISTER).
+    pub impu: &'a str,
+    /// Expires (0: de-registration).
+    pub expires: u32,
     /// The services whose feature tags the UE's Contact carries (empty: MC service log-off).
-    tags: &'a [Service],
-    /// The services of the token bodies, and the token's CSV field.
-    token: Option<usize>,
-    services: &'a [Service],
-    client: &'a str,
+    pub tags: &'a [Service],
+    /// The token's CSV field, when the UE's REGISTER carries it (REGISTER option).
+    pub token: Option<usize>,
+    /// The services of the token bodies.
+    pub services: &'a [Service],
+    /// The MC client ID.
+    pub client: &'a str,
 }
 
 impl Register<'_> {
-    fn render(&self) -> String {
+    /// The SIPp message template.
+    pub fn render(&self) -> String {
         let Register {
             cseq,
             impu,
@@ -277,25 +288,36 @@ Content-Type: {ct}
 }
 
 /// What a PUBLISH carries.
-enum PublishBody<'a> {
+pub enum PublishBody<'a> {
+    /// No body (a refresh or a removal).
     Empty,
+    /// An MC info body with the access token of this CSV field, in clear, and poc-settings.
     Token(usize),
+    /// An MC info body with this MC service ID as request URI, and poc-settings.
     Settings(&'a str),
 }
 
 /// A PUBLISH `Event: poc-settings` as the P-CSCF forwards it (TS 24.379 7.3).
-struct Publish<'a> {
-    cseq: usize,
-    service: Service,
-    impu: &'a str,
-    expires: u32,
-    if_match: Option<String>,
-    body: PublishBody<'a>,
-    client: &'a str,
+pub struct Publish<'a> {
+    /// CSeq number.
+    pub cseq: usize,
+    /// The service whose PSI it is sent to.
+    pub service: Service,
+    /// The IMPU (From, To and P-Asserted-Identity).
+    pub impu: &'a str,
+    /// Expires.
+    pub expires: u32,
+    /// SIP-If-Match (RFC 3903), verbatim.
+    pub if_match: Option<String>,
+    /// The body.
+    pub body: PublishBody<'a>,
+    /// The MC client ID.
+    pub client: &'a str,
 }
 
 impl Publish<'_> {
-    fn render(&self) -> String {
+    /// The SIPp message template.
+    pub fn render(&self) -> String {
         let p = self.service.name();
         let (cseq, impu, expires) = (self.cseq, self.impu, self.expires);
         let mut t = format!(
