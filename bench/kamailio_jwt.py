@@ -14,7 +14,8 @@ done the registrar work (save/registered); this module handles the PUBLISH of TS
   unknown/stale tag: 412.
 
 Environment:
-  MCX_JWT_PUBKEY   PEM public key (SPKI) of the IdMS (required)
+  MCX_JWT_PUBKEY   PEM public key (SPKI) of the IdMS (required), parsed once at start
+  MCX_JWT_ALGS     accepted JWS algorithms, comma-separated (default ES256; RS256 for RSA keys)
   MCX_JWT_ISSUER   expected iss (default https://idms.mcx-lab.invalid; empty: not checked)
   MCX_WARN_HOST    host in the Warning header (default mcx.example.org)
 
@@ -29,10 +30,12 @@ import secrets
 
 import jwt
 import KSR as KSR
+from cryptography.hazmat.primitives import serialization
 
 SCOPE = "3gpp:mc:ptt_service"
 WARN_HOST = os.environ.get("MCX_WARN_HOST", "mcx.example.org")
 ISSUER = os.environ.get("MCX_JWT_ISSUER", "https://idms.mcx-lab.invalid")
+ALGS = [a.strip() for a in os.environ.get("MCX_JWT_ALGS", "ES256").split(",") if a.strip()]
 
 RE_TOKEN = re.compile(r"<mcptt-access-token[^>]*>\s*<mcpttString>([^<]*)</mcpttString>")
 RE_CLIENT = re.compile(r"<mcptt-client-id[^>]*>\s*<mcpttString>([^<]*)</mcpttString>")
@@ -54,8 +57,9 @@ def uri_of(value):
 
 class Authz:
     def __init__(self):
+        # Parsed once, not per token (PyJWT accepts the key object).
         with open(os.environ["MCX_JWT_PUBKEY"], "rb") as f:
-            self.key = f.read()
+            self.key = serialization.load_pem_public_key(f.read())
 
     def child_init(self, rank):
         return 0
@@ -167,7 +171,7 @@ class Authz:
                 claims = jwt.decode(
                     m_token.group(1).strip(),
                     self.key,
-                    algorithms=["ES256"],
+                    algorithms=ALGS,
                     issuer=ISSUER or None,
                     options={"require": ["exp"], "verify_aud": False},
                 )

@@ -32,7 +32,7 @@ pub struct Args {
     duration: f64,
     /// Users and tokens from a SIPp `-inf` CSV (`impu;client_id;mc_id;token`, as `mcx-authz token
     /// mint-csv` writes it).
-    #[arg(long, conflicts_with = "data_dir")]
+    #[arg(long)]
     csv: Option<PathBuf>,
     /// Users and tokens minted before the run by the lab IdMS in this data dir.
     #[arg(long)]
@@ -70,6 +70,11 @@ pub struct Args {
     /// Write the scenario as a SIPp UAC scenario (the same requests) to this file and exit.
     #[arg(long)]
     write_sipp: Option<PathBuf>,
+    /// Send nothing: time the verification of this many of the users' tokens, one thread, with
+    /// the project's validator trusting the lab IdMS of --data-dir (the server's crypto cost per
+    /// PUBLISH, for the crypto-bound ceiling of bench/sip-load.sh); prints JSON and exits.
+    #[arg(long, requires = "data_dir")]
+    verify_cost: Option<usize>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -88,7 +93,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!(calls > 0, "no calls to make");
     let users = match (&a.csv, &a.data_dir) {
-        (Some(csv), _) => Users::read_csv(csv)?,
+        (Some(csv), Some(dir)) if a.verify_cost.is_some() => {
+            let users = Users::read_csv(csv)?;
+            return verify_cost(&users, dir, a.verify_cost.unwrap_or(0));
+        }
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give --csv or --data-dir, not both (both only with --verify-cost)")
+        }
+        (Some(csv), None) => Users::read_csv(csv)?,
         (None, Some(dir)) => {
             let alg = parse_lab_alg(&a.alg)?;
             let mut lab = LabIdms::open_or_create(dir)?;
@@ -121,6 +133,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("give --csv FILE or --data-dir DIR for the users' tokens"),
     };
+    anyhow::ensure!(
+        a.verify_cost.is_none(),
+        "--verify-cost needs --csv (the tokens) and --data-dir (the lab IdMS that signed them)"
+    );
     let config = LoadConfig {
         target: a.target,
         bind: a.bind,
@@ -153,4 +169,68 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Times `n` token verifications (distinct tokens, one thread) with the validator the server
+/// would build for the lab IdMS in `dir`.
+fn verify_cost(users: &Users, dir: &std::path::Path, n: usize) -> anyhow::Result<ExitCode> {
+    let lab = LabIdms::open(dir)?;
+    let validator = crate::token::Validator::new(lab.validator_config())?;
+    let tokens: Vec<&str> = users.tokens().take(n.max(1)).collect();
+    anyhow::ensure!(!tokens.is_empty(), "no tokens in the CSV");
+    let now = mcx_model::UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    // Warm-up (key parsing, caches), not timed.
+    for t in tokens.iter().take(50) {
+        let _ = validator.validate_uncached(t, now);
+    }
+    let started = std::time::Instant::now();
+    let cpu0 = thread_cpu_secs();
+    let mut accepted = 0usize;
+    for t in &tokens {
+        if matches!(
+            validator.validate_uncached(t, now),
+            mcx_model::TokenVerdict::Verified(_)
+        ) {
+            accepted += 1;
+        }
+    }
+    let cpu = thread_cpu_secs() - cpu0;
+    let secs = started.elapsed().as_secs_f64();
+    let us = secs * 1e6 / tokens.len() as f64;
+    let cpu_us = cpu * 1e6 / tokens.len() as f64;
+    anyhow::ensure!(
+        accepted == tokens.len(),
+        "{} of {} tokens refused: not signed by the lab IdMS of {}?",
+        tokens.len() - accepted,
+        tokens.len(),
+        dir.display()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "tokens": tokens.len(),
+            "accepted": accepted,
+            // CPU time is what the ceiling needs; wall time also counts waiting for a core.
+            "cpu_us_per_verification": (cpu_us * 10.0).round() / 10.0,
+            "wall_us_per_verification": (us * 10.0).round() / 10.0,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// CPU seconds used by the calling thread.
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }

@@ -209,6 +209,13 @@ impl Users {
         self.rows.len()
     }
 
+    /// The users' tokens (field [`field::TOKEN`]), in CSV order.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.rows
+            .iter()
+            .filter_map(|r| r.get(field::TOKEN).map(String::as_str))
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
