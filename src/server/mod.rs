@@ -6,7 +6,9 @@
 pub mod admin;
 pub mod config;
 pub mod pipeline;
+pub mod sequencer;
 pub mod state;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,12 +24,8 @@ pub use config::ServerConfig;
 pub use pipeline::{Parsed, Pipeline, Transport};
 pub use state::Shared;
 
-use crate::sip::framing::{frame_datagram, StreamFramer};
-use crate::sip::SipRequest;
+use crate::sip::framing::StreamFramer;
 use crate::token::Validator;
-
-/// Largest UDP datagram read; bigger messages are truncated by the kernel and then refused.
-const UDP_BUFFER: usize = 65_535;
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -121,7 +119,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for socket in self.udp {
-            tasks.spawn(serve_udp(
+            tasks.spawn(udp::serve(
                 Arc::new(socket),
                 self.pipeline.clone(),
                 stop_rx.clone(),
@@ -166,63 +164,6 @@ async fn tick(shared: Arc<Mutex<Shared>>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One UDP socket: this task frames and parses datagrams in arrival order and hands each request
-/// to the worker its IMPU hashes to ([`pipeline::shard_key`]); the workers check tokens and step
-/// the machine in parallel, each in arrival order for its IMPUs (RFC 3903 R-35).
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    pipeline: Arc<Pipeline>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let workers = udp_workers();
-    let mut queues = Vec::with_capacity(workers);
-    let mut tasks = JoinSet::new();
-    for _ in 0..workers {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Box<SipRequest>, SocketAddr)>(UDP_QUEUE);
-        queues.push(tx);
-        let (socket, pipeline) = (socket.clone(), pipeline.clone());
-        tasks.spawn(async move {
-            while let Some((req, src)) = rx.recv().await {
-                if let Some(bytes) = pipeline.handle(&req, src, Transport::Udp) {
-                    send_udp(&socket, &bytes, src).await;
-                }
-            }
-        });
-    }
-    let mut buf = vec![0u8; UDP_BUFFER];
-    loop {
-        let (n, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP port unreachable from an earlier send shows up here on some systems.
-                    tracing::debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
-        };
-        let parsed = match frame_datagram(&buf[..n]) {
-            Ok(frame) => pipeline.parse(&frame, src),
-            Err(e) => Parsed::Reply(pipeline.framing_error(&e, src, Transport::Udp)),
-        };
-        match parsed {
-            Parsed::Reply(Some(bytes)) => send_udp(&socket, &bytes, src).await,
-            Parsed::Reply(None) => {}
-            Parsed::Request(req) => {
-                let shard = (pipeline::shard_key(&req) % workers as u64) as usize;
-                // A full queue pushes back on this loop (and so on the socket buffer) rather
-                // than dropping: the kernel drops, SIP retransmits.
-                if queues[shard].send((req, src)).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    drop(queues);
-    while tasks.join_next().await.is_some() {}
-}
-
 /// Kernel receive buffer asked for on SIP UDP sockets: a burst of requests arriving while the
 /// workers check signatures waits here instead of being dropped (and retransmitted by the
 /// client 500 ms later). The kernel caps it at `net.core.rmem_max`.
@@ -240,20 +181,6 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
-}
-
-/// Requests waiting per UDP worker.
-const UDP_QUEUE: usize = 1024;
-
-/// One UDP worker per core the runtime has (at least one).
-fn udp_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-async fn send_udp(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, dst).await {
-        tracing::warn!(%dst, error = %e, "UDP send failed");
-    }
 }
 
 async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, stop: watch::Receiver<bool>) {

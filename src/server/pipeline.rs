@@ -2,14 +2,15 @@
 //! token validator) → the machine → response bytes. Transport-independent; `mod.rs` feeds it
 //! frames from UDP datagrams and TCP streams.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mcx_model::{AssertedIdentity, Input, Response};
+use mcx_model::{AssertedIdentity, Input, Response, TokenVerdict};
 
 use super::config::SipConfig;
-use super::state::{Shared, TransactionState};
+use super::state::{Shared, TransactionState, TxKey};
 use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext};
 use crate::sip::framing::{Frame, FramingError, FramingErrorKind};
 use crate::sip::parse::{parse, SipMessage, SipRequest};
@@ -149,27 +150,84 @@ impl Pipeline {
         src: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let key = (transport == Transport::Udp)
+        match self.admit(req, src, transport) {
+            Admission::New(tx) => self.step(req, src, tx, None),
+            Admission::Absorb => None,
+            Admission::Retransmit(bytes) => Some(bytes),
+        }
+    }
+
+    /// The transaction check (RFC 3261 17.2.2), in arrival order, before any work: a
+    /// retransmission is answered from the cache (or absorbed) and costs no signature check.
+    pub fn admit(&self, req: &SipRequest, src: SocketAddr, transport: Transport) -> Admission {
+        let Some(key) = (transport == Transport::Udp)
             .then(|| transaction_key(req, src))
-            .flatten();
+            .flatten()
+        else {
+            return Admission::New(None);
+        };
+        match self.lock().transactions.begin(key, Instant::now()) {
+            TransactionState::New => Admission::New(Some(key)),
+            TransactionState::Absorb => Admission::Absorb,
+            TransactionState::Retransmit(bytes) => {
+                tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
+                Admission::Retransmit(bytes)
+            }
+        }
+    }
+
+    /// Whether the request carries access tokens whose signatures [`Pipeline::verify`] should
+    /// check before its ordered step: a PUBLISH with a body.
+    pub fn needs_verification(&self, req: &SipRequest) -> bool {
+        req.method == crate::sip::parse::Method::Publish && !req.body.is_empty()
+    }
+
+    /// Checks the request's token signatures, off the ordered path (in parallel with other
+    /// requests): the edge reads the body as in [`Pipeline::step`], and the verdicts it asks for
+    /// are kept for that step. The edge's answer here is discarded; it decides nothing.
+    pub fn verify(&self, req: &SipRequest, src: SocketAddr) -> Verdicts {
+        let now = self.lock().clock.now();
+        let presenter = req.p_asserted_identity.first().map_or("", String::as_str);
+        let mut verdicts = Verdicts::default();
+        let mut validate = |token: &str| {
+            let v = self.validator.validate_presented(token, now, presenter);
+            verdicts.0.push((token_hash(token), v.clone()));
+            v
+        };
+        let _ = classify(
+            req,
+            &mut EdgeContext {
+                config: &self.edge,
+                trusted_source: self.sip.is_trusted(src.ip()),
+                validate: &mut validate,
+                fresh_etag: mcx_model::ETag::new(String::new()),
+            },
+        );
+        verdicts
+    }
+
+    /// The ordered step of an admitted request: the edge (with the verdicts of
+    /// [`Pipeline::verify`], if it ran), the machine, the response, the transaction record.
+    pub fn step(
+        &self,
+        req: &SipRequest,
+        src: SocketAddr,
+        tx: Option<TxKey>,
+        verdicts: Option<Verdicts>,
+    ) -> Option<Vec<u8>> {
         let (now, fresh_etag) = {
             let mut s = self.lock();
-            if let Some(key) = &key {
-                match s.transactions.begin(key, Instant::now()) {
-                    TransactionState::New => {}
-                    TransactionState::Absorb => return None,
-                    TransactionState::Retransmit(bytes) => {
-                        tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
-                        return Some(bytes);
-                    }
-                }
-            }
             (s.clock.now(), s.etags.fresh())
         };
-        // Token signatures are checked here, outside the lock.
         let trusted_source = self.sip.is_trusted(src.ip());
-        let presenter = req.p_asserted_identity.first().cloned().unwrap_or_default();
-        let mut validate = |token: &str| self.validator.validate_presented(token, now, &presenter);
+        let presenter = req.p_asserted_identity.first().map_or("", String::as_str);
+        let mut verdicts = verdicts.unwrap_or_default();
+        // Token signatures not checked ahead are checked here, outside the lock.
+        let mut validate = |token: &str| {
+            verdicts
+                .take(token_hash(token))
+                .unwrap_or_else(|| self.validator.validate_presented(token, now, presenter))
+        };
         let edge = classify(
             req,
             &mut EdgeContext {
@@ -179,12 +237,14 @@ impl Pipeline {
                 fresh_etag,
             },
         );
-        let (reply, status, outcome, impu, service) = match edge {
+        // The per-request log line's fields are built only when it is written.
+        let info = tracing::enabled!(tracing::Level::INFO);
+        let (reply, status, outcome, impu, service): (_, _, Cow<'static, str>, _, _) = match edge {
             Edge::Machine { input, notes } => {
                 for note in notes {
                     tracing::info!(%src, method = %req.method, note, "edge note");
                 }
-                let (impu, service) = describe(&input);
+                let (impu, service) = if info { describe(&input) } else { (None, None) };
                 let response: Option<Response> = self.lock().step(input);
                 let Some(response) = response else {
                     tracing::error!("the machine gave no response to a request (bug)");
@@ -194,7 +254,11 @@ impl Pipeline {
                 (
                     Some(bytes),
                     response.status(),
-                    response.outcome.label(),
+                    if info {
+                        response.outcome.label().into()
+                    } else {
+                        "".into()
+                    },
                     impu,
                     service,
                 )
@@ -235,7 +299,7 @@ impl Pipeline {
             }
         };
         let mut s = self.lock();
-        if let Some(key) = &key {
+        if let Some(key) = tx {
             match &reply {
                 Some(bytes) => s.transactions.complete(key, bytes),
                 None => s.transactions.abandon(key),
@@ -254,11 +318,43 @@ impl Pipeline {
             impu = impu.as_deref().unwrap_or("-"),
             service = service.unwrap_or("-"),
             status,
-            outcome,
+            outcome = &*outcome,
             "request"
         );
         reply
     }
+}
+
+/// What the transaction check made of a request.
+pub enum Admission {
+    /// A new transaction (named by the key on UDP): process it.
+    New(Option<TxKey>),
+    /// A retransmission of a request still in progress: drop it.
+    Absorb,
+    /// A retransmission of an answered request: send these bytes again.
+    Retransmit(Vec<u8>),
+}
+
+/// Token verdicts reached ahead of the ordered step, by a hash of the token text.
+#[derive(Default)]
+pub struct Verdicts(Vec<(u64, TokenVerdict)>);
+
+impl Verdicts {
+    fn take(&mut self, hash: u64) -> Option<TokenVerdict> {
+        let i = self.0.iter().position(|(h, _)| *h == hash)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+/// A hash of a token, to find its verdict again (a collision only costs a second check: the
+/// ordered step checks a token whose verdict it does not find, and a wrong match cannot happen
+/// for a different token of the same request unless the 64-bit hashes collide, which a sender
+/// cannot steer without knowing the process's random keys).
+fn token_hash(token: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(token)
 }
 
 /// What the first stage made of a message.
@@ -288,7 +384,7 @@ pub fn shard_key(req: &SipRequest) -> u64 {
 
 /// RFC 3261 17.2.3: a server transaction is named by the top Via's branch (with the magic
 /// cookie), its sent-by and the method. Requests without an RFC 3261 branch are not cached.
-fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<String> {
+fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<TxKey> {
     let branch = req
         .top_branch
         .as_deref()
@@ -297,7 +393,17 @@ fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<String> {
         .vias
         .first()
         .map_or("", |v| v.split(';').next().unwrap_or(""));
-    Some(format!("{branch}|{sent_by}|{}|{src}", req.cseq_method))
+    let (ip, port) = match src {
+        SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), a.port()),
+        SocketAddr::V6(a) => (a.ip().octets(), a.port()),
+    };
+    Some(TxKey::new(&[
+        branch.as_bytes(),
+        sent_by.as_bytes(),
+        req.cseq_method.as_bytes(),
+        &ip,
+        &port.to_be_bytes(),
+    ]))
 }
 
 fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {

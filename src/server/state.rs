@@ -82,9 +82,32 @@ impl Default for EtagSource {
 /// entries live 32 s (64·T1, Timer J) and the table is bounded.
 #[derive(Debug)]
 pub struct TransactionCache {
-    entries: HashMap<String, CachedTransaction>,
-    order: VecDeque<(Instant, String)>,
+    entries: HashMap<TxKey, CachedTransaction>,
+    order: VecDeque<(Instant, TxKey)>,
     capacity: usize,
+}
+
+/// A server transaction's name (RFC 3261 17.2.3: top Via branch, sent-by, method, and the
+/// source address), as the first 128 bits of its SHA-256: fixed size, so the hot path keeps no
+/// per-request string, and collision-resistant, so no sender can make its request pass for
+/// another's retransmission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TxKey(u128);
+
+impl TxKey {
+    /// The key of these name parts (each length-prefixed, so no two part lists collide).
+    pub fn new(parts: &[&[u8]]) -> TxKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        TxKey(u128::from_be_bytes(b))
+    }
 }
 
 #[derive(Debug)]
@@ -119,9 +142,9 @@ impl TransactionCache {
     }
 
     /// Looks `key` up; a new key is recorded as proceeding.
-    pub fn begin(&mut self, key: &str, now: Instant) -> TransactionState {
+    pub fn begin(&mut self, key: TxKey, now: Instant) -> TransactionState {
         self.expire(now);
-        match self.entries.get(key) {
+        match self.entries.get(&key) {
             Some(CachedTransaction::Proceeding) => TransactionState::Absorb,
             Some(CachedTransaction::Completed(bytes)) => {
                 TransactionState::Retransmit(bytes.clone())
@@ -135,24 +158,23 @@ impl TransactionCache {
                         None => break,
                     }
                 }
-                self.entries
-                    .insert(key.to_owned(), CachedTransaction::Proceeding);
-                self.order.push_back((now, key.to_owned()));
+                self.entries.insert(key, CachedTransaction::Proceeding);
+                self.order.push_back((now, key));
                 TransactionState::New
             }
         }
     }
 
     /// Records the final response of `key`.
-    pub fn complete(&mut self, key: &str, response: &[u8]) {
-        if let Some(e) = self.entries.get_mut(key) {
+    pub fn complete(&mut self, key: TxKey, response: &[u8]) {
+        if let Some(e) = self.entries.get_mut(&key) {
             *e = CachedTransaction::Completed(response.to_vec());
         }
     }
 
     /// Forgets `key` (a request dropped without response).
-    pub fn abandon(&mut self, key: &str) {
-        self.entries.remove(key);
+    pub fn abandon(&mut self, key: TxKey) {
+        self.entries.remove(&key);
     }
 
     /// Number of transactions held.
@@ -275,22 +297,29 @@ mod tests {
     fn transaction_cache_absorbs_then_retransmits_then_forgets() {
         let mut c = TransactionCache::new(2);
         let t0 = Instant::now();
-        assert_eq!(c.begin("a", t0), TransactionState::New);
-        assert_eq!(c.begin("a", t0), TransactionState::Absorb);
-        c.complete("a", b"SIP/2.0 200 OK");
+        let k = |n: &str| TxKey::new(&[n.as_bytes()]);
+        assert_eq!(c.begin(k("a"), t0), TransactionState::New);
+        assert_eq!(c.begin(k("a"), t0), TransactionState::Absorb);
+        c.complete(k("a"), b"SIP/2.0 200 OK");
         assert_eq!(
-            c.begin("a", t0),
+            c.begin(k("a"), t0),
             TransactionState::Retransmit(b"SIP/2.0 200 OK".to_vec())
         );
-        assert_eq!(c.begin("b", t0), TransactionState::New);
+        assert_eq!(c.begin(k("b"), t0), TransactionState::New);
         // Capacity 2: a third transaction evicts the oldest.
-        assert_eq!(c.begin("c", t0), TransactionState::New);
+        assert_eq!(c.begin(k("c"), t0), TransactionState::New);
         assert_eq!(c.len(), 2);
-        assert_eq!(c.begin("a", t0), TransactionState::New);
+        assert_eq!(c.begin(k("a"), t0), TransactionState::New);
         // Timer J.
         let later = t0 + TIMER_J + Duration::from_secs(1);
-        assert_eq!(c.begin("z", later), TransactionState::New);
+        assert_eq!(c.begin(k("z"), later), TransactionState::New);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn transaction_keys_do_not_run_parts_together() {
+        assert_ne!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"a", b"bc"]));
+        assert_eq!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"ab", b"c"]));
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! The SIP UDP hot path (issue 15): a request never queues behind another IMPU's signature check.
+//!
+//! Per datagram, on the socket's receive task, in arrival order: frame and parse; the
+//! transaction check ([`Pipeline::admit`]: a retransmission is answered or absorbed here and
+//! costs no signature check); then
+//! - a request without a token to check (REGISTER, a PUBLISH refresh or removal, …) runs its
+//!   ordered step ([`Pipeline::step`]: edge, machine, response) at once on this task, unless an
+//!   earlier request of the same IMPU is still being verified — then it runs right after that
+//!   one, on the verifier's thread;
+//! - a PUBLISH with a body takes its place in its IMPU's order ([`Sequencer::reserve`]) and goes
+//!   to a verifier thread, which checks the token signatures ([`Pipeline::verify`]) in parallel
+//!   with everything else, then runs the ordered step with those verdicts, then the IMPU's
+//!   requests that waited behind it.
+//!
+//! So RFC 3903's in-order processing per IMPU holds, and a REGISTER waits for a signature
+//! check only when its own IMPU has one pending. The machine itself stays behind the server's
+//! one lock, held for the machine's step only: its decisions span IMPUs (an MC service ID's
+//! devices, IMPU changes), so it is not split.
+//!
+//! Bounded: at most [`MAX_PENDING`] requests wait in verification or behind it; the receive task
+//! then stops reading and the kernel's socket buffer holds the rest (SIP retransmits what it
+//! drops).
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::pipeline::{self, Admission, Parsed, Pipeline, Transport, Verdicts};
+use super::sequencer::Sequencer;
+use super::state::TxKey;
+use crate::sip::framing::frame_datagram;
+use crate::sip::SipRequest;
+
+/// Largest UDP datagram read; bigger messages are truncated by the kernel and then refused.
+const UDP_BUFFER: usize = 65_535;
+
+/// Requests in verification or waiting behind one, per socket.
+pub const MAX_PENDING: usize = 4096;
+
+/// An admitted request on its way to its ordered step.
+struct Job {
+    req: Box<SipRequest>,
+    src: SocketAddr,
+    tx: Option<TxKey>,
+    verdicts: Option<Verdicts>,
+    /// Held while the request is pending; `None` on the idle fast path.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// Threads that check signatures, one per core: CPU-bound work stays off the runtime's workers,
+/// so the receive task keeps reading while they verify.
+struct Verifiers {
+    queue: Option<mpsc::Sender<Task>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Verifiers {
+    fn start() -> std::io::Result<Verifiers> {
+        let (tx, rx) = mpsc::channel::<Task>();
+        let rx = Arc::new(Mutex::new(rx));
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rx = rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sip-verify-{i}"))
+                    .spawn(move || loop {
+                        let task = {
+                            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                            rx.recv()
+                        };
+                        match task {
+                            Ok(task) => task(),
+                            Err(_) => return, // the receive task is gone
+                        }
+                    })?,
+            );
+        }
+        Ok(Verifiers {
+            queue: Some(tx),
+            threads,
+        })
+    }
+
+    fn submit(&self, task: Task) {
+        if let Some(q) = &self.queue {
+            let _ = q.send(task);
+        }
+    }
+
+    /// Lets the queued work finish, then joins the threads.
+    fn finish(mut self) {
+        self.queue = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends a response now, from any thread; a full socket buffer hands it to the runtime.
+fn send(socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, bytes: Vec<u8>, dst: SocketAddr) {
+    match socket.try_send_to(&bytes, dst) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let socket = socket.clone();
+            rt.spawn(async move {
+                if let Err(e) = socket.send_to(&bytes, dst).await {
+                    tracing::warn!(%dst, error = %e, "UDP send failed");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(%dst, error = %e, "UDP send failed"),
+    }
+}
+
+/// The ordered step of one request, and its response.
+fn run(pipeline: &Pipeline, socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, job: Job) {
+    if let Some(bytes) = pipeline.step(&job.req, job.src, job.tx, job.verdicts) {
+        send(socket, rt, bytes, job.src);
+    }
+}
+
+/// Serves one UDP socket until `stop`.
+pub async fn serve(
+    socket: Arc<UdpSocket>,
+    pipeline: Arc<Pipeline>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let verifiers = match Verifiers::start() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the verifier threads");
+            return;
+        }
+    };
+    let rt = tokio::runtime::Handle::current();
+    let order: Arc<Sequencer<Job>> = Arc::new(Sequencer::new());
+    let pending = Arc::new(Semaphore::new(MAX_PENDING));
+    let mut buf = vec![0u8; UDP_BUFFER];
+    loop {
+        let (n, src) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP port unreachable from an earlier send shows up here on some systems.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+            _ = super::stopped(&mut stop) => break,
+        };
+        let req = match frame_datagram(&buf[..n]) {
+            Ok(frame) => match pipeline.parse(&frame, src) {
+                Parsed::Request(req) => req,
+                Parsed::Reply(Some(bytes)) => {
+                    send(&socket, &rt, bytes, src);
+                    continue;
+                }
+                Parsed::Reply(None) => continue,
+            },
+            Err(e) => {
+                if let Some(bytes) = pipeline.framing_error(&e, src, Transport::Udp) {
+                    send(&socket, &rt, bytes, src);
+                }
+                continue;
+            }
+        };
+        let tx = match pipeline.admit(&req, src, Transport::Udp) {
+            Admission::New(tx) => tx,
+            Admission::Absorb => continue,
+            Admission::Retransmit(bytes) => {
+                send(&socket, &rt, bytes, src);
+                continue;
+            }
+        };
+        let key = pipeline::shard_key(&req);
+        let verify = pipeline.needs_verification(&req);
+        // A full pending set pushes back on this loop (and so on the socket buffer).
+        let permit = match pending.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let job = Job {
+            req,
+            src,
+            tx,
+            verdicts: None,
+            _permit: Some(permit),
+        };
+        if verify {
+            let ticket = order.reserve(key);
+            let (pipeline, socket, order, rt) =
+                (pipeline.clone(), socket.clone(), order.clone(), rt.clone());
+            verifiers.submit(Box::new(move || {
+                let mut job = job;
+                job.verdicts = Some(pipeline.verify(&job.req, job.src));
+                order.fulfil(ticket, job, |j| run(&pipeline, &socket, &rt, j));
+            }));
+        } else if let Some(mut job) = order.submit_ready(key, job) {
+            job._permit = None;
+            run(&pipeline, &socket, &rt, job);
+        }
+    }
+    // Let what was admitted finish (the verifiers run the waiting requests too).
+    let _ = tokio::task::spawn_blocking(move || verifiers.finish()).await;
+}
