@@ -23,17 +23,27 @@ fn rss_bytes() -> u64 {
 
 fn register(impu: &Impu, expires: u32) -> Input {
     Input::ThirdPartyRegister(ThirdPartyRegister {
+        target: RegisterTarget::Ours,
         impu: AssertedIdentity::Trusted(impu.clone()),
-        expires,
+        expires: Some(expires),
         services: Some(ServiceSet::only(Service::Mcptt)),
         embedded: vec![],
     })
 }
 
+fn mc_id(i: u64) -> McId {
+    McId::new(format!("sip:user{i:09}@mcx.example.org"))
+}
+
+/// The user's CSK (TS 33.180 5.4): post-CR every binding rests on one.
+fn csk_id(i: u64) -> CskId {
+    CskId::new(format!("{:08x}", i as u32))
+}
+
 fn authorize(impu: &Impu, i: u64, etag: u64) -> Input {
-    let mc_id = McId::new(format!("sip:user{i:09}@mcx.example.org"));
+    let mc_id = mc_id(i);
     Input::Publish(Publish {
-        service: Some(Service::Mcptt),
+        target: PublishTarget::Service(Service::Mcptt),
         event: EventPackage::PocSettings,
         impu: AssertedIdentity::Trusted(impu.clone()),
         if_match: IfMatch::Absent,
@@ -47,13 +57,14 @@ fn authorize(impu: &Impu, i: u64, etag: u64) -> Input {
                 exp: UnixTime(2_000_000_000),
                 token_id: TokenId::new(format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
             }),
-            protected: true,
+            protection: Protection::Csk(csk_id(i)),
             client_id: ClientId::new(format!("urn:uuid:00000000-0000-4000-8000-{i:012}")),
             settings: Some(Settings {
                 answer_mode_automatic: Some(true),
                 ..Settings::default()
             }),
         }),
+        key_upload: None,
         fresh_etag: ETag::new(format!("{:016x}.{etag:x}", 0x5eed_u64)),
     })
 }
@@ -68,6 +79,13 @@ fn fill(n: u64) -> (Machine, f64) {
     let start = Instant::now();
     for i in 0..n {
         let impu = impu(i);
+        m.handle(
+            now,
+            Input::ProvisionCsk {
+                csk_id: csk_id(i),
+                mc_id: mc_id(i),
+            },
+        );
         m.handle(now, register(&impu, 600));
         m.handle(now, authorize(&impu, i, i));
     }

@@ -481,7 +481,7 @@ fn deliver_and_compare(
     let got = (reply.status, reply.mc_warning(), reply.etag().is_some());
     let want = (
         expected.status(),
-        expected.warning().map(|w| w.code()),
+        expected.warning().and_then(|w| w.mc_code()),
         expected.etag.is_some(),
     );
     if got != want {

@@ -4,19 +4,20 @@
 
 use std::cell::Cell;
 
-use mcx_authz::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext, ALLOW};
+use mcx_authz::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext};
 use mcx_authz::sip::framing::{
     frame_datagram, Frame, FramingErrorKind, StreamFramer, MAX_MESSAGE_SIZE,
 };
 use mcx_authz::sip::parse::{parse, Method, SipMessage, SipRequest};
 use mcx_authz::sip::response::{
-    build_response, error_response_for_head, method_not_allowed, options_ok, ResponseConfig,
+    build_response, error_response_for_head, method_not_allowed, options_ok, ResponseConfig, ALLOW,
 };
 use mcx_authz::sip::selfcheck::{check_bytes, Reached};
 use mcx_model::{
-    AssertedIdentity, ClientId, ETag, EventPackage, IfMatch, Impu, Input, Machine, McId, Output,
-    Publish, PublishBody, Service, ServiceSet, Settings, ThirdPartyRegister, TokenId,
-    TokenRejection, TokenVerdict, UnixTime, Variant, VerifiedClaims,
+    AssertedIdentity, ClientId, ETag, EventPackage, IfMatch, Impu, Input, Machine, MalformedBody,
+    McId, Output, Protection, ProtectionFailure, Publish, PublishBody, PublishTarget,
+    RegisterTarget, Service, ServiceSet, Settings, ThirdPartyRegister, TokenId, TokenRejection,
+    TokenVerdict, UnixTime, Variant, VerifiedClaims,
 };
 use proptest::prelude::*;
 
@@ -54,22 +55,44 @@ fn request(bytes: &[u8]) -> SipRequest {
     }
 }
 
-/// Classifies `bytes` from a trusted (or not) source; also returns how often the validator ran.
+/// Classifies `bytes` from a trusted (or not) source; also returns how often the validator and
+/// the protection opener (which knows no CSK here) ran.
 fn edge_with(bytes: &[u8], config: &EdgeConfig, trusted: bool) -> (Edge, usize) {
+    let (edge, calls, _) = edge_counting(bytes, config, trusted);
+    (edge, calls)
+}
+
+fn edge_counting(bytes: &[u8], config: &EdgeConfig, trusted: bool) -> (Edge, usize, usize) {
     let req = request(bytes);
     let calls = Cell::new(0);
+    let opens = Cell::new(0);
     let mut validate = |t: &str| {
         calls.set(calls.get() + 1);
         validator(t)
+    };
+    let mut open = |_: &mcx_authz::sip::body::ProtectedElement| {
+        opens.set(opens.get() + 1);
+        Err(ProtectionFailure::UnknownKey)
     };
     let mut ctx = EdgeContext {
         config,
         trusted_source: trusted,
         validate: &mut validate,
+        open: &mut open,
         fresh_etag: ETag::new("fresh-1"),
     };
     let edge = classify(&req, &mut ctx);
-    (edge, calls.get())
+    (edge, calls.get(), opens.get())
+}
+
+fn publish_and_notes(bytes: &[u8]) -> (Publish, Vec<String>) {
+    match edge(bytes) {
+        Edge::Machine {
+            input: Input::Publish(p),
+            notes,
+        } => (p, notes),
+        other => panic!("not a PUBLISH input: {other:?}"),
+    }
 }
 
 fn edge(bytes: &[u8]) -> Edge {
@@ -114,7 +137,7 @@ fn third_party_register_with_message_sip_body() {
     };
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(r.impu, AssertedIdentity::Trusted(Impu::new(IMPU)));
-    assert_eq!(r.expires, 600_000);
+    assert_eq!(r.expires, Some(600_000));
     let mut both = ServiceSet::only(Service::Mcptt);
     both.insert(Service::Mcvideo);
     assert_eq!(r.services, Some(both));
@@ -124,7 +147,7 @@ fn third_party_register_with_message_sip_body() {
     for (_, a) in &r.embedded {
         assert!(matches!(a.token, TokenVerdict::Verified(_)));
         assert_eq!(a.client_id, ClientId::new(CLIENT));
-        assert!(!a.protected);
+        assert_eq!(a.protection, Protection::Clear);
     }
 }
 
@@ -153,7 +176,7 @@ fn register_from_untrusted_source_is_untrusted_and_deregistration_reads_contact_
         panic!()
     };
     // RFC 3261 10.3: Contact `expires=0` wins over `Expires: 600000`.
-    assert_eq!(r.expires, 0);
+    assert_eq!(r.expires, Some(0));
     assert_eq!(r.services, None);
 }
 
@@ -161,7 +184,17 @@ fn register_from_untrusted_source_is_untrusted_and_deregistration_reads_contact_
 fn tel_request_uri_parses_and_tel_to_is_an_impu() {
     let bytes = fixture("register_tel_uri.sip");
     assert_eq!(request(&bytes).request_uri, "tel:+15551234567");
-    assert_eq!(edge(&bytes), Edge::NotFound);
+    // Not our server URI: the machine answers 404 (the edge only says so).
+    assert!(matches!(
+        edge(&bytes),
+        Edge::Machine {
+            input: Input::ThirdPartyRegister(ThirdPartyRegister {
+                target: RegisterTarget::NotOurs,
+                ..
+            }),
+            ..
+        }
+    ));
     let cfg = EdgeConfig {
         server_uri: "tel:+15551234567".into(),
         ..EdgeConfig::default()
@@ -177,7 +210,7 @@ fn tel_request_uri_parses_and_tel_to_is_an_impu() {
 #[test]
 fn publish_with_token_and_settings() {
     let p = publish(&fixture("publish_auth.sip"));
-    assert_eq!(p.service, Some(Service::Mcptt));
+    assert_eq!(p.target, PublishTarget::Service(Service::Mcptt));
     assert_eq!(p.event, EventPackage::PocSettings);
     assert_eq!(p.impu, AssertedIdentity::Trusted(Impu::new(IMPU)));
     assert_eq!(p.if_match, IfMatch::Absent);
@@ -187,7 +220,7 @@ fn publish_with_token_and_settings() {
         panic!("{:?}", p.body)
     };
     assert!(matches!(a.token, TokenVerdict::Verified(_)));
-    assert!(!a.protected);
+    assert_eq!(a.protection, Protection::Clear);
     assert_eq!(a.client_id, ClientId::new(CLIENT));
     assert_eq!(a.settings, Some(expected_settings()));
 }
@@ -203,8 +236,8 @@ fn publish_with_bad_token_reaches_the_machine_as_a_rejected_verdict() {
 }
 
 #[test]
-fn encrypted_token_is_protected_and_not_read() {
-    let (e, calls) = edge_with(
+fn encrypted_token_goes_to_the_opener_and_never_to_the_validator_unopened() {
+    let (e, calls, opens) = edge_counting(
         &fixture("publish_encrypted_token.sip"),
         &EdgeConfig::default(),
         true,
@@ -216,12 +249,19 @@ fn encrypted_token_is_protected_and_not_read() {
     else {
         panic!()
     };
-    assert_eq!(calls, 0, "a protected token must not reach the validator");
+    assert_eq!(
+        calls, 0,
+        "an unopened protected token must not reach the validator"
+    );
+    assert_eq!(opens, 1);
     let PublishBody::Authorization(a) = p.body else {
         panic!("{:?}", p.body)
     };
-    assert!(a.protected);
-    assert_eq!(a.token, TokenVerdict::Rejected(TokenRejection::Malformed));
+    // The opener's verdict goes to the machine, which refuses it (403/101).
+    assert_eq!(
+        a.protection,
+        Protection::Failed(ProtectionFailure::UnknownKey)
+    );
     assert_eq!(a.client_id, ClientId::new(CLIENT));
 }
 
@@ -255,7 +295,7 @@ fn mcvideo_and_mcdata_bodies() {
         ("publish_mcdata.sip", Service::Mcdata),
     ] {
         let p = publish(&fixture(file));
-        assert_eq!(p.service, Some(service), "{file}");
+        assert_eq!(p.target, PublishTarget::Service(service), "{file}");
         assert!(
             matches!(&p.body, PublishBody::Authorization(a) if matches!(a.token, TokenVerdict::Verified(_))),
             "{file}: {:?}",
@@ -282,7 +322,7 @@ fn shared_psi_takes_the_service_from_the_body_or_feature_tags() {
         e,
         Edge::Machine {
             input: Input::Publish(Publish {
-                service: Some(Service::Mcvideo),
+                target: PublishTarget::Service(Service::Mcvideo),
                 ..
             }),
             ..
@@ -297,7 +337,7 @@ fn shared_psi_takes_the_service_from_the_body_or_feature_tags() {
         e,
         Edge::Machine {
             input: Input::Publish(Publish {
-                service: Some(Service::Mcptt),
+                target: PublishTarget::Service(Service::Mcptt),
                 ..
             }),
             ..
@@ -309,7 +349,19 @@ fn shared_psi_takes_the_service_from_the_body_or_feature_tags() {
         .collect::<Vec<_>>()
         .join("\r\n");
     let (e, _) = edge_with(bare.as_bytes(), &cfg, true);
-    assert!(matches!(e, Edge::BadRequest(_)), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Edge::Machine {
+                input: Input::Publish(Publish {
+                    target: PublishTarget::AmbiguousPsi,
+                    ..
+                }),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -325,7 +377,7 @@ fn unknown_request_uri_has_no_service_and_untrusted_pai_is_ignored() {
     else {
         panic!()
     };
-    assert_eq!(p.service, None);
+    assert_eq!(p.target, PublishTarget::NotOurs);
     assert_eq!(p.impu, AssertedIdentity::Untrusted);
     assert_eq!(calls, 0);
 }
@@ -371,7 +423,7 @@ fn ipv6_via_and_request_uri_and_tel_pai() {
     else {
         panic!()
     };
-    assert_eq!(p.service, Some(Service::Mcptt));
+    assert_eq!(p.target, PublishTarget::Service(Service::Mcptt));
     // The sip: URI is preferred over the tel: URI as the IMPU.
     assert_eq!(p.impu, AssertedIdentity::Trusted(Impu::new(IMPU)));
 }
@@ -472,18 +524,12 @@ fn missing_max_forwards_gets_a_400_naming_it() {
 
 #[test]
 fn doctype_billion_laughs_and_unbalanced_xml_are_refused() {
-    let p = publish(&fixture("publish_billion_laughs.sip"));
-    assert!(
-        matches!(&p.body, PublishBody::Malformed(why) if why.contains("DOCTYPE")),
-        "{:?}",
-        p.body
-    );
-    let p = publish(&fixture("publish_unbalanced_xml.sip"));
-    assert!(
-        matches!(&p.body, PublishBody::Malformed(why) if why.contains("closed")),
-        "{:?}",
-        p.body
-    );
+    let (p, notes) = publish_and_notes(&fixture("publish_billion_laughs.sip"));
+    assert_eq!(p.body, PublishBody::Malformed(MalformedBody::BadInfo));
+    assert!(notes.iter().any(|n| n.contains("DOCTYPE")), "{notes:?}");
+    let (p, notes) = publish_and_notes(&fixture("publish_unbalanced_xml.sip"));
+    assert_eq!(p.body, PublishBody::Malformed(MalformedBody::BadInfo));
+    assert!(notes.iter().any(|n| n.contains("closed")), "{notes:?}");
 }
 
 #[test]
@@ -522,10 +568,13 @@ fn responses_from_the_machine() {
     let mut answer = |bytes: &[u8], etag: &str| -> String {
         let req = request(bytes);
         let mut validate = validator;
+        let mut open =
+            |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
         let mut ctx = EdgeContext {
             config: &cfg,
             trusted_source: true,
             validate: &mut validate,
+            open: &mut open,
             fresh_etag: ETag::new(etag),
         };
         let Edge::Machine { input, .. } = classify(&req, &mut ctx) else {
@@ -607,10 +656,13 @@ fn measure_parse_and_extract() {
                 panic!()
             };
             let mut validate = |_: &str| TokenVerdict::Rejected(TokenRejection::Malformed);
+            let mut open =
+                |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
             let mut ctx = EdgeContext {
                 config: &cfg,
                 trusted_source: true,
                 validate: &mut validate,
+                open: &mut open,
                 fresh_etag: ETag::new("e"),
             };
             std::hint::black_box(classify(&req, &mut ctx));
@@ -832,4 +884,28 @@ fn multibyte_start_line_does_not_panic() {
             );
         }
     }
+}
+
+/// From an untrusted source the edge reads nothing past the identity: no signature check, no
+/// body, no opener (and the machine's answer does not depend on the body, see
+/// `model/tests/machine_decisions.rs`).
+#[test]
+fn an_untrusted_publish_costs_no_token_work() {
+    for file in ["publish_auth.sip", "publish_encrypted_token.sip"] {
+        let (e, calls, opens) = edge_counting(&fixture(file), &EdgeConfig::default(), false);
+        assert_eq!((calls, opens), (0, 0), "{file}");
+        let Edge::Machine {
+            input: Input::Publish(p),
+            ..
+        } = e
+        else {
+            panic!("{file}")
+        };
+        assert_eq!(p.impu, AssertedIdentity::Untrusted);
+        assert_eq!(p.body, PublishBody::Empty);
+        assert_eq!(p.target, PublishTarget::Service(Service::Mcptt));
+    }
+    // The same bytes from a trusted core do cost one check.
+    let (_, calls, _) = edge_counting(&fixture("publish_auth.sip"), &EdgeConfig::default(), true);
+    assert_eq!(calls, 1);
 }

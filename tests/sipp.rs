@@ -347,8 +347,9 @@ fn impu_change_move_binding(tcp: bool) {
     assert_eq!(h.table(), vec![row("mcptt", &impu_b, &client, ALICE)]);
 }
 
-/// De-registration ends the binding (403 without Warning after it); after re-registration a new
-/// token binds again, so the scenario ends with one binding and a live registration.
+/// De-registration ends the binding (a settings-only PUBLISH after it gets 404/141, registered
+/// or not); after re-registration a new token binds again, so the scenario ends with one binding
+/// and a live registration.
 fn deregistration(tcp: bool) {
     let Some(h) = Harness::start("deregistration", tcp, "") else {
         return;
@@ -364,8 +365,9 @@ fn deregistration(tcp: bool) {
     assert!(h.server.registrations().contains_key(&impu));
     let m = h.server.metrics();
     assert_eq!(metric(&m, &event("unbound_deregistered")), 1, "{m:?}");
-    assert_eq!(metric(&m, &publish(403)), 1, "{m:?}");
-    // The 403 is for the missing registration, not a token verdict.
+    // Settings only, unbound: once before and once after re-registration.
+    assert_eq!(metric(&m, &publish(404)), 2, "{m:?}");
+    assert_eq!(metric(&m, &publish(403)), 0, "{m:?}");
     assert_eq!(rejections_total(&m), 0, "{m:?}");
 }
 

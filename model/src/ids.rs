@@ -207,3 +207,14 @@ string_id!(
     /// Identifies one access token: its `jti` when present, else a digest of the token.
     TokenId
 );
+string_id!(
+    /// Client-server key identifier (TS 33.180 5.4): the CSB-ID of the MIKEY-SAKKE I_MESSAGE that
+    /// carried the CSK, or a lab table entry's `csk_id`; eight hex digits. It names the key in
+    /// `ds:KeyInfo/ds:KeyName` of a clause 9 protected element.
+    CskId
+);
+string_id!(
+    /// Identifies one MIKEY-SAKKE I_MESSAGE (RFC 6509): a digest of its CSB-ID and RAND, so the
+    /// machine can refuse the same message twice (RFC 3830 5.4 replay protection).
+    KeyMessageId
+);

@@ -12,8 +12,9 @@
 //! use mcx_model::*;
 //! let mut m = Machine::new(Variant::PostCr.policy());
 //! let out = m.handle(UnixTime(0), Input::ThirdPartyRegister(ThirdPartyRegister {
+//!     target: RegisterTarget::Ours,
 //!     impu: AssertedIdentity::Trusted(Impu::new("sip:alice@example.org")),
-//!     expires: 3600,
+//!     expires: Some(3600),
 //!     services: None,
 //!     embedded: vec![],
 //! }));
@@ -34,16 +35,21 @@ pub use env::{
     EnvAction, EnvState, Expectation, McxModel, ModelConfig, NetworkKind, PropertyInfo,
     PropertyKind, TokenKind, Trace, TraceStep, Verdict,
 };
-pub use ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
-pub use input::{
-    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,
-    ThirdPartyRegister,
+pub use ids::{
+    ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime,
 };
-pub use machine::{Binding, Machine, Publication, Registration};
+pub use input::{
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, KeyUpload, KeyUploadFailure,
+    MalformedBody, Protection, ProtectionFailure, Publish, PublishBody, PublishTarget,
+    RegisterTarget, Settings, ThirdPartyRegister,
+};
+pub use machine::{Binding, Csk, Machine, Publication, Registration};
 pub use output::{
-    BindingEvent, BindingKey, ForbiddenReason, McWarning, Outcome, Output, Response, UnbindCause,
+    BadRequest, BindingEvent, BindingKey, CskDropCause, CskEvent, ForbiddenReason, McWarning,
+    Outcome, Output, PolicyWarning, Response, UnbindCause, Warning,
 };
 pub use policy::{
-    FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection, Variant,
+    CskTie, FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection,
+    Variant,
 };
 pub use token::{TokenRejection, TokenVerdict, VerifiedClaims};

@@ -15,16 +15,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
+use crate::ids::{
+    ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime,
+};
 use crate::input::{
-    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,
-    ThirdPartyRegister,
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, KeyUpload, Protection, Publish,
+    PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
 };
 use crate::output::{
-    BindingEvent, BindingKey, ForbiddenReason, Outcome, Output, Response, UnbindCause,
+    BadRequest, BindingEvent, BindingKey, CskDropCause, CskEvent, ForbiddenReason, Outcome, Output,
+    Response, UnbindCause,
 };
 use crate::policy::{
-    FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection,
+    CskTie, FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection,
 };
 use crate::token::{TokenRejection, TokenVerdict};
 
@@ -38,6 +41,75 @@ pub struct Machine {
     registration_deadlines: BTreeSet<(UnixTime, Impu)>,
     /// Publication and (by policy) token deadlines, earliest first.
     binding_deadlines: BTreeSet<(UnixTime, Deadline, BindingKey)>,
+    /// CSKs and what each is tied to (TS 33.180 5.4).
+    csks: BTreeMap<CskId, Csk>,
+    /// I_MESSAGEs accepted, each until it would be stale anyway (RFC 3830 5.4).
+    key_messages: Expiring<KeyMessageId, ()>,
+    /// Dossier Q-6: the IMPU each bound token belongs to, within the replay window.
+    token_owners: Expiring<TokenId, Impu>,
+}
+
+/// A CSK the server holds, and what it is tied to (TS 33.180 5.4).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Csk {
+    /// The MC service ID it opens tokens of: the signer of its I_MESSAGE, or the lab table's.
+    pub mc_id: McId,
+    /// The IMPU it opens tokens from: the IMPU of the upload, or (provisioned) of first use.
+    pub impu: Option<Impu>,
+    /// Provisioned from configuration rather than uploaded: survives a restart and the end of
+    /// its user's bindings (a lab table entry stands for one client device).
+    pub provisioned: bool,
+}
+
+/// A table whose entries lapse at a time: one map and one time index, kept in step. Lapsed
+/// entries are ignored by [`Expiring::get`] and removed by [`Expiring::forget_until`], which
+/// the machine calls with every input, so the table holds only what is still in force.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Expiring<K: Ord, V> {
+    entries: BTreeMap<K, (V, UnixTime)>,
+    by_time: BTreeSet<(UnixTime, K)>,
+}
+
+impl<K: Ord + Clone, V> Expiring<K, V> {
+    fn new() -> Self {
+        Expiring {
+            entries: BTreeMap::new(),
+            by_time: BTreeSet::new(),
+        }
+    }
+
+    fn get(&self, k: &K, now: UnixTime) -> Option<&V> {
+        self.entries
+            .get(k)
+            .filter(|(_, until)| *until > now)
+            .map(|(v, _)| v)
+    }
+
+    fn insert(&mut self, k: K, v: V, until: UnixTime) {
+        if let Some((_, old)) = self.entries.insert(k.clone(), (v, until)) {
+            self.by_time.remove(&(old, k.clone()));
+        }
+        self.by_time.insert((until, k));
+    }
+
+    fn forget_until(&mut self, now: UnixTime) {
+        while let Some((t, k)) = self.by_time.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.by_time.pop_first();
+            self.entries.remove(&k);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_time.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 /// A third-party registration of one IMPU.
@@ -92,7 +164,20 @@ impl Machine {
             bindings: BTreeMap::new(),
             registration_deadlines: BTreeSet::new(),
             binding_deadlines: BTreeSet::new(),
+            csks: BTreeMap::new(),
+            key_messages: Expiring::new(),
+            token_owners: Expiring::new(),
         }
+    }
+
+    /// The CSKs held, by identifier.
+    pub fn csks(&self) -> impl Iterator<Item = (&CskId, &Csk)> {
+        self.csks.iter()
+    }
+
+    /// How many I_MESSAGEs and token owners are remembered (replay protection), for metrics.
+    pub fn replay_entries(&self) -> (usize, usize) {
+        (self.key_messages.len(), self.token_owners.len())
     }
 
     /// The policy.
@@ -142,6 +227,8 @@ impl Machine {
     /// Handles one input at `now` and returns its outputs (see the module docs).
     pub fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        self.key_messages.forget_until(now);
+        self.token_owners.forget_until(now);
         match input {
             Input::ThirdPartyRegister(r) => {
                 let response = self.third_party_register(now, r, &mut out);
@@ -153,6 +240,13 @@ impl Machine {
             }
             Input::Tick => self.tick(now, &mut out),
             Input::Restart => self.restart(&mut out),
+            Input::ProvisionCsk { csk_id, mc_id } => {
+                self.csks.entry(csk_id).or_insert(Csk {
+                    mc_id,
+                    impu: None,
+                    provisioned: true,
+                });
+            }
         }
         out
     }
@@ -164,11 +258,15 @@ impl Machine {
         r: ThirdPartyRegister,
         out: &mut Vec<Output>,
     ) -> Response {
+        if r.target == RegisterTarget::NotOurs {
+            return refusal(Outcome::NotOurResource);
+        }
         let impu = match trusted(r.impu) {
             Ok(impu) => impu,
             Err(reason) => return refusal(Outcome::Forbidden(reason)),
         };
-        if r.expires == 0 {
+        let expires = r.expires.unwrap_or(self.policy.default_register_expires);
+        if expires == 0 {
             // User or network de-registration: every binding of the IMPU goes (S-3).
             self.take_registration(&impu);
             self.unbind_impu(&impu, |_| true, UnbindCause::Deregistered, out);
@@ -181,7 +279,7 @@ impl Machine {
         self.put_registration(
             impu.clone(),
             Registration {
-                expires_at: now.plus(r.expires.into()),
+                expires_at: now.plus(expires.into()),
                 services: r.services,
             },
         );
@@ -206,7 +304,7 @@ impl Machine {
                     service,
                     client_id: auth.client_id.clone(),
                 };
-                match self.check_token(service, &auth) {
+                match self.authorize(now, &key, &auth, None) {
                     Ok(grant) => self.bind(now, key, grant, auth.settings, None, out),
                     Err(_) => self.after_refused_token(&key, out),
                 }
@@ -215,7 +313,7 @@ impl Machine {
         Response {
             outcome: Outcome::Registered,
             etag: None,
-            expires: Some(r.expires),
+            expires: Some(expires),
         }
     }
 
@@ -223,8 +321,12 @@ impl Machine {
     // and 7.3.5 (removal) deciding what the body means.
     fn publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
         // RFC 3903 step 1.
-        let Some(service) = p.service else {
-            return refusal(Outcome::NotOurResource);
+        let service = match p.target {
+            PublishTarget::Service(s) => s,
+            PublishTarget::NotOurs => return refusal(Outcome::NotOurResource),
+            PublishTarget::AmbiguousPsi => {
+                return refusal(Outcome::BadRequest(BadRequest::AmbiguousPsi))
+            }
         };
         // RFC 3903 step 2.
         if p.event != EventPackage::PocSettings {
@@ -235,18 +337,12 @@ impl Machine {
             Ok(impu) => impu,
             Err(reason) => return refusal(Outcome::Forbidden(reason)),
         };
-        if self.policy.registration_required && !self.registrations.contains_key(&impu) {
-            return refusal(Outcome::Forbidden(ForbiddenReason::NotRegistered));
-        }
         // RFC 3903 step 3: the entity-tag must name a current publication of this resource,
-        // which for us is (IMPU, service) (dossier Q-14).
+        // which for us is (IMPU, service) (dossier Q-14). This comes before any registration
+        // check, so that after a restart a refresh gets 412 and the client re-publishes.
         let target = match p.if_match {
             IfMatch::Absent => None,
-            IfMatch::Many => {
-                return refusal(Outcome::BadRequest(
-                    "more than one entity-tag in SIP-If-Match".into(),
-                ))
-            }
+            IfMatch::Many => return refusal(Outcome::BadRequest(BadRequest::ManyEntityTags)),
             IfMatch::One(tag) => match self.current_publication(&impu, service, &tag) {
                 Some(k) => Some(k.clone()),
                 None => return refusal(Outcome::ConditionalRequestFailed),
@@ -266,12 +362,12 @@ impl Machine {
         // RFC 3903 step 5.
         let (client_id, body) = match p.body {
             PublishBody::UnsupportedMediaType => return refusal(Outcome::UnsupportedMediaType),
-            PublishBody::Malformed(why) => return refusal(Outcome::BadRequest(why)),
+            PublishBody::Malformed(why) => {
+                return refusal(Outcome::BadRequest(BadRequest::Body(why)))
+            }
             PublishBody::Empty => {
                 let Some(key) = target else {
-                    return refusal(Outcome::BadRequest(
-                        "PUBLISH without body needs SIP-If-Match".into(),
-                    ));
+                    return refusal(Outcome::BadRequest(BadRequest::NoBodyNoEntityTag));
                 };
                 if expires == 0 {
                     return self.remove_publication(&key, out);
@@ -314,18 +410,22 @@ impl Machine {
             expires_at: now.plus(expires.into()),
         };
         match body {
-            Body::Authorization(a) => match self.check_token(service, &a) {
-                Ok(grant) => match self.check_device_limit(&key, &grant.mc_id) {
-                    Ok(()) => {
+            Body::Authorization(a) => {
+                // S-3, our policy: a token binds only an IMPU the SIP core registered here.
+                if self.policy.registration_required && !self.registrations.contains_key(&key.impu)
+                {
+                    return refusal(Outcome::Forbidden(ForbiddenReason::NotRegistered));
+                }
+                match self.authorize(now, &key, &a, p.key_upload.as_deref()) {
+                    Ok(grant) => {
                         let etag = publication.etag.clone();
                         self.bind(now, key, grant, a.settings, Some(publication), out);
                         success(Outcome::Authorized, etag, expires)
                     }
+                    // TS 24.379 7.3.3 step 6: 403 with "101 service authorisation failed".
                     Err(reason) => self.refuse_token(&key, reason, out),
-                },
-                // TS 24.379 7.3.3 step 6: 403 with "101 service authorisation failed".
-                Err(reason) => self.refuse_token(&key, reason, out),
-            },
+                }
+            }
             Body::SettingsOnly {
                 claimed_mc_id,
                 settings,
@@ -388,13 +488,117 @@ impl Machine {
         self.registrations.clear();
         self.registration_deadlines.clear();
         self.binding_deadlines.clear();
+        self.key_messages.clear();
+        self.token_owners.clear();
+        // Uploaded CSKs were volatile; provisioned ones are configuration.
+        let dropped: Vec<CskId> = self
+            .csks
+            .iter()
+            .filter(|(_, c)| !c.provisioned)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for csk_id in dropped {
+            self.drop_csk(csk_id, CskDropCause::Restart, out);
+        }
+    }
+
+    /// The whole service-authorization decision on a presented token, in the order a reviewer
+    /// can follow: the CSK upload's freshness and novelty (RFC 3830 5.4), the token itself
+    /// ([`Machine::check_token`]), who signed the upload and which CSK opened the token
+    /// (TS 33.180 5.4), and the device limit. Changes nothing.
+    fn authorize(
+        &self,
+        now: UnixTime,
+        key: &BindingKey,
+        a: &Authorization,
+        upload: Option<&KeyUpload>,
+    ) -> Result<Grant, TokenRejection> {
+        let upload = match upload {
+            None => None,
+            Some(KeyUpload::Rejected(_)) => return Err(TokenRejection::KeyUploadRefused),
+            Some(KeyUpload::Verified {
+                csk_id,
+                message_id,
+                sent_at,
+                signer,
+            }) => {
+                if now.0.abs_diff(sent_at.0) > self.policy.key_upload_skew_secs {
+                    return Err(TokenRejection::KeyUploadStale);
+                }
+                if self.key_messages.get(message_id, now).is_some() {
+                    return Err(TokenRejection::KeyUploadReplayed);
+                }
+                Some((csk_id, message_id, *sent_at, signer))
+            }
+        };
+        let mut grant = self.check_token(now, key.service, &key.impu, a)?;
+        if let Some((csk_id, message_id, sent_at, signer)) = upload {
+            // TS 33.180 5.4 and dossier Q-6 (a): the CSK's signer is the token's user.
+            if signer.as_ref() != Some(&grant.mc_id) {
+                return Err(TokenRejection::KeyUploadWrongSigner);
+            }
+            // A CSK-ID already tied to someone else is not taken over.
+            if self.csks.contains_key(csk_id) {
+                self.check_csk_tie(csk_id, &key.impu, &grant.mc_id)?;
+            }
+            grant.upload = Some(AcceptedUpload {
+                csk_id: csk_id.clone(),
+                message_id: message_id.clone(),
+                until: sent_at.plus(self.policy.key_upload_skew_secs),
+            });
+        }
+        if let Protection::Csk(csk_id) = &a.protection {
+            let uploaded_here = grant.upload.as_ref().is_some_and(|u| u.csk_id == *csk_id);
+            if !uploaded_here {
+                self.check_csk_tie(csk_id, &key.impu, &grant.mc_id)?;
+            }
+        }
+        self.check_device_limit(key, &grant.mc_id)?;
+        Ok(grant)
+    }
+
+    /// TS 33.180 5.4: a CSK opens tokens only of its own user, from its own IMPU.
+    fn check_csk_tie(
+        &self,
+        csk_id: &CskId,
+        impu: &Impu,
+        mc_id: &McId,
+    ) -> Result<(), TokenRejection> {
+        let Some(csk) = self.csks.get(csk_id) else {
+            return Err(TokenRejection::UnknownCsk);
+        };
+        if self.policy.csk_tie == CskTie::Ignored {
+            return Ok(());
+        }
+        if csk.mc_id != *mc_id {
+            return Err(TokenRejection::CskOtherUser);
+        }
+        if csk.impu.as_ref().is_some_and(|i| i != impu) {
+            return Err(TokenRejection::CskOtherImpu);
+        }
+        Ok(())
     }
 
     /// The service-authorization decision on a presented token (TS 24.379 7.3.3 steps 2–3,
     /// TS 33.180 B.10/B.11): protection, verdict, scope, MC service ID claim — in that order.
-    fn check_token(&self, service: Service, a: &Authorization) -> Result<Grant, TokenRejection> {
-        if self.policy.token_protection == TokenProtection::Required && !a.protected {
-            return Err(TokenRejection::Unprotected);
+    /// TS 33.180 B.10/B.11 and the replay window: protection as the policy wants it, the
+    /// validator's verdict, scope, the MC service ID claim, and whether the token is bound for
+    /// another IMPU within the window — in that order.
+    fn check_token(
+        &self,
+        now: UnixTime,
+        service: Service,
+        impu: &Impu,
+        a: &Authorization,
+    ) -> Result<Grant, TokenRejection> {
+        match (self.policy.token_protection, &a.protection) {
+            (_, Protection::Failed(_)) | (TokenProtection::Off, Protection::Csk(_)) => {
+                return Err(TokenRejection::BadProtection)
+            }
+            (TokenProtection::Required, Protection::Clear) => {
+                return Err(TokenRejection::Unprotected)
+            }
+            _ => {}
         }
         let claims = match &a.token {
             TokenVerdict::Verified(c) => c,
@@ -404,10 +608,22 @@ impl Machine {
             return Err(TokenRejection::MissingScope);
         }
         let mc_id = claims.mc_id(service).ok_or(TokenRejection::MissingMcId)?;
+        if self
+            .token_owners
+            .get(&claims.token_id, now)
+            .is_some_and(|owner| owner != impu)
+        {
+            return Err(TokenRejection::Replayed);
+        }
         Ok(Grant {
             mc_id: mc_id.clone(),
             token_id: claims.token_id.clone(),
             token_exp: claims.exp,
+            csk: match &a.protection {
+                Protection::Csk(id) => Some(id.clone()),
+                _ => None,
+            },
+            upload: None,
         })
     }
 
@@ -469,7 +685,17 @@ impl Machine {
                 self.unbind(&k, UnbindCause::MovedToNewImpu, out);
             }
         }
+        if self.policy.replay_window_secs > 0 {
+            let until = now
+                .plus(self.policy.replay_window_secs)
+                .min(grant.token_exp);
+            self.token_owners
+                .insert(grant.token_id.clone(), key.impu.clone(), until);
+        }
         let previous = self.bindings.get(&key);
+        let switched_from = previous
+            .filter(|old| old.mc_id != grant.mc_id)
+            .map(|old| old.mc_id.clone());
         let (event, settings, publication) = match previous {
             None => (
                 Some(BindingEvent::Bound {
@@ -498,6 +724,8 @@ impl Machine {
                 publication,
             ),
         };
+        let impu = key.impu.clone();
+        let mc_id = grant.mc_id.clone();
         self.put_binding(
             key,
             Binding {
@@ -511,6 +739,80 @@ impl Machine {
         );
         if let Some(e) = event {
             out.push(Output::Binding(e));
+        }
+        if let Some(old) = switched_from {
+            // CR 5.1.3.2.1 user switch: the old user's CSKs on this IMPU go with it.
+            self.release_csks(&impu, &old, CskDropCause::UserSwitch, out);
+        }
+        if let Some(u) = grant.upload {
+            // TS 33.180 5.4: the uploaded CSK is now tied to (IMPU, MC service ID); it replaces
+            // an older upload of the same pair.
+            let older: Vec<CskId> = self
+                .csks
+                .iter()
+                .filter(|(id, c)| {
+                    **id != u.csk_id
+                        && !c.provisioned
+                        && c.mc_id == mc_id
+                        && c.impu.as_ref() == Some(&impu)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in older {
+                self.drop_csk(id, CskDropCause::Replaced, out);
+            }
+            self.key_messages.insert(u.message_id, (), u.until);
+            self.csks.insert(
+                u.csk_id.clone(),
+                Csk {
+                    mc_id: mc_id.clone(),
+                    impu: Some(impu.clone()),
+                    provisioned: false,
+                },
+            );
+            out.push(Output::Csk(CskEvent::Accepted {
+                csk_id: u.csk_id,
+                impu,
+                mc_id,
+            }));
+        } else if let Some(csk_id) = grant.csk {
+            // A provisioned CSK is tied to the IMPU of its first use.
+            if let Some(c) = self.csks.get_mut(&csk_id) {
+                c.impu.get_or_insert(impu);
+            }
+        }
+    }
+
+    /// Drops the CSKs tied to (`impu`, `mc_id`) once no binding of that pair is left: uploaded
+    /// ones always, provisioned ones only on a user switch (they stand for a device).
+    fn release_csks(
+        &mut self,
+        impu: &Impu,
+        mc_id: &McId,
+        cause: CskDropCause,
+        out: &mut Vec<Output>,
+    ) {
+        if self.csks.is_empty() || self.bindings_of(impu).any(|(_, b)| b.mc_id == *mc_id) {
+            return;
+        }
+        let gone: Vec<CskId> = self
+            .csks
+            .iter()
+            .filter(|(_, c)| {
+                c.mc_id == *mc_id
+                    && c.impu.as_ref() == Some(impu)
+                    && (!c.provisioned || cause == CskDropCause::UserSwitch)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.drop_csk(id, cause, out);
+        }
+    }
+
+    fn drop_csk(&mut self, csk_id: CskId, cause: CskDropCause, out: &mut Vec<Output>) {
+        if self.csks.remove(&csk_id).is_some() {
+            out.push(Output::Csk(CskEvent::Dropped { csk_id, cause }));
         }
     }
 
@@ -543,9 +845,10 @@ impl Machine {
         if let Some(b) = self.take_binding(key) {
             out.push(Output::Binding(BindingEvent::Unbound {
                 key: key.clone(),
-                mc_id: b.mc_id,
+                mc_id: b.mc_id.clone(),
                 cause,
             }));
+            self.release_csks(&key.impu, &b.mc_id, CskDropCause::NoBindingLeft, out);
         }
     }
 
@@ -639,6 +942,18 @@ struct Grant {
     mc_id: McId,
     token_id: TokenId,
     token_exp: UnixTime,
+    /// The CSK that opened the token, if it came protected.
+    csk: Option<CskId>,
+    /// The CSK upload to commit along with the binding.
+    upload: Option<AcceptedUpload>,
+}
+
+/// A verified, fresh, never-seen I_MESSAGE signed by the token's user.
+struct AcceptedUpload {
+    csk_id: CskId,
+    message_id: KeyMessageId,
+    /// Until when the message must be remembered: after that it is stale anyway.
+    until: UnixTime,
 }
 
 enum Body {

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClientId, ETag, Impu, McId, Service};
+use crate::ids::{ClientId, CskId, ETag, Impu, McId, Service};
+use crate::input::MalformedBody;
 use crate::token::TokenRejection;
 
 /// One effect of [`crate::Machine::handle`].
@@ -13,6 +14,43 @@ pub enum Output {
     Response(Response),
     /// A binding was created, changed or removed.
     Binding(BindingEvent),
+    /// A CSK was accepted or must be forgotten: the shell carries this out on its key store.
+    Csk(CskEvent),
+}
+
+/// A change to the CSKs the server holds (TS 33.180 5.4).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CskEvent {
+    /// The CSK uploaded in this request is now tied to (IMPU, MC service ID): keep it.
+    Accepted {
+        /// The key.
+        csk_id: CskId,
+        /// The IMPU it was uploaded from.
+        impu: Impu,
+        /// The MC service ID whose user signed the upload.
+        mc_id: McId,
+    },
+    /// The CSK is no longer tied to anything: forget it (zeroize).
+    Dropped {
+        /// The key.
+        csk_id: CskId,
+        /// Why.
+        cause: CskDropCause,
+    },
+}
+
+/// Why a CSK was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CskDropCause {
+    /// Its user has no binding left on its IMPU (log-off, de-registration, expiry).
+    NoBindingLeft,
+    /// Another user took over the client (user switch, CR 5.1.3.2.1).
+    UserSwitch,
+    /// A newer CSK was uploaded for the same (IMPU, MC service ID).
+    Replaced,
+    /// The server restarted.
+    Restart,
 }
 
 /// The final response to a request.
@@ -32,9 +70,55 @@ impl Response {
         self.outcome.status()
     }
 
-    /// The TS 24.379 4.4 warning text, if this outcome carries one.
-    pub fn warning(&self) -> Option<McWarning> {
+    /// The `Warning` this outcome carries, if any.
+    pub fn warning(&self) -> Option<Warning> {
         self.outcome.warning()
+    }
+}
+
+/// A `Warning: 399 <host> "<text>"` header (RFC 3261 20.43): the MC warnings of TS 24.379 4.4,
+/// or the name of our own policy when only our policy refused (so a lab sees why).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Warning {
+    /// A TS 24.379 4.4 MC warning: the text is `"<code> <text>"`.
+    Mc(McWarning),
+    /// A refusal made by a policy of this server, not by a spec: the text names the policy.
+    Policy(PolicyWarning),
+}
+
+impl Warning {
+    /// The quoted warn-text.
+    pub fn text(self) -> String {
+        match self {
+            Warning::Mc(w) => format!("{:03} {}", w.code(), w.text()),
+            Warning::Policy(p) => p.text().to_owned(),
+        }
+    }
+
+    /// The MC warning code, if this is an MC warning.
+    pub fn mc_code(self) -> Option<u16> {
+        match self {
+            Warning::Mc(w) => Some(w.code()),
+            Warning::Policy(_) => None,
+        }
+    }
+}
+
+/// A refusal that only a policy of this server makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PolicyWarning {
+    /// `registration_required`: the asserted IMPU has no third-party registration here.
+    RegistrationRequired,
+}
+
+impl PolicyWarning {
+    /// The warn-text: the policy's name and what it means.
+    pub fn text(self) -> &'static str {
+        match self {
+            PolicyWarning::RegistrationRequired => {
+                "registration_required: no third-party registration for this IMPU"
+            }
+        }
     }
 }
 
@@ -80,14 +164,15 @@ pub enum Outcome {
     Refreshed,
     /// `Expires: 0`: publication and binding removed (TS 24.379 7.3.5; RFC 3903 remove).
     Removed,
-    /// 400: the request breaks RFC 3903 or the body cannot be used; the text says why.
-    BadRequest(String),
+    /// 400: the request breaks RFC 3903 or the body cannot be used.
+    BadRequest(BadRequest),
     /// 403 with `101 service authorisation failed`: the token (or its presentation) was refused.
     ServiceAuthorisationFailed(TokenRejection),
     /// 403 without an MC warning: the identity was not asserted by a trusted SIP core, or the
     /// asserted IMPU is not registered.
     Forbidden(ForbiddenReason),
-    /// 404 without warning: the Request-URI is not a PSI this server serves (RFC 3903 step 1).
+    /// 404 without warning: the Request-URI is not a PSI (PUBLISH, RFC 3903 step 1) or the server
+    /// URI (third-party REGISTER) of this server.
     NotOurResource,
     /// 404 with `141 user unknown to the participating function` (TS 24.379 7.3.4).
     UserUnknown,
@@ -104,7 +189,34 @@ pub enum Outcome {
     BadEvent,
 }
 
-/// Why a request got a bare 403.
+/// Why a request got 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BadRequest {
+    /// The body cannot be used.
+    Body(MalformedBody),
+    /// More than one entity-tag in `SIP-If-Match` (RFC 3903 step 3).
+    ManyEntityTags,
+    /// A PUBLISH without body and without `SIP-If-Match` (RFC 3903 step 5).
+    NoBodyNoEntityTag,
+    /// The Request-URI is a PSI shared by several services and nothing names one.
+    AmbiguousPsi,
+}
+
+impl BadRequest {
+    /// The reason phrase of the 400.
+    pub fn text(self) -> &'static str {
+        match self {
+            BadRequest::Body(b) => b.text(),
+            BadRequest::ManyEntityTags => "more than one entity-tag in SIP-If-Match",
+            BadRequest::NoBodyNoEntityTag => "PUBLISH without body needs SIP-If-Match",
+            BadRequest::AmbiguousPsi => {
+                "Request-URI is a PSI shared by several MC services and nothing names one"
+            }
+        }
+    }
+}
+
+/// Why a request got 403 without an MC warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ForbiddenReason {
     /// Not from a trusted SIP core: P-Asserted-Identity is not believed.
@@ -150,11 +262,24 @@ impl Outcome {
         self.status() / 100 == 2
     }
 
-    /// The TS 24.379 warning, if any.
-    pub fn warning(&self) -> Option<McWarning> {
+    /// The `Warning` header, if any: the TS 24.379 MC warning, or the policy that refused.
+    pub fn warning(&self) -> Option<Warning> {
         match self {
-            Outcome::ServiceAuthorisationFailed(_) => Some(McWarning::ServiceAuthorisationFailed),
-            Outcome::UserUnknown => Some(McWarning::UserUnknown),
+            Outcome::ServiceAuthorisationFailed(_) => {
+                Some(Warning::Mc(McWarning::ServiceAuthorisationFailed))
+            }
+            Outcome::UserUnknown => Some(Warning::Mc(McWarning::UserUnknown)),
+            Outcome::Forbidden(ForbiddenReason::NotRegistered) => {
+                Some(Warning::Policy(PolicyWarning::RegistrationRequired))
+            }
+            _ => None,
+        }
+    }
+
+    /// The reason phrase, where the default one would not say enough (400).
+    pub fn reason_phrase(&self) -> Option<&'static str> {
+        match self {
+            Outcome::BadRequest(b) => Some(b.text()),
             _ => None,
         }
     }

@@ -24,8 +24,20 @@ pub struct Policy {
     /// when a client authorizes under a new IMPU, what happens to its binding under the old
     /// one?
     pub impu_change: ImpuChange,
-    /// S-3: refuse PUBLISH from an IMPU with no third-party registration here.
+    /// TS 33.180 5.4: is a CSK tied to its (IMPU, MC service ID)? `ignored` exists only to show,
+    /// in the model, what the tie prevents.
+    pub csk_tie: CskTie,
+    /// Dossier Q-6: a token bound for one IMPU is refused from another IMPU for this many seconds
+    /// (capped at the token's `exp`); 0 turns the window off.
+    pub replay_window_secs: u64,
+    /// RFC 3830 5.4: an I_MESSAGE whose timestamp is further than this from now is refused.
+    pub key_upload_skew_secs: u64,
+    /// S-3: refuse a token-bearing PUBLISH from an IMPU with no third-party registration here
+    /// (answered 403 with `Warning: 399 … "registration_required …"`).
     pub registration_required: bool,
+    /// RFC 3261 10.2.1.1: registration duration when a third-party REGISTER carries neither
+    /// `Expires` nor a Contact `expires`.
+    pub default_register_expires: u32,
     /// RFC 3903 step 4: `Expires` used when a PUBLISH has none.
     pub default_expires: u32,
     /// RFC 3903 step 4: below this (and above 0) a PUBLISH gets 423 with `Min-Expires`.
@@ -75,10 +87,24 @@ pub enum RegisterToken {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TokenProtection {
-    /// TS 24.379 6.6: protection depends on configuration; unprotected tokens are accepted.
+    /// Clause 9 is not in use: tokens in clear are accepted, protected ones refused.
+    Off,
+    /// TS 24.379 6.6: protection depends on configuration; tokens in clear and protected ones
+    /// are both accepted.
     Optional,
     /// The CR (5.1.3.2.1): "the access token shall be protected as defined in clause 9".
     Required,
+}
+
+/// TS 33.180 5.4: "the MC server … associates the CSK with the IMPU and the MC service ID".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CskTie {
+    /// A CSK opens only tokens of the MC service ID it was uploaded (or provisioned) for, and
+    /// only from the IMPU it was uploaded from (or, provisioned, first used from).
+    Enforced,
+    /// Ablation: any known CSK opens any token from any IMPU.
+    Ignored,
 }
 
 /// a client authorizes under a new IMPU.
@@ -133,7 +159,11 @@ impl Variant {
             register_token,
             token_protection,
             impu_change: ImpuChange::KeepOldBinding,
+            csk_tie: CskTie::Enforced,
+            replay_window_secs: 0,
+            key_upload_skew_secs: 300,
             registration_required: true,
+            default_register_expires: 3600,
             default_expires: 3600,
             min_expires: 60,
             max_expires: u32::MAX,

@@ -102,11 +102,35 @@ pub enum TokenRejection {
     /// Binding it would exceed the per-MC-service-ID device limit (policy).
     #[error("device limit reached for this MC service ID")]
     DeviceLimit,
+    /// Marked protected, but the protection could not be opened or verified (TS 33.180 clause 9).
+    #[error("token protection could not be opened or verified")]
+    BadProtection,
+    /// Protected under a CSK the server does not hold.
+    #[error("token protected under an unknown CSK")]
+    UnknownCsk,
+    /// Protected under a CSK tied to another MC service ID (TS 33.180 5.4).
+    #[error("CSK belongs to another MC service ID")]
+    CskOtherUser,
+    /// Protected under a CSK tied to another IMPU (TS 33.180 5.4).
+    #[error("CSK belongs to another IMPU")]
+    CskOtherImpu,
+    /// The MIKEY-SAKKE I_MESSAGE in the request failed a cryptographic or syntactic check.
+    #[error("CSK upload refused")]
+    KeyUploadRefused,
+    /// The I_MESSAGE was seen before (RFC 3830 replay protection).
+    #[error("CSK upload replayed")]
+    KeyUploadReplayed,
+    /// The I_MESSAGE's timestamp is outside the allowed clock skew.
+    #[error("CSK upload not fresh")]
+    KeyUploadStale,
+    /// The I_MESSAGE was signed by another user than the token's MC service ID (IDRi ≠ UID).
+    #[error("CSK upload signed by another user")]
+    KeyUploadWrongSigner,
 }
 
 impl TokenRejection {
     /// Every reason, for metrics and catalogues.
-    pub const ALL: [TokenRejection; 14] = [
+    pub const ALL: [TokenRejection; 22] = [
         TokenRejection::Expired,
         TokenRejection::NotYetValid,
         TokenRejection::BadSignature,
@@ -121,6 +145,14 @@ impl TokenRejection {
         TokenRejection::Replayed,
         TokenRejection::Unprotected,
         TokenRejection::DeviceLimit,
+        TokenRejection::BadProtection,
+        TokenRejection::UnknownCsk,
+        TokenRejection::CskOtherUser,
+        TokenRejection::CskOtherImpu,
+        TokenRejection::KeyUploadRefused,
+        TokenRejection::KeyUploadReplayed,
+        TokenRejection::KeyUploadStale,
+        TokenRejection::KeyUploadWrongSigner,
     ];
 
     /// A stable snake_case label (metrics, logs, JSON).
@@ -140,6 +172,14 @@ impl TokenRejection {
             TokenRejection::Replayed => "replayed",
             TokenRejection::Unprotected => "unprotected",
             TokenRejection::DeviceLimit => "device_limit",
+            TokenRejection::BadProtection => "bad_protection",
+            TokenRejection::UnknownCsk => "unknown_csk",
+            TokenRejection::CskOtherUser => "csk_other_user",
+            TokenRejection::CskOtherImpu => "csk_other_impu",
+            TokenRejection::KeyUploadRefused => "key_upload_refused",
+            TokenRejection::KeyUploadReplayed => "key_upload_replayed",
+            TokenRejection::KeyUploadStale => "key_upload_stale",
+            TokenRejection::KeyUploadWrongSigner => "key_upload_wrong_signer",
         }
     }
 }

@@ -31,10 +31,14 @@ fn valid(user: &str) -> TokenVerdict {
     TokenVerdict::Verified(claims(user, 10_000, &format!("jti-{user}")))
 }
 
+/// The CSK placeholder the harness turns into the lab CSK of the token's user on the IMPU of
+/// the request (one provisioned CSK per user and device, TS 33.180 5.4).
+const LAB_CSK: &str = "lab-csk";
+
 fn auth(token: TokenVerdict) -> PublishBody {
     PublishBody::Authorization(Authorization {
         token,
-        protected: true,
+        protection: Protection::Csk(CskId::new(LAB_CSK)),
         client_id: ClientId::new(CLIENT),
         settings: None,
     })
@@ -68,8 +72,9 @@ impl Harness {
         self.m.handle(
             UnixTime(self.now),
             Input::ThirdPartyRegister(ThirdPartyRegister {
+                target: RegisterTarget::Ours,
                 impu: AssertedIdentity::Trusted(Impu::new(impu)),
-                expires,
+                expires: Some(expires),
                 services: Some(ServiceSet::only(Service::Mcptt)),
                 embedded: vec![],
             }),
@@ -84,19 +89,54 @@ impl Harness {
         body: PublishBody,
     ) -> (Response, Vec<BindingEvent>) {
         self.etags += 1;
+        let body = self.with_lab_csk(&impu, body);
         let out = self.m.handle(
             UnixTime(self.now),
             Input::Publish(Publish {
-                service: Some(Service::Mcptt),
+                target: PublishTarget::Service(Service::Mcptt),
                 event: EventPackage::PocSettings,
                 impu,
                 if_match: if_match.map_or(IfMatch::Absent, |t| IfMatch::One(t.clone())),
                 expires,
                 body,
+                key_upload: None,
                 fresh_etag: ETag::new(format!("e{}", self.etags)),
             }),
         );
         split(out)
+    }
+
+    /// Replaces the [`LAB_CSK`] placeholder by the provisioned CSK of the token's user on this
+    /// IMPU, provisioning it first (as the server does from its `[[protection.csk]]` table).
+    fn with_lab_csk(&mut self, impu: &AssertedIdentity, mut body: PublishBody) -> PublishBody {
+        if let PublishBody::Authorization(a) = &mut body {
+            if a.protection == Protection::Csk(CskId::new(LAB_CSK)) {
+                let user = match &a.token {
+                    TokenVerdict::Verified(c) => c.mcptt_id.clone(),
+                    TokenVerdict::Rejected(_) => None,
+                };
+                let impu = match impu {
+                    AssertedIdentity::Trusted(i) => i.to_string(),
+                    _ => "-".into(),
+                };
+                let csk_id = CskId::new(format!(
+                    "csk|{}|{impu}",
+                    user.as_ref().map_or("-", McId::as_str)
+                ));
+                if let Some(mc_id) = user {
+                    let out = self.m.handle(
+                        UnixTime(self.now),
+                        Input::ProvisionCsk {
+                            csk_id: csk_id.clone(),
+                            mc_id,
+                        },
+                    );
+                    assert!(out.is_empty());
+                }
+                a.protection = Protection::Csk(csk_id);
+            }
+        }
+        body
     }
 
     fn publish(
@@ -118,8 +158,9 @@ impl Harness {
         self.now = t;
         let out = self.m.handle(UnixTime(t), Input::Tick);
         out.into_iter()
-            .map(|o| match o {
-                Output::Binding(e) => e,
+            .filter_map(|o| match o {
+                Output::Binding(e) => Some(e),
+                Output::Csk(_) => None,
                 Output::Response(_) => panic!("Tick must not answer"),
             })
             .collect()
@@ -139,6 +180,7 @@ fn split(out: Vec<Output>) -> (Response, Vec<BindingEvent>) {
     for o in out {
         match o {
             Output::Binding(e) => events.push(e),
+            Output::Csk(_) => {}
             Output::Response(r) => {
                 assert!(response.is_none(), "two responses to one request");
                 response = Some(r);
@@ -184,8 +226,11 @@ fn refused_token_is_403_101_and_changes_nothing() {
             auth(TokenVerdict::Rejected(reason)),
         );
         assert_eq!(r.status(), 403);
-        assert_eq!(r.warning(), Some(McWarning::ServiceAuthorisationFailed));
-        assert_eq!(r.warning().map(|w| w.code()), Some(101));
+        assert_eq!(
+            r.warning(),
+            Some(Warning::Mc(McWarning::ServiceAuthorisationFailed))
+        );
+        assert_eq!(r.warning().and_then(|w| w.mc_code()), Some(101));
         assert!(e.is_empty());
         assert_eq!(h.m, before, "S-7: a non-2xx changes nothing ({reason:?})");
     }
@@ -218,7 +263,7 @@ fn unprotected_token_refused_when_protection_required() {
     h.register(IMPU1, 600);
     let body = PublishBody::Authorization(Authorization {
         token: valid(ALICE),
-        protected: false,
+        protection: Protection::Clear,
         client_id: ClientId::new(CLIENT),
         settings: None,
     });
@@ -270,7 +315,7 @@ fn settings_only_never_binds_or_rebinds() {
     let (r, e) = h.publish(IMPU1, None, None, settings_only(ALICE));
     assert_eq!(
         (r.status(), r.warning()),
-        (404, Some(McWarning::UserUnknown))
+        (404, Some(Warning::Mc(McWarning::UserUnknown)))
     );
     assert!(e.is_empty());
     assert_eq!(h.m.binding_count(), 0);
@@ -380,8 +425,9 @@ fn reregistration_without_feature_tag_is_service_log_off() {
     let out = h.m.handle(
         UnixTime(h.now),
         Input::ThirdPartyRegister(ThirdPartyRegister {
+            target: RegisterTarget::Ours,
             impu: AssertedIdentity::Trusted(Impu::new(IMPU1)),
-            expires: 600,
+            expires: Some(600),
             services: Some(ServiceSet::only(Service::Mcdata)),
             embedded: vec![],
         }),
@@ -438,12 +484,13 @@ fn rfc3903_steps_refuse_in_order() {
     let mut h = Harness::post_cr();
     h.register(IMPU1, 600);
     let mut p = Publish {
-        service: None,
+        target: PublishTarget::NotOurs,
         event: EventPackage::Other,
         impu: AssertedIdentity::Untrusted,
         if_match: IfMatch::Many,
         expires: Some(5),
         body: PublishBody::UnsupportedMediaType,
+        key_upload: None,
         fresh_etag: ETag::new("x"),
     };
     let mut step = |p: &Publish| {
@@ -452,7 +499,9 @@ fn rfc3903_steps_refuse_in_order() {
             .outcome
     };
     assert_eq!(step(&p), Outcome::NotOurResource);
-    p.service = Some(Service::Mcptt);
+    p.target = PublishTarget::AmbiguousPsi;
+    assert_eq!(step(&p), Outcome::BadRequest(BadRequest::AmbiguousPsi));
+    p.target = PublishTarget::Service(Service::Mcptt);
     assert_eq!(step(&p), Outcome::BadEvent);
     p.event = EventPackage::PocSettings;
     assert_eq!(
@@ -465,8 +514,11 @@ fn rfc3903_steps_refuse_in_order() {
     assert_eq!(step(&p), Outcome::IntervalTooBrief { min_expires: 60 });
     p.expires = Some(600);
     assert_eq!(step(&p), Outcome::UnsupportedMediaType);
-    p.body = PublishBody::Malformed("no client id".into());
-    assert_eq!(step(&p), Outcome::BadRequest("no client id".into()));
+    p.body = PublishBody::Malformed(MalformedBody::NoClientId);
+    assert_eq!(
+        step(&p),
+        Outcome::BadRequest(BadRequest::Body(MalformedBody::NoClientId))
+    );
 }
 
 #[test]
@@ -563,7 +615,7 @@ fn device_limit_refuses_the_extra_client() {
     h.register(IMPU2, 600);
     let second = PublishBody::Authorization(Authorization {
         token: valid(ALICE),
-        protected: true,
+        protection: Protection::Csk(CskId::new(LAB_CSK)),
         client_id: ClientId::new("urn:uuid:second"),
         settings: None,
     });
@@ -586,14 +638,15 @@ fn register_token_honoured_only_by_pre_cr_policies() {
         let out = h.m.handle(
             UnixTime(100),
             Input::ThirdPartyRegister(ThirdPartyRegister {
+                target: RegisterTarget::Ours,
                 impu: AssertedIdentity::Trusted(Impu::new(IMPU1)),
-                expires: 600,
+                expires: Some(600),
                 services: Some(ServiceSet::only(Service::Mcptt)),
                 embedded: vec![(
                     Service::Mcptt,
                     Authorization {
                         token: valid(ALICE),
-                        protected: false,
+                        protection: Protection::Clear,
                         client_id: ClientId::new(CLIENT),
                         settings: None,
                     },
@@ -714,11 +767,11 @@ fn transition_table() {
 S0 unregistered            | auth alice             | 403 not_registered                           | []
 S0 unregistered            | auth bob               | 403 not_registered                           | []
 S0 unregistered            | auth expired           | 403 not_registered                           | []
-S0 unregistered            | settings alice +etag   | 403 not_registered                           | []
-S0 unregistered            | settings bob +etag     | 403 not_registered                           | []
-S0 unregistered            | refresh +etag          | 403 not_registered                           | []
-S0 unregistered            | remove +etag           | 403 not_registered                           | []
-S0 unregistered            | refresh stale          | 403 not_registered                           | []
+S0 unregistered            | settings alice +etag   | 404 user_unknown                             | []
+S0 unregistered            | settings bob +etag     | 404 user_unknown                             | []
+S0 unregistered            | refresh +etag          | 400 bad_request                              | []
+S0 unregistered            | remove +etag           | 400 bad_request                              | []
+S0 unregistered            | refresh stale          | 412 conditional_request_failed               | []
 S0 unregistered            | register 0             | 200 registered                               | []
 S1 registered              | auth alice             | 200 authorized                               | [\"sip:alice@example.org\"]
 S1 registered              | auth bob               | 200 authorized                               | [\"sip:bob@example.org\"]
@@ -758,14 +811,15 @@ fn user_switch_by_register_token_drops_the_old_users_publication() {
     let out = h.m.handle(
         UnixTime(h.now),
         Input::ThirdPartyRegister(ThirdPartyRegister {
+            target: RegisterTarget::Ours,
             impu: AssertedIdentity::Trusted(Impu::new(IMPU1)),
-            expires: 600,
+            expires: Some(600),
             services: Some(ServiceSet::only(Service::Mcptt)),
             embedded: vec![(
                 Service::Mcptt,
                 Authorization {
                     token: valid(BOB),
-                    protected: false,
+                    protection: Protection::Clear,
                     client_id: ClientId::new(CLIENT),
                     settings: None,
                 },

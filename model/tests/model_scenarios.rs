@@ -40,6 +40,15 @@ fn every_scenario_reaches_its_property_where_it_applies() {
                 continue;
             }
             let actions = actions.unwrap_or_else(|| panic!("{v}: scenario {name} not built"));
+            // Post-CR the late duplicate of user A's PUBLISH is protected under A's CSK, which
+            // the user switch dropped (TS 33.180 5.4; CR 5.1.3.2.1): the mechanism refuses it.
+            if let ("duplicate-after-switch", Variant::PostCr) = (name, v) {
+                assert!(
+                    !reached(&m, property, &actions),
+                    "post-cr: the dropped CSK must stop the late duplicate"
+                );
+                continue;
+            }
             assert!(
                 reached(&m, property, &actions),
                 "{v}: scenario {name} does not reach {property}"

@@ -175,6 +175,7 @@ async fn restart(State((shared, allowed)): State<AppState>) -> impl IntoResponse
         return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
     }
     let mut s = lock(&shared);
-    s.step(mcx_model::Input::Restart);
+    let now = s.clock.now();
+    s.step(now, mcx_model::Input::Restart);
     (StatusCode::OK, "restarted\n".to_owned())
 }

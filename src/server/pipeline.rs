@@ -7,11 +7,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mcx_model::{AssertedIdentity, Input, Response, TokenVerdict};
+use mcx_model::{
+    AssertedIdentity, Input, ProtectionFailure, PublishTarget, Response, TokenVerdict, UnixTime,
+};
 
 use super::config::SipConfig;
 use super::state::{Shared, TransactionState, TxKey};
 use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext};
+use crate::sip::body::ProtectedElement;
 use crate::sip::framing::{Frame, FramingError, FramingErrorKind};
 use crate::sip::parse::{parse, SipMessage, SipRequest};
 use crate::sip::response::{self, Extras, ResponseConfig};
@@ -151,7 +154,7 @@ impl Pipeline {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         match self.admit(req, src, transport) {
-            Admission::New(tx) => self.step(req, src, tx, None),
+            Admission::New { tx, now } => self.step(req, src, tx, now, None),
             Admission::Absorb => None,
             Admission::Retransmit(bytes) => Some(bytes),
         }
@@ -164,10 +167,17 @@ impl Pipeline {
             .then(|| transaction_key(req, src))
             .flatten()
         else {
-            return Admission::New(None);
+            return Admission::New {
+                tx: None,
+                now: self.lock().clock.now(),
+            };
         };
-        match self.lock().transactions.begin(key, Instant::now()) {
-            TransactionState::New => Admission::New(Some(key)),
+        let mut s = self.lock();
+        match s.transactions.begin(key, Instant::now()) {
+            TransactionState::New => Admission::New {
+                tx: Some(key),
+                now: s.clock.now(),
+            },
             TransactionState::Absorb => Admission::Absorb,
             TransactionState::Retransmit(bytes) => {
                 tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
@@ -177,29 +187,33 @@ impl Pipeline {
     }
 
     /// Whether the request carries access tokens whose signatures [`Pipeline::verify`] should
-    /// check before its ordered step: a PUBLISH with a body.
-    pub fn needs_verification(&self, req: &SipRequest) -> bool {
-        req.method == crate::sip::parse::Method::Publish && !req.body.is_empty()
+    /// check before its ordered step: a PUBLISH with a body from a trusted SIP core (the edge
+    /// reads no untrusted body).
+    pub fn needs_verification(&self, req: &SipRequest, src: SocketAddr) -> bool {
+        req.method == crate::sip::parse::Method::Publish
+            && !req.body.is_empty()
+            && self.sip.is_trusted(src.ip())
     }
 
-    /// Checks the request's token signatures, off the ordered path (in parallel with other
-    /// requests): the edge reads the body as in [`Pipeline::step`], and the verdicts it asks for
-    /// are kept for that step. The edge's answer here is discarded; it decides nothing.
-    pub fn verify(&self, req: &SipRequest, src: SocketAddr) -> Verdicts {
-        let now = self.lock().clock.now();
-        let presenter = req.p_asserted_identity.first().map_or("", String::as_str);
+    /// Checks the request's token signatures at `now` (its admission's clock reading), off the
+    /// ordered path, in parallel with other requests: the edge reads the body as in
+    /// [`Pipeline::step`], and the verdicts it asks for are kept for that step. The edge's
+    /// answer here is discarded; it decides nothing.
+    pub fn verify(&self, req: &SipRequest, src: SocketAddr, now: UnixTime) -> Verdicts {
         let mut verdicts = Verdicts::default();
         let mut validate = |token: &str| {
-            let v = self.validator.validate_presented(token, now, presenter);
+            let v = self.validator.validate(token, now);
             verdicts.0.push((token_hash(token), v.clone()));
             v
         };
+        let mut open = |_: &ProtectedElement| Err(ProtectionFailure::NotSupported);
         let _ = classify(
             req,
             &mut EdgeContext {
                 config: &self.edge,
                 trusted_source: self.sip.is_trusted(src.ip()),
                 validate: &mut validate,
+                open: &mut open,
                 fresh_etag: mcx_model::ETag::new(String::new()),
             },
         );
@@ -208,32 +222,35 @@ impl Pipeline {
 
     /// The ordered step of an admitted request: the edge (with the verdicts of
     /// [`Pipeline::verify`], if it ran), the machine, the response, the transaction record.
+    /// `now` is the admission's clock reading: the validator and the machine see the same one.
     pub fn step(
         &self,
         req: &SipRequest,
         src: SocketAddr,
         tx: Option<TxKey>,
+        now: UnixTime,
         verdicts: Option<Verdicts>,
     ) -> Option<Vec<u8>> {
-        let (now, fresh_etag) = {
-            let mut s = self.lock();
-            (s.clock.now(), s.etags.fresh())
-        };
+        let fresh_etag = self.lock().etags.fresh();
+        // Token signatures not checked ahead are checked here, outside the lock, and only for
+        // requests from a trusted SIP core (the edge does not read an untrusted body).
         let trusted_source = self.sip.is_trusted(src.ip());
-        let presenter = req.p_asserted_identity.first().map_or("", String::as_str);
         let mut verdicts = verdicts.unwrap_or_default();
-        // Token signatures not checked ahead are checked here, outside the lock.
         let mut validate = |token: &str| {
             verdicts
                 .take(token_hash(token))
-                .unwrap_or_else(|| self.validator.validate_presented(token, now, presenter))
+                .unwrap_or_else(|| self.validator.validate(token, now))
         };
+        // No CSK store in this build: a protected value is reported as not openable, and the
+        // machine answers it (403/101, or per `token_protection`).
+        let mut open = |_: &ProtectedElement| Err(ProtectionFailure::NotSupported);
         let edge = classify(
             req,
             &mut EdgeContext {
                 config: &self.edge,
                 trusted_source,
                 validate: &mut validate,
+                open: &mut open,
                 fresh_etag,
             },
         );
@@ -245,7 +262,7 @@ impl Pipeline {
                     tracing::info!(%src, method = %req.method, note, "edge note");
                 }
                 let (impu, service) = if info { describe(&input) } else { (None, None) };
-                let response: Option<Response> = self.lock().step(input);
+                let response: Option<Response> = self.lock().step(now, input);
                 let Some(response) = response else {
                     tracing::error!("the machine gave no response to a request (bug)");
                     return None;
@@ -285,18 +302,6 @@ impl Pipeline {
                 None,
             ),
             Edge::Absorb => (None, 0, "absorbed".into(), None, None),
-            Edge::NotFound => (
-                Some(response::simple(req, 404, None, &self.response)),
-                404,
-                "not_our_resource".into(),
-                None,
-                None,
-            ),
-            Edge::BadRequest(reason) => {
-                let bytes = response::simple(req, 400, Some(&reason), &self.response);
-                tracing::info!(%src, method = %req.method, reason, "bad request");
-                (Some(bytes), 400, "bad_request".into(), None, None)
-            }
         };
         let mut s = self.lock();
         if let Some(key) = tx {
@@ -327,8 +332,14 @@ impl Pipeline {
 
 /// What the transaction check made of a request.
 pub enum Admission {
-    /// A new transaction (named by the key on UDP): process it.
-    New(Option<TxKey>),
+    /// A new transaction (named by `tx` on UDP): process it at `now` (one clock reading per
+    /// request).
+    New {
+        /// The transaction's key (UDP only).
+        tx: Option<TxKey>,
+        /// The clock reading the validator and the machine use for this request.
+        now: UnixTime,
+    },
     /// A retransmission of a request still in progress: drop it.
     Absorb,
     /// A retransmission of an answered request: send these bytes again.
@@ -365,18 +376,13 @@ pub enum Parsed {
     Request(Box<SipRequest>),
 }
 
-/// Which IMPU a request concerns (P-Asserted-Identity, else the To of a third-party REGISTER),
-/// hashed: requests with the same key are handled in arrival order by one worker, so RFC 3903's
-/// in-order processing per resource holds while different IMPUs are handled in parallel.
+/// Which IMPU a request concerns, by the very rule the edge uses for the machine's input
+/// ([`crate::sip::adapter::identity_of`]), hashed: requests with the same key are handled in
+/// arrival order by one worker, so RFC 3903's in-order processing per resource holds while
+/// different IMPUs are handled in parallel.
 pub fn shard_key(req: &SipRequest) -> u64 {
     use std::hash::{Hash, Hasher};
-    let identity = req
-        .p_asserted_identity
-        .first()
-        .map(String::as_str)
-        .or_else(|| crate::sip::uri::name_addr_uri(&req.to))
-        .and_then(crate::sip::uri::canonical_impu)
-        .unwrap_or_default();
+    let identity = crate::sip::adapter::identity_of(req).unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     identity.hash(&mut h);
     h.finish()
@@ -413,8 +419,14 @@ fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {
         AssertedIdentity::Missing => None,
     };
     match input {
-        Input::Publish(p) => (impu(&p.impu), p.service.map(|s| s.name())),
+        Input::Publish(p) => (
+            impu(&p.impu),
+            match p.target {
+                PublishTarget::Service(s) => Some(s.name()),
+                _ => None,
+            },
+        ),
         Input::ThirdPartyRegister(r) => (impu(&r.impu), None),
-        Input::Tick | Input::Restart => (None, None),
+        Input::Tick | Input::Restart | Input::ProvisionCsk { .. } => (None, None),
     }
 }

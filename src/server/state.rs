@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mcx_model::{BindingEvent, ETag, Input, Machine, Output, Policy, Response, UnixTime};
+use mcx_model::{BindingEvent, CskEvent, ETag, Input, Machine, Output, Policy, Response, UnixTime};
 use rand::Rng;
 
 /// The clock the machine and the validator are given: real time plus an offset that only the
@@ -239,10 +239,9 @@ impl Shared {
         }
     }
 
-    /// Feeds one input to the machine at the current time; counts and logs the binding events and
-    /// returns the response, if the input was a request.
-    pub fn step(&mut self, input: Input) -> Option<Response> {
-        let now = self.clock.now();
+    /// Feeds one input to the machine at `now` (read once per request by the caller); counts and
+    /// logs the binding events and returns the response, if the input was a request.
+    pub fn step(&mut self, now: UnixTime, input: Input) -> Option<Response> {
         let mut response = None;
         for output in self.machine.handle(now, input) {
             match output {
@@ -257,6 +256,16 @@ impl Shared {
                     response = Some(r);
                 }
                 Output::Binding(event) => self.record(&event),
+                Output::Csk(event) => {
+                    // The key store is the shell's: it keeps an accepted CSK and forgets
+                    // (zeroizes) a dropped one. This build holds no CSK bytes yet.
+                    tracing::info!(?event, "csk");
+                    let kind = match event {
+                        CskEvent::Accepted { .. } => "csk_accepted",
+                        CskEvent::Dropped { .. } => "csk_dropped",
+                    };
+                    *self.metrics.binding_events.entry(kind.into()).or_default() += 1;
+                }
             }
         }
         response
@@ -266,7 +275,7 @@ impl Shared {
     pub fn tick_if_due(&mut self) {
         let now = self.clock.now();
         if self.machine.next_deadline().is_some_and(|d| d <= now) {
-            self.step(Input::Tick);
+            self.step(now, Input::Tick);
         }
     }
 

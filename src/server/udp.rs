@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use mcx_model::UnixTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -45,6 +46,7 @@ struct Job {
     req: Box<SipRequest>,
     src: SocketAddr,
     tx: Option<TxKey>,
+    now: UnixTime,
     verdicts: Option<Verdicts>,
     /// Held while the request is pending; `None` on the idle fast path.
     _permit: Option<OwnedSemaphorePermit>,
@@ -121,7 +123,7 @@ fn send(socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, bytes: Vec<u8>, ds
 
 /// The ordered step of one request, and its response.
 fn run(pipeline: &Pipeline, socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, job: Job) {
-    if let Some(bytes) = pipeline.step(&job.req, job.src, job.tx, job.verdicts) {
+    if let Some(bytes) = pipeline.step(&job.req, job.src, job.tx, job.now, job.verdicts) {
         send(socket, rt, bytes, job.src);
     }
 }
@@ -171,8 +173,8 @@ pub async fn serve(
                 continue;
             }
         };
-        let tx = match pipeline.admit(&req, src, Transport::Udp) {
-            Admission::New(tx) => tx,
+        let (tx, now) = match pipeline.admit(&req, src, Transport::Udp) {
+            Admission::New { tx, now } => (tx, now),
             Admission::Absorb => continue,
             Admission::Retransmit(bytes) => {
                 send(&socket, &rt, bytes, src);
@@ -180,7 +182,7 @@ pub async fn serve(
             }
         };
         let key = pipeline::shard_key(&req);
-        let verify = pipeline.needs_verification(&req);
+        let verify = pipeline.needs_verification(&req, src);
         // A full pending set pushes back on this loop (and so on the socket buffer).
         let permit = match pending.clone().acquire_owned().await {
             Ok(p) => p,
@@ -190,6 +192,7 @@ pub async fn serve(
             req,
             src,
             tx,
+            now,
             verdicts: None,
             _permit: Some(permit),
         };
@@ -199,7 +202,7 @@ pub async fn serve(
                 (pipeline.clone(), socket.clone(), order.clone(), rt.clone());
             verifiers.submit(Box::new(move || {
                 let mut job = job;
-                job.verdicts = Some(pipeline.verify(&job.req, job.src));
+                job.verdicts = Some(pipeline.verify(&job.req, job.src, job.now));
                 order.fulfil(ticket, job, |j| run(&pipeline, &socket, &rt, j));
             }));
         } else if let Some(mut job) = order.submit_ready(key, job) {

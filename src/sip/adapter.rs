@@ -1,15 +1,22 @@
 //! From a parsed request to the machine's [`Input`] (TS 24.379 7.3.2–7.3.5; RFC 3903).
 //!
-//! The edge classifies, it does not decide: identity becomes [`AssertedIdentity`] (P-Asserted-
-//! Identity believed only from a trusted SIP core), tokens become [`TokenVerdict`]s through the
-//! runtime's validator, bodies become [`PublishBody`]. Only PUBLISH and REGISTER reach the
-//! machine; OPTIONS, other methods, ACK and responses are reported as [`Edge`] variants for the
-//! runtime to answer (or not) without the machine.
+//! The edge translates, it does not decide: identity becomes [`AssertedIdentity`] (P-Asserted-
+//! Identity believed only from a trusted SIP core), the Request-URI a [`PublishTarget`] or
+//! [`RegisterTarget`], tokens [`TokenVerdict`]s through the runtime's validator, protected values
+//! a [`Protection`] through the runtime's opener, bodies a [`PublishBody`] (with a typed
+//! [`MalformedBody`] when unusable). Every authorization answer — 404 for a foreign URI, 400 for
+//! an ambiguous PSI or a bad body, 403 for a bad token or bad protection — is the machine's.
+//!
+//! From an untrusted source nothing past the identity is read: no body is parsed and no token
+//! is validated, because the machine refuses an untrusted identity (403) before it looks at
+//! the body (`tests/sip_edge.rs` checks both halves of that claim). Only PUBLISH and REGISTER
+//! reach the machine; OPTIONS, other methods, ACK and CANCEL are SIP transaction-layer answers
+//! ([`Edge`] variants), not authorization decisions.
 
 use mcx_model::{
-    AssertedIdentity, Authorization, ClientId, ETag, EventPackage, IfMatch, Impu, Input, McId,
-    Publish, PublishBody, Service, ServiceSet, Settings, ThirdPartyRegister, TokenRejection,
-    TokenVerdict,
+    AssertedIdentity, Authorization, ClientId, CskId, ETag, EventPackage, IfMatch, Impu, Input,
+    MalformedBody, McId, Protection, ProtectionFailure, Publish, PublishBody, PublishTarget,
+    RegisterTarget, Service, ServiceSet, Settings, ThirdPartyRegister, TokenVerdict,
 };
 
 use std::collections::BTreeMap;
@@ -17,19 +24,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::body::{
-    self, body_kind, content_type, feature_tag_services, icsi_service, parts, read_info,
-    read_message_sip, read_poc_settings, BodyKind, InfoValue,
+    body_kind, content_type, parts, read_info, read_message_sip, read_poc_settings, BodyKind,
+    InfoValue, ProtectedElement,
 };
+use super::headers::{feature_tag_services, icsi_service, split_list};
 use super::parse::{header_param, Method, SipRequest};
 use super::response::ResponseConfig;
 use super::uri;
-
-/// The methods this server answers, for `Allow` (RFC 3261 20.5).
-pub const ALLOW: &str = "REGISTER, PUBLISH, OPTIONS";
-
-/// Registration duration assumed when a third-party REGISTER carries neither `Expires` nor a
-/// Contact `expires` parameter (RFC 3261 10.2.1.1 suggests 3600).
-pub const DEFAULT_REGISTER_EXPIRES: u32 = 3600;
 
 /// Where the edge sits: the URIs it serves and the name it signs warnings with.
 ///
@@ -84,44 +85,54 @@ impl EdgeConfig {
     }
 }
 
+/// Opens a TS 33.180 clause 9 protected value: its plaintext and the CSK that opened it, or why
+/// it cannot be opened. The runtime supplies it (decryption with CSK-derived keys); the edge only
+/// reports what it says.
+pub type OpenFn<'a> =
+    dyn FnMut(&ProtectedElement) -> Result<(String, CskId), ProtectionFailure> + 'a;
+
+/// The runtime's [`OpenFn`] for one request.
+pub type Opener<'a> = &'a mut OpenFn<'a>;
+
 /// Per-request facts from the runtime.
 pub struct EdgeContext<'a> {
     /// The configuration.
     pub config: &'a EdgeConfig,
     /// Whether the previous hop (the source address) is a configured trusted SIP core.
     pub trusted_source: bool,
-    /// Validates an access token (the runtime wraps the JWT validator).
+    /// Validates an access token (the runtime wraps the JWT validator). Called only for requests
+    /// from a trusted source.
     pub validate: &'a mut dyn FnMut(&str) -> TokenVerdict,
+    /// Opens protected values.
+    pub open: Opener<'a>,
     /// A fresh entity-tag the machine may issue (RFC 3903 step 6).
     pub fresh_etag: ETag,
 }
 
 /// What the runtime should do with a request.
+// One per request, returned and consumed at once: boxing the input would cost an allocation per
+// request to save a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Edge {
     /// Give it to the machine and send the [`mcx_model::Response`] it returns (built with
-    /// [`crate::sip::response::build_response`]). `notes` are things worth logging that did not
-    /// change the input (e.g. an unreadable embedded info body).
+    /// [`crate::sip::response::build_response`]). `notes` are things worth logging that the
+    /// input does not say (e.g. the parser's words behind a [`MalformedBody`]).
     Machine {
         /// The input.
         input: Input,
         /// Log notes.
         notes: Vec<String>,
     },
-    /// OPTIONS (SIP core keep-alive): answer 200 with `Allow` ([`ALLOW`]).
+    /// OPTIONS (SIP core keep-alive): answer 200 with `Allow` ([`super::response::ALLOW`]).
     Options,
-    /// A method this server does not serve: answer 405 with `Allow` ([`ALLOW`]).
+    /// A method this server does not serve: answer 405 with `Allow` ([`super::response::ALLOW`]).
     MethodNotAllowed,
     /// CANCEL: there is never a pending server transaction to cancel (every request is answered
     /// at once), so answer 481 (RFC 3261 9.2).
     NoTransaction,
     /// ACK: never answered (RFC 3261 17.2.1); drop it.
     Absorb,
-    /// A REGISTER whose Request-URI is neither the server URI nor a PSI: answer 404.
-    NotFound,
-    /// Cannot be given to the machine; answer 400 with this reason (e.g. a PUBLISH to a PSI shared
-    /// by several services with nothing naming the service).
-    BadRequest(String),
 }
 
 /// Turns a parsed request into what the runtime does with it.
@@ -136,22 +147,33 @@ pub fn classify(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
     }
 }
 
-/// The IMPU from P-Asserted-Identity: the first sip/sips URI, else the first tel URI
-/// (RFC 3325 9.1 allows one of each), in [`uri::canonical_impu`] form.
+/// The IMPU a request concerns, in the machine's canonical form: P-Asserted-Identity for a
+/// PUBLISH (the first sip/sips URI, else the first tel URI: RFC 3325 9.1 allows one of each),
+/// To for a third-party REGISTER (TS 24.229 5.4.1.7). Whether it is *believed* depends on the
+/// source ([`AssertedIdentity`]); the runtime also shards requests by it (RFC 3903 R-35), so
+/// one rule serves both.
+pub fn identity_of(req: &SipRequest) -> Option<String> {
+    match req.method {
+        Method::Register => uri::name_addr_uri(&req.to).and_then(uri::canonical_impu),
+        _ => {
+            let pick = |schemes: &[&str]| {
+                req.p_asserted_identity.iter().find(|u| {
+                    let s = u.split(':').next().unwrap_or("");
+                    schemes.iter().any(|x| s.eq_ignore_ascii_case(x))
+                })
+            };
+            pick(&["sip", "sips"])
+                .or_else(|| pick(&["tel"]))
+                .and_then(|u| uri::canonical_impu(u))
+        }
+    }
+}
+
 fn asserted_identity(req: &SipRequest, trusted: bool) -> AssertedIdentity {
     if !trusted {
         return AssertedIdentity::Untrusted;
     }
-    let pick = |schemes: &[&str]| {
-        req.p_asserted_identity.iter().find(|u| {
-            let s = u.split(':').next().unwrap_or("");
-            schemes.iter().any(|x| s.eq_ignore_ascii_case(x))
-        })
-    };
-    match pick(&["sip", "sips"])
-        .or_else(|| pick(&["tel"]))
-        .and_then(|u| uri::canonical_impu(u))
-    {
+    match identity_of(req) {
         Some(impu) => AssertedIdentity::Trusted(Impu::new(impu)),
         None => AssertedIdentity::Missing,
     }
@@ -161,12 +183,12 @@ fn asserted_identity(req: &SipRequest, trusted: bool) -> AssertedIdentity {
 fn hinted_services(req: &SipRequest) -> ServiceSet {
     let mut set = ServiceSet::EMPTY;
     for v in req.header_values("Accept-Contact") {
-        for c in body::split_list(v) {
+        for c in split_list(v) {
             set = set.iter().chain(feature_tag_services(c).iter()).collect();
         }
     }
     for v in req.header_values("P-Preferred-Service") {
-        for icsi in body::split_list(v) {
+        for icsi in split_list(v) {
             if let Some(s) = icsi_service(icsi) {
                 set.insert(s);
             }
@@ -201,29 +223,27 @@ fn single(set: ServiceSet) -> Option<Service> {
     }
 }
 
-fn publish(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
-    // RFC 3903 step 1: which resource (service) the Request-URI names.
-    let candidates = ctx.config.services_at(&req.request_uri);
-    let service = if candidates.is_empty() {
-        None
-    } else if let Some(s) = single(candidates) {
-        Some(s)
-    } else {
-        let narrowed = |hint: ServiceSet| -> ServiceSet {
-            hint.iter().filter(|s| candidates.contains(*s)).collect()
-        };
-        match single(narrowed(info_services(req)))
-            .or_else(|| single(narrowed(hinted_services(req))))
-        {
-            Some(s) => Some(s),
-            None => {
-                return Edge::BadRequest(
-                    "Request-URI is a PSI shared by several MC services and nothing names one"
-                        .into(),
-                )
-            }
-        }
+/// RFC 3903 step 1: which resource (service) the Request-URI names. A PSI shared by several
+/// services is narrowed by the info body's type, then by `Accept-Contact`/`P-Preferred-Service`.
+fn publish_target(req: &SipRequest, config: &EdgeConfig) -> PublishTarget {
+    let candidates = config.services_at(&req.request_uri);
+    if candidates.is_empty() {
+        return PublishTarget::NotOurs;
+    }
+    if let Some(s) = single(candidates) {
+        return PublishTarget::Service(s);
+    }
+    let narrowed = |hint: ServiceSet| -> ServiceSet {
+        hint.iter().filter(|s| candidates.contains(*s)).collect()
     };
+    match single(narrowed(info_services(req))).or_else(|| single(narrowed(hinted_services(req)))) {
+        Some(s) => PublishTarget::Service(s),
+        None => PublishTarget::AmbiguousPsi,
+    }
+}
+
+fn publish(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
+    let target = publish_target(req, ctx.config);
     let event = match req.event.as_deref() {
         Some(e) if e.eq_ignore_ascii_case("poc-settings") => EventPackage::PocSettings,
         Some(_) => EventPackage::Other,
@@ -234,79 +254,142 @@ fn publish(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
         [one] => IfMatch::One(ETag::new(one.as_str())),
         _ => IfMatch::Many,
     };
-    let body = match service {
-        Some(s) => publish_body(req, s, ctx.validate),
-        // No resource here: the machine answers 404 before looking at the body.
-        None => PublishBody::Empty,
+    let impu = asserted_identity(req, ctx.trusted_source);
+    let mut notes = Vec::new();
+    let body = match (target, &impu) {
+        // Read the body only when the machine will: for one of our resources, from a trusted
+        // SIP core (no signature check for an untrusted packet).
+        (PublishTarget::Service(s), AssertedIdentity::Trusted(_)) => {
+            publish_body(req, s, ctx, &mut notes)
+        }
+        _ => PublishBody::Empty,
     };
     Edge::Machine {
         input: Input::Publish(Publish {
-            service,
+            target,
             event,
-            impu: asserted_identity(req, ctx.trusted_source),
+            impu,
             if_match,
             expires: req.expires,
             body,
+            key_upload: None,
             fresh_etag: ctx.fresh_etag.clone(),
         }),
-        notes: Vec::new(),
+        notes,
     }
 }
 
-/// The verdict for a token value: protected values cannot be read yet (TS 33.180 clause 9) and
-/// count as a token that could not be used.
-fn verdict(token: &InfoValue, validate: &mut dyn FnMut(&str) -> TokenVerdict) -> TokenVerdict {
-    match token.reveal() {
-        Ok(t) => validate(t),
-        // TODO(TS 33.180 clause 9): decrypt with CSK-derived keys; until then the machine
-        // answers 403 with "101 service authorisation failed".
-        Err(_) => TokenVerdict::Rejected(TokenRejection::Malformed),
+/// A value in clear, or opened by the runtime's opener; `Err` says why not.
+fn open_value(
+    value: &InfoValue,
+    open: &mut OpenFn<'_>,
+) -> Result<(String, Option<CskId>), ProtectionFailure> {
+    match value {
+        InfoValue::Plain(v) => Ok((v.clone(), None)),
+        InfoValue::Protected(p) => open(p).map(|(v, csk)| (v, Some(csk))),
     }
 }
 
-/// Classifies a PUBLISH body for `service` (TS 24.379 7.3.3 vs 7.3.4; RFC 3903 step 5).
+/// An access token and its client as the machine sees them: the validator's verdict and how
+/// the token arrived (TS 33.180 clause 9). A value that cannot be opened is reported as
+/// [`Protection::Failed`]; the machine refuses it (403/101) — the edge never does.
+fn authorization(
+    token: &InfoValue,
+    client_id: &InfoValue,
+    settings: Option<Settings>,
+    ctx: &mut EdgeContext<'_>,
+) -> Authorization {
+    let opened =
+        open_value(token, ctx.open).and_then(|t| open_value(client_id, ctx.open).map(|c| (t, c)));
+    match opened {
+        Ok(((token, csk), (client_id, _))) => Authorization {
+            token: (ctx.validate)(&token),
+            protection: csk.map_or(Protection::Clear, Protection::Csk),
+            client_id: ClientId::new(client_id),
+            settings,
+        },
+        Err(failure) => Authorization {
+            // Not looked at: the machine refuses the protection first.
+            token: TokenVerdict::Rejected(mcx_model::TokenRejection::BadProtection),
+            protection: Protection::Failed(failure),
+            client_id: match client_id {
+                InfoValue::Plain(c) => ClientId::new(c.as_str()),
+                InfoValue::Protected(_) => ClientId::new(""),
+            },
+            settings,
+        },
+    }
+}
+
+/// Classifies a PUBLISH body for `service` (TS 24.379 7.3.3 vs 7.3.4; RFC 3903 step 5). The
+/// parser's own words behind a [`MalformedBody`] go to `notes`.
 pub fn publish_body(
     req: &SipRequest,
     service: Service,
-    validate: &mut dyn FnMut(&str) -> TokenVerdict,
+    ctx: &mut EdgeContext<'_>,
+    notes: &mut Vec<String>,
 ) -> PublishBody {
     if req.body.is_empty() {
         return PublishBody::Empty;
     }
+    let mut malformed = |kind: MalformedBody, why: String| {
+        notes.push(why);
+        PublishBody::Malformed(kind)
+    };
     let Some(ct) = &req.content_type else {
-        return PublishBody::Malformed("body without Content-Type".into());
+        return malformed(
+            MalformedBody::NoContentType,
+            "body without Content-Type".into(),
+        );
     };
     let ps = match parts(ct, &req.body) {
         Ok(ps) => ps,
-        Err(e) => return PublishBody::Malformed(e.0),
+        Err(e) => return malformed(MalformedBody::BadMultipart, e.0),
     };
     let mut info = None;
     let mut settings: Option<Settings> = None;
     for p in &ps {
         let kind = match content_type(&p.content_type) {
             Ok(m) => body_kind(&m),
-            Err(e) => return PublishBody::Malformed(e.0),
+            Err(e) => return malformed(MalformedBody::BadContentType, e.0),
         };
         match kind {
             BodyKind::Info(s) if s == service => {
                 if info.is_some() {
-                    return PublishBody::Malformed(format!("two {service} info bodies"));
+                    return malformed(
+                        MalformedBody::DuplicateInfo,
+                        format!("two {service} info bodies"),
+                    );
                 }
                 match read_info(s, p.body) {
                     Ok(i) => info = Some(i),
-                    Err(e) => return PublishBody::Malformed(format!("{service} info body: {e}")),
+                    Err(e) => {
+                        return malformed(
+                            MalformedBody::BadInfo,
+                            format!("{service} info body: {e}"),
+                        )
+                    }
                 }
             }
             BodyKind::PocSettings => {
                 if settings.is_some() {
-                    return PublishBody::Malformed("two poc-settings bodies".into());
+                    return malformed(
+                        MalformedBody::DuplicateSettings,
+                        "two poc-settings bodies".into(),
+                    );
                 }
                 match read_poc_settings(p.body) {
                     Ok(s) => settings = Some(s.settings),
-                    Err(e) => return PublishBody::Malformed(format!("poc-settings body: {e}")),
+                    Err(e) => {
+                        return malformed(
+                            MalformedBody::BadSettings,
+                            format!("poc-settings body: {e}"),
+                        )
+                    }
                 }
             }
-            // Integrity/key-transport parts of TS 33.180 clause 9: not verified yet, ignored.
+            // The signature and key-transport parts of TS 33.180 clause 9 are read by the
+            // runtime's opener and CSK upload, not here.
             BodyKind::ProtectionPart => {}
             // Another service's info body (a PUBLISH serves one service) and anything else.
             BodyKind::Info(_) | BodyKind::MessageSip | BodyKind::Multipart | BodyKind::Other => {
@@ -315,68 +398,48 @@ pub fn publish_body(
         }
     }
     let Some(info) = info else {
-        return PublishBody::Malformed(format!("no {service} info body"));
+        return malformed(MalformedBody::NoInfo, format!("no {service} info body"));
     };
-    let client_id = match &info.client_id {
-        Some(InfoValue::Plain(c)) => Some(ClientId::new(c.as_str())),
-        Some(InfoValue::Protected(_)) => None,
-        None => return PublishBody::Malformed(format!("no {service}-client-id")),
+    let Some(client_id) = &info.client_id else {
+        return malformed(MalformedBody::NoClientId, format!("no {service}-client-id"));
     };
     if let Some(token) = &info.access_token {
-        let protected = token.is_protected();
-        return match client_id {
-            Some(client_id) => PublishBody::Authorization(Authorization {
-                token: verdict(token, validate),
-                protected,
-                client_id,
-                settings,
-            }),
-            // A protected client ID cannot be read: the presentation fails as a whole (403/101),
-            // and no binding can be keyed by it.
-            None => PublishBody::Authorization(Authorization {
-                token: TokenVerdict::Rejected(TokenRejection::Malformed),
-                protected: true,
-                client_id: ClientId::new(""),
-                settings,
-            }),
-        };
+        return PublishBody::Authorization(authorization(token, client_id, settings, ctx));
     }
-    let Some(client_id) = client_id else {
-        return PublishBody::Malformed(format!(
-            "protected {service}-client-id cannot be read (TS 33.180 clause 9 not supported)"
-        ));
+    let Some(request_uri) = &info.request_uri else {
+        return malformed(
+            MalformedBody::NoTokenNorRequestUri,
+            format!("{service} info body has neither an access token nor a request URI"),
+        );
     };
-    match &info.request_uri {
-        Some(InfoValue::Plain(u)) => PublishBody::SettingsOnly {
-            claimed_mc_id: McId::new(u.as_str()),
-            client_id,
+    // TS 24.379 7.3.4: settings only. Protected values are opened; one that cannot be opened
+    // makes the body unusable (there is no token whose refusal would carry Warning 101).
+    match (
+        open_value(client_id, ctx.open),
+        open_value(request_uri, ctx.open),
+    ) {
+        (Ok((client_id, _)), Ok((request_uri, _))) => PublishBody::SettingsOnly {
+            claimed_mc_id: McId::new(request_uri),
+            client_id: ClientId::new(client_id),
             settings,
         },
-        Some(InfoValue::Protected(_)) => PublishBody::Malformed(format!(
-            "protected {service}-request-uri cannot be read (TS 33.180 clause 9 not supported)"
-        )),
-        None => PublishBody::Malformed(format!(
-            "{service} info body has neither an access token nor a request URI"
-        )),
+        (Err(f), _) | (_, Err(f)) => malformed(
+            MalformedBody::UnreadableProtectedValue,
+            format!("protected value in a settings-only {service} body: {f:?}"),
+        ),
     }
 }
 
 fn register(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
     let cfg = ctx.config;
-    let ours = uri::same_resource(&cfg.server_uri, &req.request_uri)
-        || !cfg.services_at(&req.request_uri).is_empty();
-    if !ours {
-        return Edge::NotFound;
-    }
-    // TS 24.229 5.4.1.7: To is the registered IMPU, asserted by the S-CSCF.
-    let impu = if !ctx.trusted_source {
-        AssertedIdentity::Untrusted
+    let target = if uri::same_resource(&cfg.server_uri, &req.request_uri)
+        || !cfg.services_at(&req.request_uri).is_empty()
+    {
+        RegisterTarget::Ours
     } else {
-        match uri::name_addr_uri(&req.to).and_then(uri::canonical_impu) {
-            Some(i) => AssertedIdentity::Trusted(Impu::new(i)),
-            None => AssertedIdentity::Missing,
-        }
+        RegisterTarget::NotOurs
     };
+    let impu = asserted_identity(req, ctx.trusted_source);
     // RFC 3261 10.3 step 7: a Contact's expires parameter overrides the Expires header.
     let contact_expires = req
         .contact
@@ -384,13 +447,12 @@ fn register(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
         .find_map(|c| header_param(c, "expires"))
         .and_then(|v| v.parse::<u64>().ok())
         .map(|v| v.min(u64::from(u32::MAX)) as u32);
-    let expires = contact_expires
-        .or(req.expires)
-        .unwrap_or(DEFAULT_REGISTER_EXPIRES);
+    let expires = contact_expires.or(req.expires);
     let mut notes = Vec::new();
     let mut services = None;
     let mut embedded = Vec::new();
-    if let (false, Some(ct)) = (req.body.is_empty(), &req.content_type) {
+    let readable = target == RegisterTarget::Ours && matches!(impu, AssertedIdentity::Trusted(_));
+    if let (true, false, Some(ct)) = (readable, req.body.is_empty(), &req.content_type) {
         match parts(ct, &req.body) {
             Ok(ps) => {
                 for p in ps {
@@ -405,24 +467,20 @@ fn register(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
                             services = Some(before.iter().chain(reg.services.iter()).collect());
                             notes.extend(reg.notes);
                             for info in reg.infos {
-                                let Some(token) = &info.access_token else {
-                                    continue;
-                                };
-                                let Some(InfoValue::Plain(client_id)) = &info.client_id else {
-                                    notes.push(format!(
-                                        "{} info body in UE REGISTER: no readable client id",
-                                        info.service
-                                    ));
+                                let (Some(token), Some(client_id)) =
+                                    (&info.access_token, &info.client_id)
+                                else {
+                                    if info.access_token.is_some() {
+                                        notes.push(format!(
+                                            "{} info body in UE REGISTER: no client id",
+                                            info.service
+                                        ));
+                                    }
                                     continue;
                                 };
                                 embedded.push((
                                     info.service,
-                                    Authorization {
-                                        token: verdict(token, ctx.validate),
-                                        protected: token.is_protected(),
-                                        client_id: ClientId::new(client_id.as_str()),
-                                        settings: None,
-                                    },
+                                    authorization(token, client_id, None, ctx),
                                 ));
                             }
                         }
@@ -436,6 +494,7 @@ fn register(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
     }
     Edge::Machine {
         input: Input::ThirdPartyRegister(ThirdPartyRegister {
+            target,
             impu,
             expires,
             services,

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use super::framing::Frame;
+use super::scan::unquoted_chars;
 use super::uri;
 
 /// A SIP request method (RFC 3261 7.1; methods are case-sensitive).
@@ -346,29 +347,6 @@ pub fn split_commas(value: &str) -> Vec<&str> {
     parts.push(value[start..].trim());
     parts.retain(|p| !p.is_empty());
     parts
-}
-
-/// The characters of `s` outside quoted strings (RFC 3261 25.1 `quoted-string`, with
-/// `quoted-pair` escapes), with their byte offsets; the quotes themselves are skipped. Every
-/// quote-aware scan of a header value goes through this one.
-pub(crate) fn unquoted_chars(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
-    let (mut quoted, mut escaped) = (false, false);
-    s.char_indices().filter(move |&(_, c)| {
-        if quoted {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
-                _ => {}
-            }
-            false
-        } else if c == '"' {
-            quoted = true;
-            false
-        } else {
-            true
-        }
-    })
 }
 
 /// Header parameters of a Via, From/To, Contact or Event value: the `;name[=value]` list after

@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use mcx_model::{Outcome, Response};
 use sha2::{Digest, Sha256};
 
-use super::adapter::ALLOW;
 use super::parse::{header_lines, header_param, reply_to_from_headers, ReplyTo, SipRequest};
 
 /// Server-wide response settings.
@@ -22,6 +21,9 @@ pub struct ResponseConfig {
     pub server: Option<String>,
 }
 
+/// The methods this server answers, for `Allow` (RFC 3261 20.5).
+pub const ALLOW: &str = "REGISTER, PUBLISH, OPTIONS";
+
 /// Extra headers of a response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extras {
@@ -31,8 +33,9 @@ pub struct Extras {
     pub expires: Option<u32>,
     /// `Min-Expires` (423).
     pub min_expires: Option<u32>,
-    /// `Warning: 399 <host> "<code> <text>"` as (MC warning code, text).
-    pub mc_warning: Option<(u16, String)>,
+    /// `Warning: 399 <host> "<text>"`: the quoted text (an MC warning is `"<code> <text>"`,
+    /// TS 24.379 4.4.1; a policy refusal names the policy).
+    pub warning: Option<String>,
     /// `Allow`.
     pub allow: Option<String>,
 }
@@ -143,13 +146,9 @@ pub fn build(
     if let Some(e) = extras.min_expires {
         let _ = write!(s, "Min-Expires: {e}\r\n");
     }
-    if let Some((code, text)) = &extras.mc_warning {
-        // TS 24.379 4.4.1: warn-code 399, warn-agent the server's host, text "<3-digit> <text>".
-        let _ = write!(
-            s,
-            "Warning: 399 {} \"{code:03} {text}\"\r\n",
-            cfg.warning_host
-        );
+    if let Some(text) = &extras.warning {
+        // TS 24.379 4.4.1: warn-code 399, warn-agent the server's host, the quoted text.
+        let _ = write!(s, "Warning: 399 {} \"{text}\"\r\n", cfg.warning_host);
     }
     if let Some(a) = &extras.allow {
         let _ = write!(s, "Allow: {a}\r\n");
@@ -161,15 +160,12 @@ pub fn build(
     s.into_bytes()
 }
 
-/// The response to a request the machine handled: status, reason, `SIP-ETag`, `Expires`,
-/// `Min-Expires` and `Warning` from the machine's [`Response`]. A 400 carries the machine's
-/// reason as its reason phrase.
+/// The response to a request the machine handled: status, reason phrase, `SIP-ETag`,
+/// `Expires`, `Min-Expires` and `Warning`, all from the machine's [`Response`]: this is the one
+/// place where a machine outcome becomes wire bytes.
 pub fn build_response(req: &SipRequest, resp: &Response, cfg: &ResponseConfig) -> Vec<u8> {
     let status = resp.status();
-    let reason = match &resp.outcome {
-        Outcome::BadRequest(why) => Some(why.as_str()),
-        _ => None,
-    };
+    let reason = resp.outcome.reason_phrase();
     let extras = Extras {
         etag: resp.etag.as_ref().map(|e| e.as_str().to_owned()),
         expires: resp.expires,
@@ -177,7 +173,7 @@ pub fn build_response(req: &SipRequest, resp: &Response, cfg: &ResponseConfig) -
             Outcome::IntervalTooBrief { min_expires } => Some(min_expires),
             _ => None,
         },
-        mc_warning: resp.warning().map(|w| (w.code(), w.text().to_owned())),
+        warning: resp.warning().map(|w| w.text()),
         allow: None,
     };
     build(&req.reply_to(), status, reason, &extras, cfg)
@@ -254,7 +250,7 @@ mod tests {
             server: None,
         };
         let extras = Extras {
-            mc_warning: Some((101, "service authorisation failed".into())),
+            warning: Some("101 service authorisation failed".into()),
             ..Extras::default()
         };
         let a = String::from_utf8(build(&reply(), 403, None, &extras, &cfg)).unwrap();

@@ -81,10 +81,13 @@ fn check_parsed(
         assert!(!t.is_empty(), "an empty token reached the validator");
         TokenVerdict::Rejected(TokenRejection::BadSignature)
     };
+    let mut open =
+        |_: &crate::sip::body::ProtectedElement| Err(mcx_model::ProtectionFailure::UnknownKey);
     let mut ctx = EdgeContext {
         config: cfg,
         trusted_source: true,
         validate: &mut validate,
+        open: &mut open,
         fresh_etag: ETag::new("e1"),
     };
     let edge = classify(&req, &mut ctx);

@@ -39,7 +39,7 @@ pub fn name_addr_uri(value: &str) -> Option<&str> {
 
 /// The `<` that opens a name-addr, outside a quoted display name.
 fn find_angle(s: &str) -> Option<usize> {
-    super::parse::unquoted_chars(s)
+    super::scan::unquoted_chars(s)
         .find(|&(_, c)| c == '<')
         .map(|(i, _)| i)
 }

@@ -1,9 +1,9 @@
-//! The verified-token cache and the `jti` replay window. Both are plain data structures driven
-//! by the caller's `now`; the validator wraps each in a mutex.
+//! The verified-token cache: a plain data structure driven by the caller's `now`; the validator
+//! wraps it in a mutex. (The `jti` replay window is the machine's: `Policy::replay_window_secs`.)
 
 use std::collections::{BTreeSet, HashMap};
 
-use mcx_model::{TokenId, VerifiedClaims};
+use mcx_model::VerifiedClaims;
 
 /// SHA-256 of a token's bytes: the cache key.
 pub(crate) type TokenDigest = [u8; 32];
@@ -110,77 +110,5 @@ impl VerifiedCache {
     pub fn clear(&mut self) {
         self.map.clear();
         self.by_expiry.clear();
-    }
-}
-
-/// Who first presented a token, and until when that claim holds.
-#[derive(Debug)]
-struct Owner {
-    presenter: String,
-    until: u64,
-}
-
-/// The `jti` replay window.
-///
-/// TS 24.379 7.1 has the *same* token presented for MCPTT, MCVideo and MCData, and presented
-/// again on every refresh, so "seen before" cannot mean replay. Here a token is *replayed* when
-/// it was accepted from one presenter (the network-asserted IMPU) and is then presented by a
-/// different presenter within the window: the bearer-token replay of dossier Q-6. Each
-/// acceptance by the owner extends its claim to `now + window`, capped at the token's expiry.
-#[derive(Debug)]
-pub(crate) struct ReplayWindow {
-    window: u64,
-    max: usize,
-    owners: HashMap<TokenId, Owner>,
-    by_until: BTreeSet<(u64, TokenId)>,
-}
-
-impl ReplayWindow {
-    /// A window of `window` seconds holding at most `max` tokens.
-    pub fn new(window: u64, max: usize) -> ReplayWindow {
-        ReplayWindow {
-            window,
-            max: max.max(1),
-            owners: HashMap::new(),
-            by_until: BTreeSet::new(),
-        }
-    }
-
-    /// Records that `presenter` presents `id` (which expires at `expired_at`) at `now`; returns
-    /// false when another presenter owns it.
-    pub fn present(&mut self, id: &TokenId, presenter: &str, now: u64, expired_at: u64) -> bool {
-        while let Some((until, first)) = self.by_until.first().cloned() {
-            if until > now {
-                break;
-            }
-            self.by_until.pop_first();
-            self.owners.remove(&first);
-        }
-        if let Some(owner) = self.owners.get(id) {
-            if owner.presenter != presenter {
-                return false;
-            }
-        }
-        let until = now.saturating_add(self.window).min(expired_at);
-        if let Some(old) = self.owners.remove(id) {
-            self.by_until.remove(&(old.until, id.clone()));
-        }
-        while self.owners.len() >= self.max {
-            match self.by_until.pop_first() {
-                Some((_, d)) => {
-                    self.owners.remove(&d);
-                }
-                None => break,
-            }
-        }
-        self.by_until.insert((until, id.clone()));
-        self.owners.insert(
-            id.clone(),
-            Owner {
-                presenter: presenter.to_owned(),
-                until,
-            },
-        );
-        true
     }
 }

@@ -59,8 +59,6 @@ pub struct ValidatorConfig {
     pub max_token_bytes: usize,
     /// Most verified tokens kept in the cache.
     pub cache_max_entries: usize,
-    /// `jti` replay window in seconds; 0 turns it off. See [`crate::token::Validator::validate_presented`].
-    pub replay_window_secs: u64,
     /// Least time between two JWKS fetches caused by unknown `kid`s, in seconds.
     pub jwks_refetch_interval_secs: u64,
     /// Bound on one JWKS fetch (connect + TLS + body), in milliseconds.
@@ -121,7 +119,6 @@ impl Default for ValidatorConfig {
             accept_rel13_scope: false,
             max_token_bytes: 8192,
             cache_max_entries: 100_000,
-            replay_window_secs: 0,
             jwks_refetch_interval_secs: 60,
             jwks_fetch_timeout_ms: 2000,
         }

@@ -3,7 +3,7 @@
 //! - [`Validator`] turns an access token into the machine's [`mcx_model::TokenVerdict`]: JWS
 //!   signature with a trusted IdMS key (JWKS URL, JWKS file or PEM), algorithm allow-list,
 //!   `exp`/`nbf`/`iat` with leeway, `iss`, `aud`, the MC service scopes and MC service ID
-//!   claims, a maximum size, and an optional `jti` replay window. Verified tokens are cached
+//!   claims and a maximum size (the `jti` replay window is the machine's). Verified tokens are cached
 //!   (keyed by SHA-256 of the token, dropped at expiry, bounded), so one token presented for
 //!   MCPTT, MCVideo and MCData, or presented again, costs one signature check.
 //! - [`lab::LabIdms`] is the IdMS in the box: `token keygen`, `token mint`.

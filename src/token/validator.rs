@@ -3,8 +3,8 @@
 //! Order of checks, each failing with one [`TokenRejection`]:
 //! size → JWS shape → header (`alg` on the allow-list, no `crit`) → key by `kid` → signature →
 //! claims JSON → `exp`/`nbf`/`iat` with leeway → `iss` → `aud` → MC scopes / MC service ID
-//! claims → (with a presenter) the `jti` replay window. Nothing from the payload is trusted, or
-//! even parsed, before the signature verifies.
+//! claims. Nothing from the payload is trusted, or even parsed, before the signature verifies.
+//! The `jti` replay window is not here: it is the machine's (`Policy::replay_window_secs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -18,7 +18,7 @@ use mcx_model::{
 };
 use serde::Deserialize;
 
-use super::cache::{CachedToken, Lookup, ReplayWindow, TokenDigest, VerifiedCache};
+use super::cache::{CachedToken, Lookup, TokenDigest, VerifiedCache};
 use super::config::{ServiceScopes, TokenConfigError, ValidatorConfig, REL13_PTT_SCOPE};
 use super::keys::{self, JwksFetcher, TrustedKey};
 use super::lab::LabIdms;
@@ -39,7 +39,6 @@ pub struct Validator {
     /// The `now` of the last JWKS fetch caused by an unknown `kid`.
     last_refetch: Mutex<Option<u64>>,
     cache: Mutex<VerifiedCache>,
-    replay: Option<Mutex<ReplayWindow>>,
     signature_checks: AtomicU64,
     jwks_fetches: AtomicU64,
     rejections: [AtomicU64; TokenRejection::ALL.len()],
@@ -205,12 +204,6 @@ impl Validator {
         if all.is_empty() {
             return Err(TokenConfigError::NoKeys);
         }
-        let replay = (config.replay_window_secs > 0).then(|| {
-            Mutex::new(ReplayWindow::new(
-                config.replay_window_secs,
-                config.cache_max_entries,
-            ))
-        });
         Ok(Validator {
             algorithms,
             issuer,
@@ -225,26 +218,10 @@ impl Validator {
             refetch_interval: config.jwks_refetch_interval_secs,
             last_refetch: Mutex::new(None),
             cache: Mutex::new(VerifiedCache::new(config.cache_max_entries)),
-            replay,
             signature_checks: AtomicU64::new(0),
             jwks_fetches: AtomicU64::new(fetches),
             rejections: Default::default(),
         })
-    }
-
-    /// Validates `token` at `now` without the replay window: for tools and for presentations
-    /// that have no presenter identity. The hot path: a cached token costs a SHA-256 and a
-    /// map lookup; otherwise one signature check. Never reads the clock.
-    pub fn validate(&self, token: &str, now: UnixTime) -> TokenVerdict {
-        self.validate_inner(token, now, None)
-    }
-
-    /// Validates `token` presented at `now` by `presenter` (the network-asserted IMPU,
-    /// P-Asserted-Identity). With a replay window configured, a token whose `jti` (or digest)
-    /// was accepted from a *different* presenter within the window is [`TokenRejection::Replayed`];
-    /// the same presenter may present it again (refresh) and for every MC service (TS 24.379 7.1).
-    pub fn validate_presented(&self, token: &str, now: UnixTime, presenter: &str) -> TokenVerdict {
-        self.validate_inner(token, now, Some(presenter))
     }
 
     /// Applies the per-service check the machine makes (scope granted, MC service ID claim
@@ -313,7 +290,11 @@ impl Validator {
         }
     }
 
-    fn validate_inner(&self, token: &str, now: UnixTime, presenter: Option<&str>) -> TokenVerdict {
+    /// Validates `token` at `now`. The hot path: a cached token costs a SHA-256 and a map
+    /// lookup; otherwise one signature check. Never reads the clock, keeps no per-presenter
+    /// state: whether a token was bound for another IMPU (the replay window, dossier Q-6) is
+    /// the machine's decision (`Policy::replay_window_secs`).
+    pub fn validate(&self, token: &str, now: UnixTime) -> TokenVerdict {
         // The XML text of <mcpttString> may carry surrounding whitespace.
         let token = token.trim_ascii();
         if token.len() > self.max_bytes {
@@ -333,15 +314,6 @@ impl Validator {
                 Err(r) => return self.reject(r),
             },
         };
-        if let (Some(presenter), Some(replay)) = (presenter, &self.replay) {
-            let fresh = replay
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .present(&entry.claims.token_id, presenter, now.0, entry.expired_at);
-            if !fresh {
-                return self.reject(TokenRejection::Replayed);
-            }
-        }
         TokenVerdict::Verified(entry.claims)
     }
 

@@ -114,13 +114,15 @@ fn attr(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The TS 24.379 warning code in a model warning text (`399 mcx "101 service …"`).
-fn warning_code(w: &str) -> anyhow::Result<u16> {
-    w.split('"')
+/// The TS 24.379 warning code in a model warning text (`399 mcx "101 service …"`); `None` for a
+/// policy warning (`399 mcx "registration_required: …"`), which carries no MC code.
+fn warning_code(w: &str) -> anyhow::Result<Option<u16>> {
+    let text = w
+        .split('"')
         .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("warning {w:?} without a code"))
+        .with_context(|| format!("warning {w:?} without a quoted text"))?;
+    let first = text.split(' ').next().unwrap_or("");
+    Ok((first.len() == 3).then(|| first.parse().ok()).flatten())
 }
 
 /// The SIPp variable holding the server's tag for model tag `eN`.
@@ -554,7 +556,7 @@ pub fn render(
                 let status = st
                     .status
                     .with_context(|| format!("step {}: a delivery without a response", st.step))?;
-                let warning = st.warning.as_deref().map(warning_code).transpose()?;
+                let warning = st.warning.as_deref().map(warning_code).transpose()?.flatten();
                 x.expect(&label, status, warning, st.etag.as_deref());
             }
             "tick" => {

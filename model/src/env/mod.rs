@@ -37,10 +37,10 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 use stateright::{Model, Property};
 
-use crate::ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
+use crate::ids::{ClientId, CskId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
 use crate::input::{
-    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Publish, PublishBody, Settings,
-    ThirdPartyRegister,
+    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Protection, Publish,
+    PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
 };
 use crate::machine::Machine;
 use crate::output::{BindingEvent, Output, Response, UnbindCause};
@@ -494,13 +494,28 @@ impl McxModel {
     /// The single initial state: nobody registered but the attacker, time 0.
     pub fn init_state(&self) -> EnvState {
         let mut server = Machine::new(self.cfg.machine_policy());
+        // Clause 9 keys: one provisioned CSK per (user, IMPU), tied to the user's MC service ID.
+        for user in 0..self.cfg.users as u8 {
+            for impu in 0..self.impus.len() as u8 {
+                for service in 0..self.cfg.services.len() as u8 {
+                    server.handle(
+                        UnixTime(0),
+                        Input::ProvisionCsk {
+                            csk_id: Self::csk(user, impu, service),
+                            mc_id: self.mc_id(user, service).clone(),
+                        },
+                    );
+                }
+            }
+        }
         if self.cfg.attacker {
             // The attacker is a subscriber of the same IMS with its own registered IMPU.
             server.handle(
                 UnixTime(0),
                 Input::ThirdPartyRegister(ThirdPartyRegister {
+                    target: RegisterTarget::Ours,
                     impu: AssertedIdentity::Trusted(self.impu(self.attacker_impu()).clone()),
-                    expires: 255,
+                    expires: Some(255),
                     services: Some(self.service_set),
                     embedded: vec![],
                 }),
@@ -613,8 +628,9 @@ impl McxModel {
                 mc_tags,
                 token,
             } => Input::ThirdPartyRegister(ThirdPartyRegister {
+                target: RegisterTarget::Ours,
                 impu: AssertedIdentity::Trusted(self.impu(*impu).clone()),
-                expires: u32::from(*expires),
+                expires: Some(u32::from(*expires)),
                 services: Some(if *mc_tags {
                     self.service_set
                 } else {
@@ -630,7 +646,7 @@ impl McxModel {
                                 *s,
                                 Authorization {
                                     token: self.validate(*t, now),
-                                    protected: false,
+                                    protection: Protection::Clear,
                                     client_id: client.clone(),
                                     settings: None,
                                 },
@@ -648,7 +664,7 @@ impl McxModel {
                 expires,
                 body,
             } => Input::Publish(Publish {
-                service: Some(self.service(*service)),
+                target: PublishTarget::Service(self.service(*service)),
                 event: EventPackage::PocSettings,
                 impu: if *trusted {
                     AssertedIdentity::Trusted(self.impu(*impu).clone())
@@ -664,7 +680,11 @@ impl McxModel {
                     Body::Empty => PublishBody::Empty,
                     Body::Auth { token, protected } => PublishBody::Authorization(Authorization {
                         token: self.validate(*token, now),
-                        protected: *protected,
+                        protection: if *protected {
+                            Protection::Csk(Self::csk(token.user, *impu, *service))
+                        } else {
+                            Protection::Clear
+                        },
                         client_id: client,
                         settings: None,
                     }),
@@ -674,9 +694,15 @@ impl McxModel {
                         settings: Some(Settings::default()),
                     },
                 },
+                key_upload: None,
                 fresh_etag: Self::etag(fresh_etag),
             }),
         }
+    }
+
+    /// The provisioned CSK of `user` on IMPU `impu` for `service`.
+    pub fn csk(user: u8, impu: u8, service: u8) -> CskId {
+        CskId::new(format!("csk-{}-i{impu}-s{service}", user_name(user)))
     }
 
     fn send(&self, s: &mut EnvState, from: Sender, req: Req) {
@@ -1021,6 +1047,7 @@ impl McxModel {
             match o {
                 Output::Response(r) => effect.response = Some(r),
                 Output::Binding(e) => effect.events.push(e),
+                Output::Csk(_) => {}
             }
         }
         let fresh = s.next_etag;

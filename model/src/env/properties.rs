@@ -406,7 +406,11 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             }
         }
         "publish-before-registration" => {
-            if reordering || cfg.restarts > 0 {
+            // Only a token-bearing PUBLISH needs a registration (S-3 policy); a refresh or a
+            // settings-only PUBLISH is answered 412 or 404/141 first.
+            if !(0..cfg.ues).any(|u| cfg.carriage(u).in_publish()) {
+                violated("no UE carries its token in PUBLISH, and only that PUBLISH needs a registration")
+            } else if reordering || cfg.restarts > 0 {
                 holds("the network may deliver a PUBLISH before the third-party REGISTER")
             } else {
                 violated("per-UE FIFO: the third-party REGISTER always arrives first")

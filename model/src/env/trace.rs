@@ -537,9 +537,7 @@ fn fill_response(st: &mut TraceStep, effect: &StepEffect) {
     if let Some(r) = &effect.response {
         st.status = Some(r.status());
         st.outcome = Some(r.outcome.label());
-        st.warning = r
-            .warning()
-            .map(|w| format!("399 mcx \"{} {}\"", w.code(), w.text()));
+        st.warning = r.warning().map(|w| format!("399 mcx \"{}\"", w.text()));
         st.etag = r.etag.as_ref().map(|e| e.to_string());
     }
     st.events = effect.events.iter().map(event_text).collect();
