@@ -34,7 +34,8 @@
 #
 # Environment: QUICK, TARGETS, RATES, STEP_SECS [5], USERS [100000], WARM [300], P99_MS [10],
 # RETRY [1], HALF_RATE, UDP_RCVBUF [4194304], KAMAILIO_WORKERS [4], PORT_BASE [25170],
-# SKIP_BUILD=1, WORK (work dir; the CSVs are kept there between runs), CHRT [auto|0].
+# SKIP_BUILD=1, WORK (work dir; the CSVs are kept there between runs), CHRT [auto|0], MCX_BIN
+# (another mcx-authz binary to serve, e.g. a build before a change; the driver stays the same).
 # Loopback only; every process is started here and stopped by its PID (trap on exit).
 set -euo pipefail
 
@@ -142,7 +143,7 @@ tcp = ["127.0.0.1:$port"]
 [admin]
 listen = "127.0.0.1:$(( port + 1 ))"
 EOF
-      RUST_LOG=${RUST_LOG:-warn} "$bin" serve --data-dir "$idms" --config "$WORK/mcx-$port.toml" >"$out" 2>&1 &
+      RUST_LOG=${RUST_LOG:-warn} "${MCX_BIN:-$bin}" serve --data-dir "$idms" --config "$WORK/mcx-$port.toml" >"$out" 2>&1 &
       ;;
     kamailio-stateless)
       mkdir -p "$WORK/krun"
