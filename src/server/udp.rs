@@ -2,24 +2,22 @@
 //!
 //! Per datagram, on the socket's receive task, in arrival order: frame and parse; the
 //! transaction check ([`Pipeline::admit`]: a retransmission is answered or absorbed here and
-//! costs no signature check); then
-//! - a request without a token to check (REGISTER, a PUBLISH refresh or removal, …) runs its
-//!   ordered step ([`Pipeline::step`]: edge, machine, response) at once on this task, unless an
-//!   earlier request of the same IMPU is still being verified — then it runs right after that
-//!   one, on the verifier's thread;
-//! - a PUBLISH with a body takes its place in its IMPU's order ([`Sequencer::reserve`]) and goes
-//!   to a verifier thread, which checks the token signatures ([`Pipeline::verify`]) in parallel
-//!   with everything else, then runs the ordered step with those verdicts, then the IMPU's
-//!   requests that waited behind it.
+//! costs no signature check); a place in its IMPU's order ([`Sequencer::reserve`]); then
+//! - a PUBLISH with a body goes to a verifier thread, which checks its token signatures
+//!   ([`Pipeline::verify`]) in parallel with everything else, then runs its ordered step
+//!   ([`Pipeline::step`]: edge, machine, response) once every earlier request of its IMPU has run;
+//! - any other request (REGISTER, a PUBLISH refresh or removal, …) goes to a step thread, which
+//!   runs its ordered step as soon as every earlier request of its IMPU has run.
 //!
-//! So RFC 3903's in-order processing per IMPU holds, and a REGISTER waits for a signature
-//! check only when its own IMPU has one pending. The machine itself stays behind the server's
-//! one lock, held for the machine's step only: its decisions span IMPUs (an MC service ID's
-//! devices, IMPU changes), so it is not split.
+//! Whoever completes a request runs the requests of its IMPU that waited behind it. So RFC 3903's
+//! in-order processing per IMPU holds; a REGISTER waits for a signature check only when its
+//! own IMPU has one pending, and never in a queue of signature checks (verifiers and step threads
+//! are separate, one of each per core: the non-crypto work is spread over the cores too). The
+//! machine itself stays behind the server's one lock, held for the machine's step only: its
+//! decisions span IMPUs (an MC service ID's devices, IMPU changes), so it is not split.
 //!
-//! Bounded: at most [`MAX_PENDING`] requests wait in verification or behind it; the receive task
-//! then stops reading and the kernel's socket buffer holds the rest (SIP retransmits what it
-//! drops).
+//! Bounded: at most [`MAX_PENDING`] admitted requests are in flight; the receive task then stops
+//! reading and the kernel's socket buffer holds the rest (SIP retransmits what it drops).
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -54,15 +52,15 @@ struct Job {
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// Threads that check signatures, one per core: CPU-bound work stays off the runtime's workers,
-/// so the receive task keeps reading while they verify.
-struct Verifiers {
+/// A fixed pool of threads (one per core) fed in FIFO order: work stays off the runtime's
+/// workers, so the receive task keeps reading.
+struct Pool {
     queue: Option<mpsc::Sender<Task>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Verifiers {
-    fn start() -> std::io::Result<Verifiers> {
+impl Pool {
+    fn start(name: &str) -> std::io::Result<Pool> {
         let (tx, rx) = mpsc::channel::<Task>();
         let rx = Arc::new(Mutex::new(rx));
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -71,7 +69,7 @@ impl Verifiers {
             let rx = rx.clone();
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("sip-verify-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || loop {
                         let task = {
                             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,7 +82,7 @@ impl Verifiers {
                     })?,
             );
         }
-        Ok(Verifiers {
+        Ok(Pool {
             queue: Some(tx),
             threads,
         })
@@ -134,10 +132,10 @@ pub async fn serve(
     pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let verifiers = match Verifiers::start() {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "could not start the verifier threads");
+    let (verifiers, steppers) = match (Pool::start("sip-verify"), Pool::start("sip-step")) {
+        (Ok(v), Ok(s)) => (v, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "could not start the SIP worker threads");
             return;
         }
     };
@@ -196,20 +194,25 @@ pub async fn serve(
             verdicts: None,
             _permit: Some(permit),
         };
+        let ticket = order.reserve(key);
+        let (pipeline, socket, order, rt) =
+            (pipeline.clone(), socket.clone(), order.clone(), rt.clone());
         if verify {
-            let ticket = order.reserve(key);
-            let (pipeline, socket, order, rt) =
-                (pipeline.clone(), socket.clone(), order.clone(), rt.clone());
             verifiers.submit(Box::new(move || {
                 let mut job = job;
                 job.verdicts = Some(pipeline.verify(&job.req, job.src, job.now));
                 order.fulfil(ticket, job, |j| run(&pipeline, &socket, &rt, j));
             }));
-        } else if let Some(mut job) = order.submit_ready(key, job) {
-            job._permit = None;
-            run(&pipeline, &socket, &rt, job);
+        } else {
+            steppers.submit(Box::new(move || {
+                order.fulfil(ticket, job, |j| run(&pipeline, &socket, &rt, j));
+            }));
         }
     }
     // Let what was admitted finish (the verifiers run the waiting requests too).
-    let _ = tokio::task::spawn_blocking(move || verifiers.finish()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        verifiers.finish();
+        steppers.finish();
+    })
+    .await;
 }
