@@ -8,11 +8,12 @@
 //! never waits behind the signature check of another IMPU's PUBLISH (the shard workers of the
 //! previous design did, whenever two IMPUs hashed to the same worker).
 //!
-//! A key with nothing pending has no entry at all, so the common case — the key is idle and the
-//! request is ready — is one uncontended lock of one of [`SHARDS`] small maps, no allocation,
-//! and the caller runs the request itself. Entries exist only while a key has a request in
-//! verification, so the tables are bounded by the number of requests in verification, which
-//! the caller bounds.
+//! A key with nothing pending has no entry at all: [`Sequencer::submit_ready`] on an idle key is
+//! one uncontended lock of one of [`SHARDS`] small maps and hands the job back to run at once.
+//! (The UDP path, `udp.rs`, reserves a place for every request instead, so that the ordered
+//! steps run on pool threads rather than on the receive task.) Entries exist only while a key
+//! has a request reserved or waiting, so the tables are bounded by the requests in flight,
+//! which the caller bounds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
