@@ -5,11 +5,16 @@
 #   sipp                    <- sip-tester
 #   kamailio (+ modules)    <- kamailio (sl, tm, registrar, usrloc, uac, htable, textops, ...)
 #   app_python3             <- kamailio-python3-modules
+#   tls (SIP over TLS)      <- kamailio-tls-modules
 #   PyJWT + cryptography    <- python3-jwt, python3-cryptography (pip fallback: pyjwt cryptography)
 #   ss, curl                <- iproute2, curl
+#   xmlsec1, openssl        <- xmlsec1, openssl (TS 33.180 clause 9 interop oracle, KDF oracle)
+#   initdb, postgres        <- postgresql (tests/durability.rs starts a throw-away cluster in a
+#                              temp dir on a loopback port and stops it by PID; the Debian
+#                              package's own cluster is not used)
 set -euo pipefail
 
-packages=(sip-tester kamailio kamailio-python3-modules python3-jwt python3-cryptography iproute2 curl)
+packages=(sip-tester kamailio kamailio-tls-modules kamailio-python3-modules python3-jwt python3-cryptography iproute2 curl xmlsec1 openssl postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,3 +42,4 @@ fi
 
 sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ]*' || true
 kamailio -v 2>&1 | grep -m1 -o 'version: kamailio [^ ]*' || true
+xmlsec1 --version 2>&1 | head -1 || true

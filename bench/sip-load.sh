@@ -135,6 +135,8 @@ start_server() { # target logfile
   alg=$(alg_of "$target")
   case $target in
     mcx-*)
+      # The load CSV carries tokens in clear (as Kamailio's does): post-cr with clause 9
+      # protection optional, so the comparison measures the same work.
       cat >"$WORK/mcx-$port.toml" <<EOF
 [sip]
 udp = ["127.0.0.1:$port"]
@@ -142,7 +144,20 @@ tcp = ["127.0.0.1:$port"]
 
 [admin]
 listen = "127.0.0.1:$(( port + 1 ))"
+
+[http]
+enabled = false
+
+[policy]
+token_protection = "optional"
 EOF
+      # The store: in memory unless STORE=redb (durable, a fresh data dir per start); STORE=omit
+      # writes no [store] table, for an MCX_BIN built before issue 13.
+      case ${STORE:-memory} in
+        omit) ;;
+        redb) printf '\n[store]\ndir = "%s"\n' "$(mktemp -d "$WORK/store.XXXXXX")" >>"$WORK/mcx-$port.toml" ;;
+        *) printf '\n[store]\nbackend = "memory"\n' >>"$WORK/mcx-$port.toml" ;;
+      esac
       RUST_LOG=${RUST_LOG:-warn} "${MCX_BIN:-$bin}" serve --data-dir "$idms" --config "$WORK/mcx-$port.toml" >"$out" 2>&1 &
       ;;
     kamailio-stateless)

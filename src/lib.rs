@@ -7,7 +7,12 @@
 
 pub mod cli;
 pub mod load;
+pub mod mikey;
+pub mod protection;
+pub mod replay;
+pub mod resource;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod token;
 pub mod trace;

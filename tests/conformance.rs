@@ -17,11 +17,13 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
+use common::perturb::{self, perturbation, Perturbation};
 use common::*;
 use mcx_authz::server::admin::BindingView;
 use mcx_authz::token::LabIdms;
 use mcx_model::env::{
-    Body, EnvAction, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Req, Sender, Tok, TokenKind,
+    Body, EnvAction, EnvState, McxModel, ModelConfig, Msg, NetworkKind, Prot, Req, Sender, Tok,
+    TokenKind,
 };
 use mcx_model::{FailedReauthorization, ImpuChange, Service, TokenExpiry, Variant};
 use proptest::prelude::*;
@@ -45,11 +47,18 @@ struct Case {
     impu_change: ImpuChange,
     two_services: bool,
     choices: Vec<u16>,
+    /// How the request of step i is written (issue 16: what the edge must ignore); a step
+    /// without one sends the request as built.
+    perturbations: Vec<Perturbation>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop_oneof![Just(Variant::PreCr), Just(Variant::Ct1Rel18)],
+        prop_oneof![
+            Just(Variant::PreCr),
+            Just(Variant::Ct1Rel18),
+            Just(Variant::PostCr)
+        ],
         prop_oneof![
             Just(TokenExpiry::KeepBinding),
             Just(TokenExpiry::EndBinding)
@@ -64,6 +73,7 @@ fn case() -> impl Strategy<Value = Case> {
         ],
         any::<bool>(),
         proptest::collection::vec(any::<u16>(), 1..48),
+        proptest::collection::vec(perturbation(), 0..48),
     )
         .prop_map(
             |(
@@ -73,6 +83,7 @@ fn case() -> impl Strategy<Value = Case> {
                 impu_change,
                 two_services,
                 choices,
+                perturbations,
             )| Case {
                 variant,
                 token_expiry,
@@ -80,6 +91,7 @@ fn case() -> impl Strategy<Value = Case> {
                 impu_change,
                 two_services,
                 choices,
+                perturbations,
             },
         )
 }
@@ -89,6 +101,9 @@ impl Case {
     /// only need to let every behaviour happen.
     fn model(&self) -> McxModel {
         let mut cfg = ModelConfig::for_variant(self.variant);
+        // The server on the wire gets its CSKs from the lab table (`conformance_csks`): the
+        // model's provisioned CSKs, no MIKEY-SAKKE upload.
+        cfg.csk_upload = false;
         cfg.network = NetworkKind::Duplicating;
         cfg.max_duplicates = 3;
         cfg.attacker_budget = 3;
@@ -112,6 +127,9 @@ impl Case {
         cfg.policy.token_expiry = self.token_expiry;
         cfg.policy.failed_reauthorization = self.failed_reauthorization;
         cfg.policy.impu_change = self.impu_change;
+        // Settling (the fair scheduler of the liveness properties) is a checking device, not a
+        // SIP event: the walks explore the environment's own actions only.
+        cfg.liveness = false;
         cfg.into_model()
     }
 }
@@ -130,6 +148,8 @@ struct Sut<'m> {
     etags: BTreeMap<u16, String>,
     /// The last request sent by the SIP core over UDP, and its response.
     last_udp: Option<(Vec<u8>, SipReply)>,
+    /// PUBLISHes sent with a TS 33.180 clause 9 protected body.
+    protected_sent: usize,
 }
 
 impl<'m> Sut<'m> {
@@ -144,6 +164,15 @@ impl<'m> Sut<'m> {
             c.admin.manual_clock_start = Some(BASE);
             c.token.leeway_secs = 0;
             c.sip.trusted_cores = vec!["127.0.0.1/32".parse().unwrap()];
+            // TS 33.180 clause 9: the model's provisioned CSKs, one per (user, IMPU, service).
+            c.protection.csk = conformance_csks(model)
+                .iter()
+                .map(|e| mcx_sec::csk::CskConfig {
+                    csk_id: e.id.to_string(),
+                    csk: e.csk.to_hex(),
+                    mc_id: e.mc_id.clone(),
+                })
+                .collect();
         });
         let core_udp = UdpClient::new(server.udp);
         let attacker = UdpClient::bind_from("127.0.0.2", server.udp);
@@ -159,6 +188,7 @@ impl<'m> Sut<'m> {
             tokens: HashMap::new(),
             etags: BTreeMap::new(),
             last_udp: None,
+            protected_sent: 0,
         };
         // The model starts with the attacker registered at tick 0 (its own IMS subscription).
         if model.config().attacker {
@@ -170,6 +200,7 @@ impl<'m> Sut<'m> {
                 true,
                 None,
                 "attacker-client",
+                &Perturbation::default(),
             ));
             assert_eq!(r.status, 200);
         }
@@ -199,8 +230,9 @@ impl<'m> Sut<'m> {
             .unwrap_or_else(|| format!("never-issued-{n}"))
     }
 
-    /// The SIP request a model message becomes.
-    fn sip_for(&mut self, msg: &Msg) -> SipMsg {
+    /// The SIP request a model message becomes (`p` also reorders the parts inside a
+    /// third-party REGISTER's `message/sip` body).
+    fn sip_for(&mut self, msg: &Msg, p: &Perturbation) -> SipMsg {
         let client = self.model.client(msg.from).to_string();
         match &msg.req {
             Req::Register {
@@ -218,6 +250,7 @@ impl<'m> Sut<'m> {
                     *mc_tags,
                     jwt.as_deref(),
                     &client,
+                    p,
                 )
             }
             Req::Publish {
@@ -228,6 +261,7 @@ impl<'m> Sut<'m> {
                 body,
                 ..
             } => {
+                let service_index = service;
                 let service = self.model.service(*service);
                 let impu = self.model.impu(*impu).to_string();
                 let mut m = publish_to(service, &impu).header("Expires", &expires.to_string());
@@ -236,10 +270,27 @@ impl<'m> Sut<'m> {
                 }
                 let info = match body {
                     Body::Empty => None,
-                    Body::Auth { token, protected } => {
-                        assert!(!protected, "the SIP edge has no TS 33.180 clause 9 yet; conformance runs unprotected variants");
+                    Body::Auth { token, prot } => {
                         let jwt = self.jwt(*token);
-                        Some(info_body(service, Some(&jwt), None, &client))
+                        let info = info_body(service, Some(&jwt), None, &client);
+                        if let Prot::Provisioned { user, impu } = prot {
+                            // Encrypted and signed under the model's provisioned CSK of (user,
+                            // IMPU, service) — the one the model's machine is told about (the
+                            // attacker's resend keeps the victim's).
+                            let body = protected_body(
+                                &csk_entry(self.model, *user, *impu, *service_index),
+                                service,
+                                &info.1,
+                                &settings_xml(&client),
+                            );
+                            self.protected_sent += 1;
+                            return m.body(&body.0, body.1.into_bytes());
+                        }
+                        assert!(
+                            !prot.protected(),
+                            "conformance runs with provisioned CSKs (no MIKEY upload on the wire)"
+                        );
+                        Some(info)
                     }
                     Body::Settings { user } => {
                         let svc_index = self
@@ -254,13 +305,13 @@ impl<'m> Sut<'m> {
                     }
                 };
                 match info {
-                    Some((ct, xml)) => {
-                        let (ct, bytes) = multipart(&[
-                            (ct.as_str(), xml),
-                            ("application/poc-settings+xml", settings_xml(&client)),
-                        ]);
-                        m.body(&ct, bytes)
-                    }
+                    Some((ct, xml)) => m.parts(vec![
+                        (ct, xml.into_bytes()),
+                        (
+                            "application/poc-settings+xml".into(),
+                            settings_xml(&client).into_bytes(),
+                        ),
+                    ]),
                     None => m,
                 }
             }
@@ -268,28 +319,57 @@ impl<'m> Sut<'m> {
     }
 
     fn send_core(&mut self, m: &SipMsg) -> SipReply {
+        let others = vec!["sip:nobody@invalid".to_owned()];
+        self.send_core_as(m, &Perturbation::default(), others)
+    }
+
+    /// Sends as the SIP core, written as `p` says.
+    fn send_core_as(&mut self, m: &SipMsg, p: &Perturbation, others: Vec<String>) -> SipReply {
+        let ctx = perturb::Context {
+            others,
+            trusted: true,
+        };
         match self.wire {
             Wire::Udp => {
-                let bytes = m.to_bytes(&self.core_udp.local());
+                let bytes = m.render(&self.core_udp.local(), p, &ctx);
                 let r = self.core_udp.send_raw(&bytes);
                 self.last_udp = Some((bytes, r.clone()));
                 r
             }
-            Wire::Tcp => self.core_tcp.as_mut().expect("TCP client").send(m),
+            Wire::Tcp => {
+                let tcp = self.core_tcp.as_mut().expect("TCP client");
+                let bytes = m.render(&tcp.local(), p, &ctx);
+                tcp.send_raw(bytes)
+            }
         }
     }
 
-    fn deliver(&mut self, msg: &Msg) -> SipReply {
-        let m = self.sip_for(msg);
-        let trusted = match &msg.req {
-            Req::Publish { trusted, .. } => *trusted,
-            Req::Register { .. } => true,
+    /// Every model IMPU except `impu` (all registered at some point of a walk; the attacker's
+    /// from tick 0).
+    fn other_impus(&self, impu: u8) -> Vec<String> {
+        (0..=self.model.attacker_impu())
+            .filter(|i| *i != impu)
+            .map(|i| self.model.impu(i).to_string())
+            .collect()
+    }
+
+    fn deliver(&mut self, msg: &Msg, p: &Perturbation) -> SipReply {
+        let m = self.sip_for(msg, p);
+        let (trusted, impu) = match &msg.req {
+            Req::Publish { trusted, impu, .. } => (*trusted, *impu),
+            Req::Register { impu, .. } => (true, *impu),
         };
+        let others = self.other_impus(impu);
         if trusted {
-            self.send_core(&m)
+            self.send_core_as(&m, p, others)
         } else {
             // The attacker skips the SIP core: it sends from an address that is not one.
-            self.attacker.send(&m)
+            let ctx = perturb::Context {
+                others,
+                trusted: false,
+            };
+            self.attacker
+                .send_raw(&m.render(&self.attacker.local(), p, &ctx))
         }
     }
 
@@ -318,52 +398,54 @@ impl<'m> Sut<'m> {
     }
 }
 
-/// Adds the `message/sip` body a third-party REGISTER carries: the UE's REGISTER, with the MC
-/// feature tags in its Contact when `mc_tags`, and a token body per service when given.
-fn with_embedded(
-    reg: SipMsg,
-    services: &[Service],
-    mc_tags: bool,
-    token: Option<&str>,
-    client: &str,
-) -> SipMsg {
-    let impu = reg
-        .headers
-        .iter()
-        .find(|(n, _)| n == "To")
-        .map(|(_, v)| v.trim_matches(['<', '>']).to_owned())
-        .unwrap();
-    let tags: String = if mc_tags {
-        services
-            .iter()
-            .map(|s| format!(";+{}", s.feature_tag()))
-            .collect()
-    } else {
-        String::new()
-    };
-    let (ct, body) = match token {
-        Some(t) => {
-            let parts: Vec<(String, String)> = services
-                .iter()
-                .map(|s| info_body(*s, Some(t), None, client))
-                .collect();
-            let refs: Vec<(&str, String)> =
-                parts.iter().map(|(c, x)| (c.as_str(), x.clone())).collect();
-            let (ct, bytes) = multipart(&refs);
-            (Some(ct), bytes)
-        }
-        None => (None, Vec::new()),
-    };
-    let mut ue = format!(
-        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKue\r\nFrom: <{impu}>;tag=ue\r\nTo: <{impu}>\r\nCall-ID: ue-reg@192.0.2.10\r\nCSeq: 1 REGISTER\r\nContact: <sip:ue@192.0.2.10:5060>{tags}\r\n"
-    );
-    if let Some(ct) = ct {
-        ue.push_str(&format!("Content-Type: {ct}\r\n"));
+/// The lab CSK the server holds for the model's provisioned CSK of (`user`, IMPU `impu`,
+/// service index `service`) (`McxModel::csk`): CSK-ID `2uuiiss` in hex, a fixed key.
+fn csk_entry(model: &McxModel, user: u8, impu: u8, service: u8) -> mcx_sec::csk::CskEntry {
+    let id = 0x2000_0000 | u32::from(user) << 16 | u32::from(impu) << 8 | u32::from(service);
+    let mut key = [0x5a; 16];
+    key[..3].copy_from_slice(&[user, impu, service]);
+    mcx_sec::csk::CskEntry {
+        id: mcx_sec::csk::CskId(id),
+        csk: mcx_sec::csk::Csk::new(key),
+        mc_id: model.mc_id(user, service).to_string(),
     }
-    ue.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = ue.into_bytes();
-    bytes.extend(body);
-    reg.body("message/sip", bytes)
+}
+
+/// Every CSK the model provisions (`McxModel::init_state`), as lab CSKs.
+fn conformance_csks(model: &McxModel) -> Vec<mcx_sec::csk::CskEntry> {
+    let cfg = model.config();
+    let mut v = Vec::new();
+    for user in 0..cfg.users as u8 {
+        for impu in 0..=model.attacker_impu() {
+            for service in 0..cfg.services.len() as u8 {
+                v.push(csk_entry(model, user, impu, service));
+            }
+        }
+    }
+    v
+}
+
+/// A PUBLISH body protected per TS 33.180 clause 9: the info body with token and client ID
+/// encrypted, the poc-settings body, and the signature part over the info body (by Content-ID).
+fn protected_body(
+    entry: &mcx_sec::csk::CskEntry,
+    service: Service,
+    info: &str,
+    settings: &str,
+) -> (String, String) {
+    let p = mcx_authz::protection::Protector::new(entry, mcx_sec::kdf::KdfReading::default())
+        .expect("protector");
+    let info = p.encrypt_info(service, info).expect("encrypt");
+    let cid = mcx_authz::protection::INFO_CONTENT_ID;
+    let sig = p.sign(&[(cid, info.as_bytes())]);
+    let b = "mcx-conformance-clause9";
+    let svc = service.name();
+    (
+        format!("multipart/mixed;boundary={b}"),
+        format!(
+            "--{b}\r\nContent-Type: application/vnd.3gpp.{svc}-info+xml\r\nContent-ID: <{cid}>\r\n\r\n{info}\r\n--{b}\r\nContent-Type: application/poc-settings+xml\r\n\r\n{settings}\r\n--{b}\r\nContent-Type: application/vnd.3gpp.{svc}-signed+xml\r\n\r\n{sig}\r\n--{b}--\r\n"
+        ),
+    )
 }
 
 fn describe(model: &McxModel, a: &EnvAction) -> String {
@@ -461,6 +543,8 @@ fn compare_tables(sut: &Sut<'_>, state: &EnvState) -> Result<(), String> {
 #[derive(Debug, Default)]
 struct Coverage {
     delivered: usize,
+    /// PUBLISHes sent protected (TS 33.180 clause 9).
+    protected: usize,
     statuses: std::collections::BTreeSet<u16>,
     events: std::collections::BTreeSet<String>,
 }
@@ -469,10 +553,11 @@ struct Coverage {
 fn deliver_and_compare(
     sut: &mut Sut<'_>,
     msg: &Msg,
+    p: &Perturbation,
     effect: &mcx_model::env::StepEffect,
     coverage: &mut Coverage,
 ) -> Result<(), String> {
-    let reply = sut.deliver(msg);
+    let reply = sut.deliver(msg, p);
     coverage.delivered += 1;
     coverage.statuses.insert(reply.status);
     let Some(expected) = &effect.response else {
@@ -511,7 +596,8 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         ))
     };
     let mut coverage = Coverage::default();
-    for &choice in &case.choices {
+    for (step, &choice) in case.choices.iter().enumerate() {
+        let p = case.perturbations.get(step).copied().unwrap_or_default();
         let mut enabled = model.enabled(&state);
         let retransmit_possible = wire == Wire::Udp && sut.last_udp.is_some();
         let n = enabled.len() + usize::from(retransmit_possible);
@@ -540,7 +626,11 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
             continue;
         }
         let action = enabled.swap_remove(pick);
-        path.push(describe(&model, &action));
+        let mut said = describe(&model, &action);
+        if !p.is_none() && matches!(action, EnvAction::Deliver { .. }) {
+            said.push_str(&format!(" [written: {p}]"));
+        }
+        path.push(said);
         let Some((next, effect)) = model.apply(&state, &action) else {
             return fail(&path, "model refused an enabled action".into());
         };
@@ -549,7 +639,7 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         }
         match &action {
             EnvAction::Deliver { msg, .. } => {
-                if let Err(e) = deliver_and_compare(&mut sut, msg, &effect, &mut coverage) {
+                if let Err(e) = deliver_and_compare(&mut sut, msg, &p, &effect, &mut coverage) {
                     return fail(&path, e);
                 }
             }
@@ -557,10 +647,18 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
             EnvAction::Restart => {
                 http(sut.server.admin, "POST", "/restart");
             }
+            // kill -9 and a restart from the durable store (issue 13): the model loses nothing
+            // (its crash properties), so the in-process server, which keeps running, must still
+            // agree with it below; tests/durability.rs kills the real binary.
+            EnvAction::Crash => {}
             _ => match model.attacker_msg(&state, &action) {
                 // The attacker's replay and forged PUBLISH are sent and delivered in one step.
                 Some(msg) => {
-                    if let Err(e) = deliver_and_compare(&mut sut, &msg, &effect, &mut coverage) {
+                    path.last_mut()
+                        .expect("pushed above")
+                        .push_str(&format!(" [written: {p}]"));
+                    if let Err(e) = deliver_and_compare(&mut sut, &msg, &p, &effect, &mut coverage)
+                    {
                         return fail(&path, e);
                     }
                 }
@@ -586,6 +684,7 @@ fn run_case(case: &Case, wire: Wire) -> Result<Coverage, String> {
         }
         state = next;
     }
+    coverage.protected = sut.protected_sent;
     Ok(coverage)
 }
 
@@ -637,6 +736,16 @@ fn conformance_paths_exercise_the_server() {
             choices: (0..160u16)
                 .map(|i| i.wrapping_mul(7919).wrapping_add(seed.wrapping_mul(40_503)))
                 .collect(),
+            // Every other seed writes its requests as built; the rest perturbed.
+            perturbations: if seed % 2 == 0 {
+                Vec::new()
+            } else {
+                (0..160u64)
+                    .map(|i| {
+                        Perturbation::pick(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(seed))
+                    })
+                    .collect()
+            },
         };
         let c = run_case(&case, Wire::Udp).expect("conformance");
         all.delivered += c.delivered;
@@ -670,7 +779,54 @@ fn one_long_walk_agrees() {
         impu_change: ImpuChange::KeepOldBinding,
         two_services: false,
         choices: (0..200u16).map(|i| i.wrapping_mul(7919)).collect(),
+        perturbations: (0..200u64)
+            .map(|i| Perturbation::pick(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect(),
     };
     let c = run_case(&case, Wire::Udp).expect("conformance");
     assert!(c.delivered >= 10, "only {} deliveries", c.delivered);
+}
+
+/// Post-cr as `serve` runs it (`token_protection = required`): the walks send encrypted and
+/// signed bodies under the model's CSKs, and the server binds, refuses and unbinds with the
+/// model, over UDP and TCP.
+#[test]
+fn post_cr_walks_agree_with_protected_bodies() {
+    let mut all = Coverage::default();
+    for seed in 0..12u16 {
+        let case = Case {
+            variant: Variant::PostCr,
+            token_expiry: TokenExpiry::KeepBinding,
+            failed_reauthorization: FailedReauthorization::KeepBinding,
+            impu_change: ImpuChange::KeepOldBinding,
+            two_services: seed % 3 == 1,
+            choices: (0..120u16)
+                .map(|i| i.wrapping_mul(7919).wrapping_add(seed.wrapping_mul(40_503)))
+                .collect(),
+            // Protected bodies, perturbed on every third seed.
+            perturbations: if seed % 3 == 2 {
+                (0..120u64)
+                    .map(|i| {
+                        Perturbation::pick(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(seed))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let wire = if seed % 2 == 0 { Wire::Udp } else { Wire::Tcp };
+        let c = run_case(&case, wire).expect("conformance");
+        all.delivered += c.delivered;
+        all.protected += c.protected;
+        all.statuses.extend(c.statuses);
+        all.events.extend(c.events);
+    }
+    assert!(
+        all.protected >= 12,
+        "only {} protected PUBLISHes",
+        all.protected
+    );
+    assert!(all.statuses.contains(&200), "{:?}", all.statuses);
+    assert!(all.statuses.contains(&403), "{:?}", all.statuses);
+    assert!(all.events.contains("bound"), "{:?}", all.events);
 }

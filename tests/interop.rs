@@ -1,14 +1,15 @@
 //! mcx-authz behind a real SIP core (issue 5 item 4): SIPp as the UE → Kamailio
 //! (`tests/interop/kamailio-core.cfg`: registrar, third-party REGISTER, P-Asserted-Identity) →
-//! `mcx-authz serve`, all on loopback, over UDP and over TCP between the core and mcx-authz.
+//! `mcx-authz serve`, all on loopback, over UDP, TCP and TLS (Kamailio's tls module, a client
+//! certificate from `mcx-authz tls-lab-certs`) between the core and mcx-authz.
 //!
 //! `tests/interop/run.sh` starts Kamailio, plays the UE (REGISTER + PUBLISH with a token and
 //! forged identities, then de-REGISTER) and checks `/bindings` in between; this test then checks
 //! from its side that every request really reached mcx-authz and was decided there (counters,
 //! bindings, registrations), and that the script stopped its Kamailio.
 //!
-//! Needs `sipp`, `kamailio` and `curl`: under CI a missing one fails the test; elsewhere it is
-//! skipped with a loud message.
+//! Needs `sipp`, `kamailio` and `curl`: a missing one fails the test, naming
+//! `bash .ci/install-deps.sh` (which `./test` runs first).
 
 mod external;
 
@@ -26,7 +27,8 @@ struct Run {
 }
 
 fn run_script(scratch: &Scratch, args: &[String], csv: &std::path::Path) -> Run {
-    let core_port = free_ports(3); // core, stand-in UAS (core + 1), UE (core + 2)
+    // core, stand-in UAS (core + 1), UE (core + 2), the core's TLS socket (core + 3)
+    let core_port = free_ports(4);
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("tests/interop/run.sh"))
         .args(["--core-port", &core_port.to_string()])
@@ -96,13 +98,44 @@ fn assert_core_stopped(core_port: u16) {
     );
 }
 
-fn through_the_core(tcp: bool) {
-    if !require_tools(&TOOLS) {
-        return;
-    }
-    let name = if tcp { "interop-tcp" } else { "interop-udp" };
-    let scratch = Scratch::new(name);
-    let server = McxServer::start(&scratch, "");
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CoreLink {
+    Udp,
+    Tcp,
+    /// TLS between the core and mcx-authz; no source address is trusted, so only the core's
+    /// client certificate (named in `trusted_client_names`) makes it a trusted SIP core.
+    Tls,
+}
+
+fn through_the_core(link: CoreLink) {
+    require_tools(&TOOLS);
+    let name = format!("interop-{link:?}").to_lowercase();
+    let scratch = Scratch::new(&name);
+    let tls_dir = scratch.join("tls");
+    let server = if link == CoreLink::Tls {
+        let certs = run_bounded(
+            "mcx-authz tls-lab-certs",
+            Command::new(mcx_bin())
+                .args(["tls-lab-certs", "--out"])
+                .arg(&tls_dir),
+            Duration::from_secs(30),
+        );
+        assert_eq!(certs.code(), Some(0), "{certs:?}");
+        let d = tls_dir.display();
+        McxServer::start_with(
+            &scratch,
+            &format!(
+                "trusted_cores = []\n\n[[sip.tls]]\nlisten = \"127.0.0.1:0\"\n\
+                 cert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\nclient_ca = \"{d}/ca.pem\"\n\
+                 trusted_client_names = [\"core.ims.example.org\"]\n"
+            ),
+            "token_protection = \"optional\"",
+        )
+    } else {
+        // Clear tokens through Kamailio: post-cr with protection optional (clause 9 is
+        // tests/protection.rs).
+        McxServer::start(&scratch, "token_protection = \"optional\"")
+    };
     let csv = scratch.join("ue.csv");
     let mint = run_bounded(
         "mcx-authz token mint-csv",
@@ -118,23 +151,36 @@ fn through_the_core(tcp: bool) {
     assert_eq!(mint.code(), Some(0), "{mint:?}");
     let impu = read_csv_fields(&csv)[0].clone();
 
+    let mcx = match link {
+        CoreLink::Tls => server.tls.expect("a TLS listener"),
+        _ => server.udp,
+    };
     let mut args = vec![
         "--mcx".to_owned(),
-        server.udp.to_string(),
+        mcx.to_string(),
         "--admin".to_owned(),
         format!("http://{}", server.admin),
     ];
-    if tcp {
-        assert_eq!(server.udp.port(), server.tcp.port(), "one port for both");
-        args.extend(["--transport".to_owned(), "tcp".to_owned()]);
+    match link {
+        CoreLink::Udp => {}
+        CoreLink::Tcp => {
+            assert_eq!(server.udp.port(), server.tcp.port(), "one port for both");
+            args.extend(["--transport".to_owned(), "tcp".to_owned()]);
+        }
+        CoreLink::Tls => args.extend([
+            "--transport".to_owned(),
+            "tls".to_owned(),
+            "--tls-dir".to_owned(),
+            tls_dir.display().to_string(),
+        ]),
     }
     let run = run_script(&scratch, &args, &csv);
     let r = &run.finished;
     assert_eq!(
         r.code(),
         Some(0),
-        "run.sh over {}: {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- mcx-authz stderr\n{}",
-        if tcp { "TCP" } else { "UDP" },
+        "run.sh over {:?}: {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- mcx-authz stderr\n{}",
+        link,
         r.status,
         r.elapsed,
         r.stdout,
@@ -187,16 +233,31 @@ fn through_the_core(tcp: bool) {
         "{:?}",
         server.registrations()
     );
+    if link == CoreLink::Tls {
+        // Kamailio's connection was TLS, accepted, with a good handshake.
+        assert!(
+            metric(&m, "mcx_tcp_connections_accepted_total") >= 1,
+            "{m:?}"
+        );
+        assert_eq!(metric(&m, "mcx_tls_handshake_failures_total"), 0, "{m:?}");
+    }
 }
 
 #[test]
 fn ue_through_kamailio_to_mcx_authz_over_udp() {
-    through_the_core(false);
+    through_the_core(CoreLink::Udp);
 }
 
 #[test]
 fn ue_through_kamailio_to_mcx_authz_over_tcp() {
-    through_the_core(true);
+    through_the_core(CoreLink::Tcp);
+}
+
+/// The core reaches mcx-authz over TLS (issue 14 item 4); mcx-authz trusts no source address,
+/// only the core's client certificate, so the binding proves the certificate-based trust.
+#[test]
+fn ue_through_kamailio_to_mcx_authz_over_tls() {
+    through_the_core(CoreLink::Tls);
 }
 
 /// Without `--mcx`, a SIPp UAS stands in for mcx-authz and asserts what the core sends it:
@@ -204,9 +265,7 @@ fn ue_through_kamailio_to_mcx_authz_over_tcp() {
 /// PUBLISH whose P-Asserted-Identity is exactly the registered IMPU with no PPI left.
 #[test]
 fn kamailio_core_sends_what_an_mcx_server_needs() {
-    if !require_tools(&TOOLS) {
-        return;
-    }
+    require_tools(&TOOLS);
     let scratch = Scratch::new("interop-stand-in");
     // The stand-in accepts any token: a syntactically plausible one is enough.
     let csv = scratch.join("ue.csv");

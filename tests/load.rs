@@ -100,7 +100,8 @@ fn load_generator_agrees_with_sipp() {
         panic!("sipp is not installed: bash .ci/install-deps.sh installs the Debian package sip-tester")
     });
     let scratch = Scratch::new("load-vs-sipp");
-    let server = McxServer::start(&scratch, "");
+    // Tokens in clear: post-cr with protection optional (clause 9 is tests/protection.rs).
+    let server = McxServer::start(&scratch, "token_protection = \"optional\"");
     let ours_csv = mint_csv(&server, &scratch, "gen");
     let sipp_csv = mint_csv(&server, &scratch, "sipp");
     let xml = scratch.join("register_publish.xml");

@@ -70,7 +70,7 @@ fn edge_counting(bytes: &[u8], config: &EdgeConfig, trusted: bool) -> (Edge, usi
         calls.set(calls.get() + 1);
         validator(t)
     };
-    let mut open = |_: &mcx_authz::sip::body::ProtectedElement| {
+    let mut open = |_: &mcx_authz::sip::Sealed<'_>| {
         opens.set(opens.get() + 1);
         Err(ProtectionFailure::UnknownKey)
     };
@@ -79,6 +79,7 @@ fn edge_counting(bytes: &[u8], config: &EdgeConfig, trusted: bool) -> (Edge, usi
         trusted_source: trusted,
         validate: &mut validate,
         open: &mut open,
+        key_transport: &mut |_: &[u8]| {},
         fresh_etag: ETag::new("fresh-1"),
     };
     let edge = classify(&req, &mut ctx);
@@ -568,13 +569,13 @@ fn responses_from_the_machine() {
     let mut answer = |bytes: &[u8], etag: &str| -> String {
         let req = request(bytes);
         let mut validate = validator;
-        let mut open =
-            |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
+        let mut open = |_: &mcx_authz::sip::Sealed<'_>| Err(ProtectionFailure::UnknownKey);
         let mut ctx = EdgeContext {
             config: &cfg,
             trusted_source: true,
             validate: &mut validate,
             open: &mut open,
+            key_transport: &mut |_: &[u8]| {},
             fresh_etag: ETag::new(etag),
         };
         let Edge::Machine { input, .. } = classify(&req, &mut ctx) else {
@@ -605,6 +606,7 @@ fn responses_from_the_machine() {
         outcome: mcx_model::Outcome::Authorized,
         etag: Some(ETag::new("etag-A")),
         expires: Some(3600),
+        wait_for: mcx_model::Seq::ZERO,
     };
     assert_eq!(
         build_response(&req, &r, &rc),
@@ -656,13 +658,13 @@ fn measure_parse_and_extract() {
                 panic!()
             };
             let mut validate = |_: &str| TokenVerdict::Rejected(TokenRejection::Malformed);
-            let mut open =
-                |_: &mcx_authz::sip::body::ProtectedElement| Err(ProtectionFailure::UnknownKey);
+            let mut open = |_: &mcx_authz::sip::Sealed<'_>| Err(ProtectionFailure::UnknownKey);
             let mut ctx = EdgeContext {
                 config: &cfg,
                 trusted_source: true,
                 validate: &mut validate,
                 open: &mut open,
+                key_transport: &mut |_: &[u8]| {},
                 fresh_etag: ETag::new("e"),
             };
             std::hint::black_box(classify(&req, &mut ctx));
@@ -908,4 +910,60 @@ fn an_untrusted_publish_costs_no_token_work() {
     // The same bytes from a trusted core do cost one check.
     let (_, calls, _) = edge_counting(&fixture("publish_auth.sip"), &EdgeConfig::default(), true);
     assert_eq!(calls, 1);
+}
+
+/// TS 33.180 5.4: each `application/mikey` part of a PUBLISH body goes to the runtime's
+/// `key_transport` (octets as sent) before any protected value goes to the opener, so the opener
+/// can try the uploaded CSK; an untrusted PUBLISH's body is not read at all.
+#[test]
+fn mikey_parts_reach_the_runtime_before_the_opener() {
+    let info = "<mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params><mcptt-access-token type=\"Encrypted\"><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\"><xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:KeyName>LdFb8A==</ds:KeyName></ds:KeyInfo><xenc:CipherData><xenc:CipherValue>Y2lwaGVy</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></mcptt-access-token><mcptt-client-id type=\"Normal\"><mcpttString>urn:uuid:00000000-0000-4000-8000-000000000001</mcpttString></mcptt-client-id></mcptt-Params></mcpttinfo>";
+    let body = format!(
+        "--b1\r\nContent-Type: application/vnd.3gpp.mcptt-info+xml\r\n\r\n{info}\r\n--b1\r\nContent-Type: application/mikey\r\nContent-Transfer-Encoding: base64\r\n\r\nAQID\r\n--b1--\r\n"
+    );
+    let msg = format!(
+        "PUBLISH sip:mcptt@mcx.example.org SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-m1\r\nMax-Forwards: 70\r\nFrom: <sip:someone-else@example.net>;tag=1\r\nTo: <{IMPU}>\r\nCall-ID: m1\r\nCSeq: 1 PUBLISH\r\nP-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\nExpires: 3600\r\nContent-Type: multipart/mixed;boundary=b1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let req = request(msg.as_bytes());
+    let cfg = EdgeConfig::default();
+    for trusted in [true, false] {
+        let events = std::cell::RefCell::new(Vec::<String>::new());
+        let mut validate = validator;
+        let mut open = |s: &mcx_authz::sip::Sealed<'_>| {
+            events.borrow_mut().push(format!("open {}", s.element));
+            Err(ProtectionFailure::UnknownKey)
+        };
+        let mut key_transport = |part: &[u8]| {
+            events
+                .borrow_mut()
+                .push(format!("mikey {}", String::from_utf8_lossy(part)));
+        };
+        let mut ctx = EdgeContext {
+            config: &cfg,
+            trusted_source: trusted,
+            validate: &mut validate,
+            open: &mut open,
+            key_transport: &mut key_transport,
+            fresh_etag: ETag::new("e"),
+        };
+        let edge = classify(&req, &mut ctx);
+        let Edge::Machine {
+            input: Input::Publish(p),
+            ..
+        } = edge
+        else {
+            panic!("{edge:?}")
+        };
+        // The edge leaves `key_upload` to the runtime, which fills it from what it was given.
+        assert_eq!(p.key_upload, None);
+        let seen = events.into_inner();
+        if trusted {
+            assert_eq!(seen, ["mikey AQID", "open mcptt-access-token"]);
+            // From is not the identity: P-Asserted-Identity is.
+            assert_eq!(p.impu, AssertedIdentity::Trusted(Impu::new(IMPU)));
+        } else {
+            assert!(seen.is_empty(), "{seen:?}");
+        }
+    }
 }

@@ -8,8 +8,8 @@
 //! mint-csv` for the plain `impu;client_id;mc_id;token` scenarios, with the library for the ones
 //! that need extra tokens (a second user, expired, forged, wrongly scoped).
 //!
-//! Needs `sipp` (Debian sip-tester): under CI a missing sipp fails the tests; elsewhere they are
-//! skipped with a loud message.
+//! Needs `sipp` (Debian sip-tester): a missing sipp fails the tests, naming
+//! `bash .ci/install-deps.sh` (which `./test` runs first).
 
 mod external;
 
@@ -23,6 +23,9 @@ use mcx_model::UnixTime;
 
 const ALICE: &str = "sip:alice@example.org";
 const BOB: &str = "sip:bob@example.org";
+/// The clear-token scenarios run post-cr with `token_protection = "optional"`; the protected
+/// ones (TS 33.180 clause 9) run post-cr as `serve` runs it (`required`).
+const CLEAR: &str = "token_protection = \"optional\"";
 /// Bound on one SIPp run (its own `-timeout` is 30 s).
 const SIPP_LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,11 +39,9 @@ struct Harness {
 }
 
 impl Harness {
-    /// `None` (test skipped) when sipp is missing outside CI.
+    /// Fails the test when sipp is missing ([`require_tools`]).
     fn start(scenario: &str, tcp: bool, policy: &str) -> Option<Harness> {
-        if !require_tools(&["sipp"]) {
-            return None;
-        }
+        require_tools(&["sipp"]);
         let name = format!("{scenario}-{}", if tcp { "tcp" } else { "udp" });
         let scratch = Scratch::new(&name);
         let server = McxServer::start(&scratch, policy);
@@ -230,11 +231,13 @@ over_udp_and_tcp!(
     deregistration,
     log_off,
     bad_tokens,
+    register_authorize_protected,
+    register_publish_mikey,
 );
 
 /// OPTIONS, third-party REGISTER, PUBLISH with token: one binding with a publication.
 fn register_authorize(tcp: bool) {
-    let Some(h) = Harness::start("register_authorize", tcp, "") else {
+    let Some(h) = Harness::start("register_authorize", tcp, CLEAR) else {
         return;
     };
     let (csv, f) = h.mint_csv("register_authorize");
@@ -255,7 +258,7 @@ fn register_authorize(tcp: bool) {
 
 /// Refresh with the current tag (new tag each time), 412 for superseded and unknown tags.
 fn refresh_stale_etag(tcp: bool) {
-    let Some(h) = Harness::start("refresh_stale_etag", tcp, "") else {
+    let Some(h) = Harness::start("refresh_stale_etag", tcp, CLEAR) else {
         return;
     };
     let (csv, f) = h.mint_csv("refresh_stale_etag");
@@ -272,7 +275,7 @@ fn refresh_stale_etag(tcp: bool) {
 /// Settings-only PUBLISH: own MC ID 200; another MC ID, an unbound client 404/141; stale 412.
 /// The refusals leave alice's binding as it was, and bind nobody else.
 fn settings_only(tcp: bool) {
-    let Some(h) = Harness::start("settings_only", tcp, "") else {
+    let Some(h) = Harness::start("settings_only", tcp, CLEAR) else {
         return;
     };
     let (impu, _, client) = h.ids();
@@ -288,7 +291,7 @@ fn settings_only(tcp: bool) {
 
 /// User B logs on to the client user A was on: one binding, B's.
 fn user_switch(tcp: bool) {
-    let Some(h) = Harness::start("user_switch", tcp, "") else {
+    let Some(h) = Harness::start("user_switch", tcp, CLEAR) else {
         return;
     };
     let (impu, _, client) = h.ids();
@@ -320,7 +323,7 @@ fn impu_change_csv(h: &Harness) -> (PathBuf, String, String, String) {
 
 /// The client authorizes under IMPU A, then B; `keep-old-binding` (default): both stay.
 fn impu_change(tcp: bool) {
-    let Some(h) = Harness::start("impu_change", tcp, "") else {
+    let Some(h) = Harness::start("impu_change", tcp, CLEAR) else {
         return;
     };
     let (csv, impu_a, impu_b, client) = impu_change_csv(&h);
@@ -335,7 +338,11 @@ fn impu_change(tcp: bool) {
 
 /// The same under `impu_change = "move-binding"`: only B's binding is left.
 fn impu_change_move_binding(tcp: bool) {
-    let Some(h) = Harness::start("impu_change_move", tcp, "impu_change = \"move-binding\"") else {
+    let Some(h) = Harness::start(
+        "impu_change_move",
+        tcp,
+        &format!("{CLEAR}\nimpu_change = \"move-binding\""),
+    ) else {
         return;
     };
     let (csv, _, impu_b, client) = impu_change_csv(&h);
@@ -351,7 +358,7 @@ fn impu_change_move_binding(tcp: bool) {
 /// or not); after re-registration a new token binds again, so the scenario ends with one binding
 /// and a live registration.
 fn deregistration(tcp: bool) {
-    let Some(h) = Harness::start("deregistration", tcp, "") else {
+    let Some(h) = Harness::start("deregistration", tcp, CLEAR) else {
         return;
     };
     let (impu, _, client) = h.ids();
@@ -374,7 +381,7 @@ fn deregistration(tcp: bool) {
 /// Log-off by PUBLISH Expires: 0, then by re-registration without `+g.3gpp.mcptt`: nothing is
 /// bound, and the IMPU stays registered for no MC service.
 fn log_off(tcp: bool) {
-    let Some(h) = Harness::start("log_off", tcp, "") else {
+    let Some(h) = Harness::start("log_off", tcp, CLEAR) else {
         return;
     };
     let (impu, _, client) = h.ids();
@@ -398,7 +405,7 @@ fn log_off(tcp: bool) {
 /// Expired, forged, wrongly scoped, garbage and `alg: none` tokens: each 403/101 for its own
 /// reason, none binds; the valid token then binds.
 fn bad_tokens(tcp: bool) {
-    let Some(h) = Harness::start("bad_tokens", tcp, "") else {
+    let Some(h) = Harness::start("bad_tokens", tcp, CLEAR) else {
         return;
     };
     let (impu, _, client) = h.ids();
@@ -468,7 +475,7 @@ fn a_server_answering_otherwise_fails_the_scenario() {
     let Some(h) = Harness::start(
         "impu_change_mismatch",
         false,
-        "impu_change = \"move-binding\"",
+        &format!("{CLEAR}\nimpu_change = \"move-binding\""),
     ) else {
         return;
     };
@@ -479,4 +486,157 @@ fn a_server_answering_otherwise_fails_the_scenario() {
     assert!(err.contains("404"), "sipp's error log names the 404: {err}");
     // What the move-binding server holds at that point.
     assert_eq!(h.table(), vec![row("mcptt", &impu_b, &client, ALICE)]);
+}
+
+/// TS 33.180 clause 9 on the wire, post-cr as `serve` runs it (`token_protection = required`):
+/// the token in clear gets 403/101, then token and client ID encrypted under the user's lab CSK
+/// with the info body signed bind. The CSV and the CSK table come from `mcx-authz token mint-csv
+/// --protect-csks`, minted before the server starts (the CSKs are config).
+fn register_authorize_protected(tcp: bool) {
+    require_tools(&["sipp"]);
+    let name = format!(
+        "register_authorize_protected-{}",
+        if tcp { "tcp" } else { "udp" }
+    );
+    let scratch = Scratch::new(&name);
+    let lab_dir = scratch.join("lab");
+    let csv = scratch.join("protected.csv");
+    let csks = scratch.join("csks.toml");
+    let r = run_bounded(
+        "mcx-authz token mint-csv --protect-csks",
+        Command::new(mcx_bin())
+            .args(["token", "mint-csv", "--users", "1", "--impu-prefix"])
+            .arg(format!("ue-{name}-"))
+            .arg("--data-dir")
+            .arg(&lab_dir)
+            .arg("--out")
+            .arg(&csv)
+            .arg("--protect-csks")
+            .arg(&csks),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code(), Some(0), "mint-csv: {r:?}");
+    let f = read_csv_fields(&csv);
+    assert_eq!(f.len(), 6, "{f:?}");
+    let config = scratch.join("mcx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{}",
+            std::fs::read_to_string(&csks).expect("csks.toml")
+        ),
+    )
+    .expect("write config");
+    let server = McxServer::spawn(&scratch, &config, lab_dir);
+    let h = Harness {
+        server,
+        tcp,
+        name,
+        scratch,
+    };
+    h.sipp_ok("register_authorize_protected", &csv, &[]);
+    assert_eq!(h.table(), vec![row("mcptt", &f[0], &f[1], &f[2])]);
+    let m = h.server.metrics();
+    assert_eq!(metric(&m, &rejection("unprotected")), 1, "{m:?}");
+    assert_eq!(metric(&m, &publish(403)), 1, "{m:?}");
+    assert_eq!(metric(&m, &publish(200)), 1, "{m:?}");
+}
+
+/// What `mcx-authz protect --mikey --sign --json` prints.
+struct Upload {
+    csk_id: String,
+    mikey: String,
+    info: String,
+    signature: String,
+}
+
+/// A CSK upload signed as `signer` (default: the token's MC service ID) with the lab KMS in
+/// `kms`, and `token`/`client` encrypted and signed under its CSK.
+fn protect_mikey(kms: &std::path::Path, token: &str, client: &str, signer: Option<&str>) -> Upload {
+    let mut cmd = Command::new(mcx_bin());
+    cmd.args(["protect", "--mikey", "--sign", "--json", "--token", token])
+        .args(["--client-id", client])
+        .arg("--kms-dir")
+        .arg(kms);
+    if let Some(s) = signer {
+        cmd.args(["--mc-id", s]);
+    }
+    let r = run_bounded(
+        "mcx-authz protect --mikey",
+        &mut cmd,
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code(), Some(0), "protect --mikey: {r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("protect --json");
+    let field = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k} in {v}"))
+            .to_owned()
+    };
+    Upload {
+        csk_id: field("csk_id"),
+        mikey: field("mikey"),
+        info: field("info"),
+        signature: field("signature"),
+    }
+}
+
+/// `mcx-authz kms provision` of `uri` in the server's lab KMS (which `serve` created).
+fn provision(kms: &std::path::Path, uri: &str) {
+    let r = run_bounded(
+        "mcx-authz kms provision",
+        Command::new(mcx_bin())
+            .args(["kms", "provision", "--uri", uri, "--dir"])
+            .arg(kms),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code(), Some(0), "kms provision: {r:?}");
+}
+
+/// TS 33.180 5.4 on the wire against `serve` on its embedded defaults (post-cr,
+/// `token_protection = required`, the lab KMS `serve` creates in its data dir): the CSK upload
+/// made by the lab KMS tools and the token encrypted under that CSK, in one PUBLISH, bind; the
+/// same PUBLISH replayed and an upload signed as another user are refused (403/101) and leave
+/// the binding as it was.
+fn register_publish_mikey(tcp: bool) {
+    let Some(h) = Harness::start("register_publish_mikey", tcp, "") else {
+        return;
+    };
+    let (impu, _, client) = h.ids();
+    let kms = h.server.lab_dir.join("kms");
+    provision(&kms, ALICE);
+    provision(&kms, BOB);
+    let token = h.token(ALICE);
+    let own = protect_mikey(&kms, &token, &client, None);
+    let other = protect_mikey(&kms, &token, &client, Some(BOB));
+    let csv = h.scratch.join("register_publish_mikey.csv");
+    write_csv(
+        &csv,
+        &[
+            &impu,
+            &client,
+            ALICE,
+            &own.mikey,
+            &own.info,
+            &own.signature,
+            &other.mikey,
+            &other.info,
+            &other.signature,
+        ],
+    );
+    h.sipp_ok("register_publish_mikey", &csv, &[]);
+    assert_eq!(h.table(), vec![row("mcptt", &impu, &client, ALICE)]);
+    let m = h.server.metrics();
+    assert_eq!(metric(&m, &publish(200)), 1, "{m:?}");
+    assert_eq!(metric(&m, &publish(403)), 2, "{m:?}");
+    assert_eq!(metric(&m, &rejection("key_upload_replayed")), 1, "{m:?}");
+    assert_eq!(
+        metric(&m, &rejection("key_upload_wrong_signer")),
+        1,
+        "{m:?}"
+    );
+    assert_eq!(rejections_total(&m), 2, "{m:?}");
+    assert_eq!(metric(&m, &event("bound")), 1, "{m:?}");
+    assert_eq!(metric(&m, &event("csk_accepted")), 1, "{m:?}");
+    assert_ne!(own.csk_id, other.csk_id);
 }

@@ -250,3 +250,30 @@ fn mint_csv_writes_sipp_users_whose_tokens_verify() {
     assert!(bad.stdout.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn verify_into_a_closed_pipe_does_not_panic() {
+    // `mcx-authz token verify … | head -c0`: the reader is gone before anything is written.
+    let dir = temp_dir("epipe");
+    let m = run(&dir, &["mint", "--mcptt-id", "sip:alice@example.org"]);
+    let token = stdout(&m).trim().to_owned();
+    for args in [
+        vec!["verify", token.as_str()],
+        vec!["inspect", token.as_str()],
+        vec!["mint", "--mcptt-id", "sip:bob@example.org"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = bin()
+            .arg("token")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .expect("run mcx-authz");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -10,8 +10,8 @@
 //! A negative test runs one generated scenario against a server whose policy changes an answer
 //! and asserts that SIPp fails at that response.
 //!
-//! Needs `sipp` (Debian sip-tester) and `curl`: under CI a missing tool fails the tests;
-//! elsewhere they are skipped with a loud message.
+//! Needs `sipp` (Debian sip-tester) and `curl`: a missing tool fails the tests, naming
+//! `bash .ci/install-deps.sh` (which `./test` runs first).
 
 mod external;
 
@@ -79,6 +79,17 @@ fn witnesses(model: &McxModel) -> Vec<Witness> {
                 info.name, expected.because
             )
         });
+        // An attacker that resends a protected PUBLISH is answered by the CSK tie and the
+        // I_MESSAGE replay cache, which need clause 9 and MIKEY-SAKKE on the wire (`trace`
+        // refuses such a trace); the machine tests cover those decisions.
+        if model
+            .trace(&actions)
+            .steps
+            .iter()
+            .any(|s| s.actor == "Attacker" && s.token.as_ref().is_some_and(|t| t.protected))
+        {
+            continue;
+        }
         let states = model.run(&actions).expect("the witness runs");
         assert!((info.condition)(model, states.last().unwrap()));
         out.push(Witness {
@@ -284,9 +295,7 @@ fn report_failure(what: &str, out: &Path, r: &Finished) -> String {
 
 /// Every witness of `variant`, replayed.
 fn replay_witnesses(variant: Variant) {
-    if !require_tools(&TOOLS) {
-        return;
-    }
+    require_tools(&TOOLS);
     let model = config(variant).into_model();
     let ws = witnesses(&model);
     assert!(
@@ -362,9 +371,7 @@ fn witnesses_replay_ct1_rel18() {
 /// answers 423 (RFC 3903 step 4) where the model predicts 200.
 #[test]
 fn a_server_with_another_policy_fails_the_replay() {
-    if !require_tools(&TOOLS) {
-        return;
-    }
+    require_tools(&TOOLS);
     let variant = Variant::PostCr;
     let model = config(variant).into_model();
     let ws: Vec<Witness> = witnesses(&model)
@@ -482,9 +489,7 @@ fn walk(model: &McxModel, intents: &[EnvAction]) -> (Vec<EnvAction>, EnvState) {
 /// token's 403 passes; the same scenario expecting another code fails at that response.
 #[test]
 fn warning_codes_are_checked() {
-    if !require_tools(&TOOLS) {
-        return;
-    }
+    require_tools(&TOOLS);
     let variant = Variant::PostCr;
     let mut cfg = config(variant);
     cfg.token_kinds = vec![mcx_model::TokenKind::Expired];

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::Snapshot;
 use crate::ids::{ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, UnixTime};
 use crate::token::TokenVerdict;
 
@@ -22,6 +23,9 @@ pub enum Input {
     /// The server restarted: volatile state is lost (TS 24.379 gives the client 412 or 404/141
     /// to recover, dossier Q-15). Provisioned CSKs are configuration and survive.
     Restart,
+    /// Start-up with a durable store (issue 13): the store's content replaces the machine's
+    /// state; deadlines are armed again from `now`, and whatever ran out meanwhile ends at once.
+    Load(Box<Snapshot>),
     /// A CSK provisioned out of band for one MC service ID (the server's lab table of CSKs; in a
     /// deployment CSKs arrive by MIKEY-SAKKE, [`Publish::key_upload`]). The machine ties it to
     /// `mc_id` now and to the IMPU it is first used from (TS 33.180 5.4).

@@ -18,11 +18,14 @@
 //!     services: None,
 //!     embedded: vec![],
 //! }));
-//! assert!(matches!(&out[..], [Output::Response(r)] if r.status() == 200));
+//! // The registration must survive a crash: persist it, then send the 200 (issue 13).
+//! assert!(matches!(&out[..], [Output::Persist(p), Output::Response(r)]
+//!     if r.status() == 200 && r.wait_for == p.seq));
 //! ```
 
 #![warn(missing_docs)]
 
+pub mod durable;
 pub mod env;
 mod ids;
 mod input;
@@ -31,6 +34,7 @@ mod output;
 mod policy;
 mod token;
 
+pub use durable::{Change, Image, ImpuRecord, Persist, Seq, Snapshot};
 pub use env::{
     EnvAction, EnvState, Expectation, McxModel, ModelConfig, NetworkKind, PropertyInfo,
     PropertyKind, TokenKind, Trace, TraceStep, Verdict,

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{Change, ImpuRecord, Persist, Seq, Snapshot};
 use crate::ids::{
     ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime,
 };
@@ -47,6 +48,40 @@ pub struct Machine {
     key_messages: Expiring<KeyMessageId, ()>,
     /// Dossier Q-6: the IMPU each bound token belongs to, within the replay window.
     token_owners: Expiring<TokenId, Impu>,
+    /// What the input being handled changed, for [`Output::Persist`] (issue 13).
+    journal: Journal,
+}
+
+/// Durability bookkeeping: the keys the current input changed, and the last [`Seq`] issued.
+///
+/// Not state in the model's sense, so its `PartialEq`/`Hash` see nothing: between two inputs
+/// the dirty sets are always empty (drained at the end of every [`Machine::handle`]), and the
+/// sequence number is only a label on outputs: two machines that differ only in it answer every
+/// input alike, apart from that label. The model's states therefore do not multiply by it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Journal {
+    seq: Seq,
+    impus: BTreeSet<Impu>,
+    csks: BTreeSet<CskId>,
+    replay: Vec<Change>,
+}
+
+impl PartialEq for Journal {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Journal {}
+
+impl std::hash::Hash for Journal {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl Journal {
+    fn is_empty(&self) -> bool {
+        self.impus.is_empty() && self.csks.is_empty() && self.replay.is_empty()
+    }
 }
 
 /// A CSK the server holds, and what it is tied to (TS 33.180 5.4).
@@ -167,12 +202,81 @@ impl Machine {
             csks: BTreeMap::new(),
             key_messages: Expiring::new(),
             token_owners: Expiring::new(),
+            journal: Journal::default(),
         }
+    }
+
+    /// The last durability sequence number issued ([`Output::Persist`]); after
+    /// [`Input::Load`], the store's.
+    pub fn last_seq(&self) -> Seq {
+        self.journal.seq
+    }
+
+    /// The durable form of everything this machine holds (what a store would hold after every
+    /// [`Output::Persist`] so far): for tests and `store check`.
+    pub fn snapshot(&self) -> Snapshot {
+        let impus: BTreeSet<&Impu> = self
+            .registrations
+            .keys()
+            .chain(self.bindings.keys().map(|k| &k.impu))
+            .collect();
+        Snapshot {
+            seq: self.journal.seq,
+            impus: impus
+                .into_iter()
+                .filter_map(|i| Some((i.clone(), self.impu_record(i)?)))
+                .collect(),
+            csks: self
+                .csks
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            token_owners: self
+                .token_owners
+                .entries
+                .iter()
+                .map(|(k, (i, t))| (k.clone(), i.clone(), *t))
+                .collect(),
+            key_messages: self
+                .key_messages
+                .entries
+                .iter()
+                .map(|(k, (_, t))| (k.clone(), *t))
+                .collect(),
+        }
+    }
+
+    /// The aggregate of one IMPU: its registration and bindings; `None` when it has neither.
+    fn impu_record(&self, impu: &Impu) -> Option<ImpuRecord> {
+        let registration = self.registrations.get(impu).cloned();
+        let bindings: Vec<(Service, ClientId, Binding)> = self
+            .bindings_of(impu)
+            .map(|(k, b)| (k.service, k.client_id.clone(), b.clone()))
+            .collect();
+        (registration.is_some() || !bindings.is_empty()).then_some(ImpuRecord {
+            registration,
+            bindings,
+        })
     }
 
     /// The CSKs held, by identifier.
     pub fn csks(&self) -> impl Iterator<Item = (&CskId, &Csk)> {
         self.csks.iter()
+    }
+
+    /// The I_MESSAGEs the replay cache holds (RFC 3830 5.4).
+    pub fn key_messages(&self) -> impl Iterator<Item = &KeyMessageId> {
+        self.key_messages.entries.keys()
+    }
+
+    /// Forgets the remembered I_MESSAGEs for which `dead` holds. For the model checker's state
+    /// canonicalization only (`model/src/env`): it passes messages that can never reach the
+    /// server again, so no decision changes; the server never calls it.
+    #[doc(hidden)]
+    pub fn forget_key_messages(&mut self, dead: impl Fn(&KeyMessageId) -> bool) {
+        let m = &mut self.key_messages;
+        m.entries.retain(|k, _| !dead(k));
+        m.by_time.retain(|(_, k)| !dead(k));
     }
 
     /// How many I_MESSAGEs and token owners are remembered (replay protection), for metrics.
@@ -225,30 +329,113 @@ impl Machine {
     }
 
     /// Handles one input at `now` and returns its outputs (see the module docs).
+    ///
+    /// Durability (issue 13): when the input changed anything that must survive a crash, an
+    /// [`Output::Persist`] comes just before the response (or last, for inputs without one), and
+    /// the response's [`Response::wait_for`] is the latest sequence number issued: the state the
+    /// response observed. A refusal waits too, so that nothing a crash can undo is ever seen.
     pub fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         self.key_messages.forget_until(now);
         self.token_owners.forget_until(now);
-        match input {
-            Input::ThirdPartyRegister(r) => {
-                let response = self.third_party_register(now, r, &mut out);
-                out.push(Output::Response(response));
+        let response = match input {
+            Input::ThirdPartyRegister(r) => Some(self.third_party_register(now, r, &mut out)),
+            Input::Publish(p) => Some(self.publish(now, p, &mut out)),
+            Input::Tick => {
+                self.tick(now, &mut out);
+                None
             }
-            Input::Publish(p) => {
-                let response = self.publish(now, p, &mut out);
-                out.push(Output::Response(response));
+            Input::Restart => {
+                self.restart(&mut out);
+                None
             }
-            Input::Tick => self.tick(now, &mut out),
-            Input::Restart => self.restart(&mut out),
+            Input::Load(snapshot) => {
+                self.load(now, *snapshot, &mut out);
+                None
+            }
             Input::ProvisionCsk { csk_id, mc_id } => {
-                self.csks.entry(csk_id).or_insert(Csk {
-                    mc_id,
-                    impu: None,
-                    provisioned: true,
-                });
+                if !self.csks.contains_key(&csk_id) {
+                    self.journal.csks.insert(csk_id.clone());
+                    self.csks.insert(
+                        csk_id,
+                        Csk {
+                            mc_id,
+                            impu: None,
+                            provisioned: true,
+                        },
+                    );
+                }
+                None
             }
+        };
+        if !self.journal.is_empty() {
+            let persist = self.drain_journal();
+            out.push(Output::Persist(persist));
+        }
+        if let Some(mut r) = response {
+            r.wait_for = self.journal.seq;
+            out.push(Output::Response(r));
         }
         out
+    }
+
+    /// The changes of the input just handled, as one numbered batch.
+    fn drain_journal(&mut self) -> Persist {
+        self.journal.seq = Seq(self.journal.seq.0 + 1);
+        let impus = std::mem::take(&mut self.journal.impus);
+        let csks = std::mem::take(&mut self.journal.csks);
+        let mut changes: Vec<Change> = impus
+            .into_iter()
+            .map(|impu| Change::Impu {
+                record: self.impu_record(&impu),
+                impu,
+            })
+            .collect();
+        changes.extend(csks.into_iter().map(|csk_id| Change::Csk {
+            csk: self.csks.get(&csk_id).cloned(),
+            csk_id,
+        }));
+        changes.append(&mut self.journal.replay);
+        Persist {
+            seq: self.journal.seq,
+            changes,
+        }
+    }
+
+    /// Start-up: the durable state replaces whatever the machine held; every deadline is armed
+    /// again, and whatever ran out while the server was down ends now (expiry is the machine's
+    /// decision, from the time passed in, never the store's).
+    fn load(&mut self, now: UnixTime, snapshot: Snapshot, out: &mut Vec<Output>) {
+        let policy = self.policy.clone();
+        *self = Machine::new(policy);
+        for (impu, record) in snapshot.impus {
+            if let Some(r) = record.registration {
+                self.put_registration(impu.clone(), r);
+            }
+            for (service, client_id, b) in record.bindings {
+                let key = BindingKey {
+                    impu: impu.clone(),
+                    service,
+                    client_id,
+                };
+                self.put_binding(key, b);
+            }
+        }
+        self.csks = snapshot.csks.into_iter().collect();
+        for (token_id, impu, until) in snapshot.token_owners {
+            self.token_owners.insert(token_id, impu, until);
+        }
+        for (message_id, until) in snapshot.key_messages {
+            self.key_messages.insert(message_id, (), until);
+        }
+        self.key_messages.forget_until(now);
+        self.token_owners.forget_until(now);
+        // What was loaded is durable already.
+        self.journal = Journal {
+            seq: snapshot.seq,
+            ..Journal::default()
+        };
+        self.tick(now, out);
     }
 
     // TS 24.229 5.4.1.7 (third-party REGISTER); TS 24.379 7.3.2; dossier R-24.
@@ -274,6 +461,7 @@ impl Machine {
                 outcome: Outcome::Registered,
                 etag: None,
                 expires: Some(0),
+                wait_for: Seq::ZERO,
             };
         }
         self.put_registration(
@@ -314,12 +502,61 @@ impl Machine {
             outcome: Outcome::Registered,
             etag: None,
             expires: Some(expires),
+            wait_for: Seq::ZERO,
         }
+    }
+
+    /// A PUBLISH, and the replay cache (RFC 3830 5.4): an I_MESSAGE signed by the presented
+    /// token's user that reached us through the SIP core fresh is spent whatever the answer, so
+    /// that nobody can take over a CSK whose first PUBLISH was refused (the model's attacker
+    /// replayed such a PUBLISH whole from its own IMPU and was bound; docs/model-results-wave3.md).
+    fn publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
+        let spent = self.spent_upload(now, &p);
+        let response = self.decide_publish(now, p, out);
+        if let (Some((id, until)), false) = (spent, response.outcome.is_success()) {
+            // Spent is durable like an accepted upload (issue 13): a crash must not make a
+            // refused I_MESSAGE usable again.
+            self.journal.replay.push(Change::KeyMessage {
+                message_id: id.clone(),
+                until,
+            });
+            self.key_messages.insert(id, (), until);
+        }
+        response
+    }
+
+    /// The I_MESSAGE of `p` that its delivery spends (see [`Machine::publish`]), and until when
+    /// it must be remembered.
+    fn spent_upload(&self, now: UnixTime, p: &Publish) -> Option<(KeyMessageId, UnixTime)> {
+        let (
+            AssertedIdentity::Trusted(_),
+            PublishTarget::Service(service),
+            Some(KeyUpload::Verified {
+                message_id,
+                sent_at,
+                signer: Some(signer),
+                ..
+            }),
+            PublishBody::Authorization(Authorization {
+                token: TokenVerdict::Verified(claims),
+                ..
+            }),
+        ) = (&p.impu, &p.target, p.key_upload.as_deref(), &p.body)
+        else {
+            return None;
+        };
+        let fresh = now.0.abs_diff(sent_at.0) <= self.policy.key_upload_skew_secs;
+        (fresh && claims.mc_id(*service) == Some(signer)).then(|| {
+            (
+                message_id.clone(),
+                sent_at.plus(self.policy.key_upload_skew_secs),
+            )
+        })
     }
 
     // RFC 3903 section 6 steps 1–6, with TS 24.379 7.3.3 (authorization), 7.3.4 (settings only)
     // and 7.3.5 (removal) deciding what the body means.
-    fn publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
+    fn decide_publish(&mut self, now: UnixTime, p: Publish, out: &mut Vec<Output>) -> Response {
         // RFC 3903 step 1.
         let service = match p.target {
             PublishTarget::Service(s) => s,
@@ -477,6 +714,17 @@ impl Machine {
     }
 
     fn restart(&mut self, out: &mut Vec<Output>) {
+        // A lab restart loses what a crash without a store would: the store forgets it too.
+        let impus: Vec<Impu> = self
+            .registrations
+            .keys()
+            .chain(self.bindings.keys().map(|k| &k.impu))
+            .cloned()
+            .collect();
+        self.journal.impus.extend(impus);
+        if self.key_messages.len() + self.token_owners.len() > 0 {
+            self.journal.replay.push(Change::ClearReplay);
+        }
         let bindings = std::mem::take(&mut self.bindings);
         for (key, b) in bindings {
             out.push(Output::Binding(BindingEvent::Unbound {
@@ -691,6 +939,11 @@ impl Machine {
                 .min(grant.token_exp);
             self.token_owners
                 .insert(grant.token_id.clone(), key.impu.clone(), until);
+            self.journal.replay.push(Change::TokenOwner {
+                token_id: grant.token_id.clone(),
+                impu: key.impu.clone(),
+                until,
+            });
         }
         let previous = self.bindings.get(&key);
         let switched_from = previous
@@ -761,7 +1014,12 @@ impl Machine {
             for id in older {
                 self.drop_csk(id, CskDropCause::Replaced, out);
             }
+            self.journal.replay.push(Change::KeyMessage {
+                message_id: u.message_id.clone(),
+                until: u.until,
+            });
             self.key_messages.insert(u.message_id, (), u.until);
+            self.journal.csks.insert(u.csk_id.clone());
             self.csks.insert(
                 u.csk_id.clone(),
                 Csk {
@@ -778,7 +1036,10 @@ impl Machine {
         } else if let Some(csk_id) = grant.csk {
             // A provisioned CSK is tied to the IMPU of its first use.
             if let Some(c) = self.csks.get_mut(&csk_id) {
-                c.impu.get_or_insert(impu);
+                if c.impu.is_none() {
+                    c.impu = Some(impu);
+                    self.journal.csks.insert(csk_id);
+                }
             }
         }
     }
@@ -812,6 +1073,7 @@ impl Machine {
 
     fn drop_csk(&mut self, csk_id: CskId, cause: CskDropCause, out: &mut Vec<Output>) {
         if self.csks.remove(&csk_id).is_some() {
+            self.journal.csks.insert(csk_id.clone());
             out.push(Output::Csk(CskEvent::Dropped { csk_id, cause }));
         }
     }
@@ -838,6 +1100,7 @@ impl Machine {
             outcome: Outcome::Removed,
             etag: None,
             expires: Some(0),
+            wait_for: Seq::ZERO,
         }
     }
 
@@ -901,6 +1164,7 @@ impl Machine {
 
     fn put_binding(&mut self, key: BindingKey, b: Binding) {
         self.take_binding(&key);
+        self.journal.impus.insert(key.impu.clone());
         if let Some(p) = &b.publication {
             self.binding_deadlines
                 .insert((p.expires_at, Deadline::Publication, key.clone()));
@@ -914,6 +1178,7 @@ impl Machine {
 
     fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
         let (key, b) = self.bindings.remove_entry(key)?;
+        self.journal.impus.insert(key.impu.clone());
         if let Some(p) = &b.publication {
             self.binding_deadlines
                 .remove(&(p.expires_at, Deadline::Publication, key.clone()));
@@ -925,6 +1190,7 @@ impl Machine {
 
     fn put_registration(&mut self, impu: Impu, r: Registration) {
         self.take_registration(&impu);
+        self.journal.impus.insert(impu.clone());
         self.registration_deadlines
             .insert((r.expires_at, impu.clone()));
         self.registrations.insert(impu, r);
@@ -932,6 +1198,7 @@ impl Machine {
 
     fn take_registration(&mut self, impu: &Impu) -> Option<Registration> {
         let (impu, r) = self.registrations.remove_entry(impu)?;
+        self.journal.impus.insert(impu.clone());
         self.registration_deadlines.remove(&(r.expires_at, impu));
         Some(r)
     }
@@ -977,6 +1244,7 @@ fn refusal(outcome: Outcome) -> Response {
         outcome,
         etag: None,
         expires: None,
+        wait_for: Seq::ZERO,
     }
 }
 
@@ -985,5 +1253,6 @@ fn success(outcome: Outcome, etag: ETag, expires: u32) -> Response {
         outcome,
         etag: Some(etag),
         expires: Some(expires),
+        wait_for: Seq::ZERO,
     }
 }

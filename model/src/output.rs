@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{Persist, Seq};
 use crate::ids::{ClientId, CskId, ETag, Impu, McId, Service};
 use crate::input::MalformedBody;
 use crate::token::TokenRejection;
@@ -16,6 +17,9 @@ pub enum Output {
     Binding(BindingEvent),
     /// A CSK was accepted or must be forgotten: the shell carries this out on its key store.
     Csk(CskEvent),
+    /// Changes to make durable (issue 13): the driver writes them to its store and sends no
+    /// response whose [`Response::wait_for`] is at or after `seq` before they are durable.
+    Persist(Persist),
 }
 
 /// A change to the CSKs the server holds (TS 33.180 5.4).
@@ -62,6 +66,10 @@ pub struct Response {
     pub etag: Option<ETag>,
     /// `Expires`: the chosen publication or registration duration (2xx only).
     pub expires: Option<u32>,
+    /// Issue 13: send this response only once every [`Persist`] up to this sequence number is
+    /// durable (persist, then send). [`Seq::ZERO`]: nothing to wait for.
+    #[serde(default)]
+    pub wait_for: Seq,
 }
 
 impl Response {

@@ -14,6 +14,7 @@ struct Harness {
     m: Machine,
     now: u64,
     etags: u32,
+    store: Image,
 }
 
 fn claims(user: &str, exp: u64, id: &str) -> VerifiedClaims {
@@ -61,7 +62,55 @@ impl Harness {
             m: Machine::new(policy),
             now: 100,
             etags: 0,
+            store: Image::new(),
         }
+    }
+
+    /// Every input goes through here: the machine's [`Output::Persist`] batches are applied to
+    /// a store image, which must then hold exactly what the machine holds (issue 13: nothing that
+    /// must survive a crash is left out of a batch), and a response waits for the batch it
+    /// observed. Returns the outputs without the batches.
+    fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Output> {
+        let out = self.m.handle(now, input);
+        let mut last = None;
+        let mut rest = Vec::new();
+        for o in out {
+            match o {
+                Output::Persist(p) => {
+                    assert!(p.seq > self.store.seq(), "sequence numbers grow");
+                    self.store.apply(&p);
+                    last = Some(p.seq);
+                }
+                Output::Response(r) => {
+                    if let Some(seq) = last {
+                        assert_eq!(r.wait_for, seq, "a response waits for its own changes");
+                    }
+                    assert_eq!(r.wait_for, self.m.last_seq());
+                    rest.push(Output::Response(r));
+                }
+                o => rest.push(o),
+            }
+        }
+        let durable = |mut s: Snapshot| {
+            s.seq = Seq::ZERO;
+            s.token_owners.retain(|(_, _, t)| *t > now);
+            s.key_messages.retain(|(_, t)| *t > now);
+            s
+        };
+        assert_eq!(
+            durable(self.store.snapshot()),
+            durable(self.m.snapshot()),
+            "the store image is the machine's state"
+        );
+        // And the machine loaded from the store answers alike from here on.
+        let mut reloaded = Machine::new(self.m.policy().clone());
+        reloaded.handle(now, Input::Load(Box::new(self.store.snapshot())));
+        assert_eq!(
+            reloaded.snapshot(),
+            self.m.snapshot(),
+            "Load restores the state"
+        );
+        rest
     }
 
     fn post_cr() -> Self {
@@ -69,7 +118,7 @@ impl Harness {
     }
 
     fn register(&mut self, impu: &str, expires: u32) -> Vec<Output> {
-        self.m.handle(
+        self.handle(
             UnixTime(self.now),
             Input::ThirdPartyRegister(ThirdPartyRegister {
                 target: RegisterTarget::Ours,
@@ -90,7 +139,7 @@ impl Harness {
     ) -> (Response, Vec<BindingEvent>) {
         self.etags += 1;
         let body = self.with_lab_csk(&impu, body);
-        let out = self.m.handle(
+        let out = self.handle(
             UnixTime(self.now),
             Input::Publish(Publish {
                 target: PublishTarget::Service(Service::Mcptt),
@@ -124,7 +173,7 @@ impl Harness {
                     user.as_ref().map_or("-", McId::as_str)
                 ));
                 if let Some(mc_id) = user {
-                    let out = self.m.handle(
+                    let out = self.handle(
                         UnixTime(self.now),
                         Input::ProvisionCsk {
                             csk_id: csk_id.clone(),
@@ -156,11 +205,11 @@ impl Harness {
 
     fn tick_to(&mut self, t: u64) -> Vec<BindingEvent> {
         self.now = t;
-        let out = self.m.handle(UnixTime(t), Input::Tick);
+        let out = self.handle(UnixTime(t), Input::Tick);
         out.into_iter()
             .filter_map(|o| match o {
                 Output::Binding(e) => Some(e),
-                Output::Csk(_) => None,
+                Output::Csk(_) | Output::Persist(_) => None,
                 Output::Response(_) => panic!("Tick must not answer"),
             })
             .collect()
@@ -180,7 +229,7 @@ fn split(out: Vec<Output>) -> (Response, Vec<BindingEvent>) {
     for o in out {
         match o {
             Output::Binding(e) => events.push(e),
-            Output::Csk(_) => {}
+            Output::Csk(_) | Output::Persist(_) => {}
             Output::Response(r) => {
                 assert!(response.is_none(), "two responses to one request");
                 response = Some(r);
@@ -422,7 +471,7 @@ fn deregistration_unbinds_every_client_of_the_impu() {
 fn reregistration_without_feature_tag_is_service_log_off() {
     let mut h = Harness::post_cr();
     bound(&mut h);
-    let out = h.m.handle(
+    let out = h.handle(
         UnixTime(h.now),
         Input::ThirdPartyRegister(ThirdPartyRegister {
             target: RegisterTarget::Ours,
@@ -494,7 +543,7 @@ fn rfc3903_steps_refuse_in_order() {
         fresh_etag: ETag::new("x"),
     };
     let mut step = |p: &Publish| {
-        split(h.m.handle(UnixTime(100), Input::Publish(p.clone())))
+        split(h.handle(UnixTime(100), Input::Publish(p.clone())))
             .0
             .outcome
     };
@@ -635,7 +684,7 @@ fn device_limit_refuses_the_extra_client() {
 fn register_token_honoured_only_by_pre_cr_policies() {
     for variant in Variant::ALL {
         let mut h = Harness::new(variant.policy());
-        let out = h.m.handle(
+        let out = h.handle(
             UnixTime(100),
             Input::ThirdPartyRegister(ThirdPartyRegister {
                 target: RegisterTarget::Ours,
@@ -668,7 +717,7 @@ fn register_token_honoured_only_by_pre_cr_policies() {
 fn restart_forgets_everything() {
     let mut h = Harness::post_cr();
     let etag = bound(&mut h);
-    let e: Vec<_> = h.m.handle(UnixTime(h.now), Input::Restart);
+    let e: Vec<_> = h.handle(UnixTime(h.now), Input::Restart);
     assert!(matches!(
         &e[..],
         [Output::Binding(BindingEvent::Unbound {
@@ -808,7 +857,7 @@ S2 bound, drop-binding     | register 0             | 200 registered            
 fn user_switch_by_register_token_drops_the_old_users_publication() {
     let mut h = Harness::new(Variant::PreCr.policy());
     let etag = bound(&mut h);
-    let out = h.m.handle(
+    let out = h.handle(
         UnixTime(h.now),
         Input::ThirdPartyRegister(ThirdPartyRegister {
             target: RegisterTarget::Ours,
@@ -835,4 +884,276 @@ fn user_switch_by_register_token_drops_the_old_users_publication() {
     );
     let (r, _) = h.publish(IMPU1, Some(&etag), Some(3600), PublishBody::Empty);
     assert_eq!(r.outcome, Outcome::ConditionalRequestFailed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16: behaviours no earlier test pinned down (each was a surviving cargo-mutants mutant).
+
+const IMPU3: &str = "sip:ue2@ims.example.org";
+const CLIENT2: &str = "urn:uuid:00000000-0000-0000-0000-00000000c002";
+const CLIENT3: &str = "urn:uuid:00000000-0000-0000-0000-00000000c003";
+
+/// A third-party REGISTER of `impu` for MCPTT and MCVideo.
+fn register_both(h: &mut Harness, impu: &str, expires: u32) {
+    let out = h.handle(
+        UnixTime(h.now),
+        Input::ThirdPartyRegister(ThirdPartyRegister {
+            target: RegisterTarget::Ours,
+            impu: AssertedIdentity::Trusted(Impu::new(impu)),
+            expires: Some(expires),
+            services: Some([Service::Mcptt, Service::Mcvideo].into_iter().collect()),
+            embedded: vec![],
+        }),
+    );
+    assert_eq!(split(out).0.outcome, Outcome::Registered);
+}
+
+/// A PUBLISH authorizing `client` of `impu` for `service` with a fresh token of alice's (each
+/// its own jti, so the replay window does not refuse it), protected under her lab CSK.
+fn authorize(
+    h: &mut Harness,
+    impu: &str,
+    service: Service,
+    client: &str,
+) -> (Response, Vec<BindingEvent>) {
+    h.etags += 1;
+    let identity = AssertedIdentity::Trusted(Impu::new(impu));
+    let body = PublishBody::Authorization(Authorization {
+        token: TokenVerdict::Verified(claims(ALICE, 10_000, &format!("jti-{}", h.etags))),
+        protection: Protection::Csk(CskId::new(LAB_CSK)),
+        client_id: ClientId::new(client),
+        settings: None,
+    });
+    let body = h.with_lab_csk(&identity, body);
+    let out = h.handle(
+        UnixTime(h.now),
+        Input::Publish(Publish {
+            target: PublishTarget::Service(service),
+            event: EventPackage::PocSettings,
+            impu: identity,
+            if_match: IfMatch::Absent,
+            expires: None,
+            body,
+            key_upload: None,
+            fresh_etag: ETag::new(format!("e{}", h.etags)),
+        }),
+    );
+    split(out)
+}
+
+/// The binding keys, as (IMPU, service, client ID).
+fn keys(h: &Harness) -> Vec<(String, Service, String)> {
+    h.m.bindings()
+        .map(|(k, _)| (k.impu.to_string(), k.service, k.client_id.to_string()))
+        .collect()
+}
+
+/// RFC 3903 step 4: "If the requested duration is shorter than the minimum expiration interval
+/// the ESC SHOULD reject the request with 423 (Interval Too Brief)". Shorter, not equal: an
+/// Expires of exactly Min-Expires is accepted, and one second less is not.
+#[test]
+fn expires_equal_to_min_expires_is_accepted() {
+    let mut h = Harness::post_cr();
+    let min = h.m.policy().min_expires;
+    assert_eq!(h.register(IMPU1, 600).len(), 1);
+    let (r, _) = h.publish(IMPU1, None, Some(min - 1), auth(valid(ALICE)));
+    assert_eq!(r.outcome, Outcome::IntervalTooBrief { min_expires: min });
+    assert_eq!(h.m.binding_count(), 0);
+    let (r, e) = h.publish(IMPU1, None, Some(min), auth(valid(ALICE)));
+    assert_eq!(r.outcome, Outcome::Authorized);
+    assert_eq!(r.expires, Some(min), "granted exactly as asked");
+    assert!(matches!(&e[..], [BindingEvent::Bound { .. }]));
+    // A refresh at exactly Min-Expires is accepted too.
+    let etag = r.etag.unwrap();
+    let (r, _) = h.publish(IMPU1, Some(&etag), Some(min), PublishBody::Empty);
+    assert_eq!(r.outcome, Outcome::Refreshed);
+}
+
+/// When a registration and a binding's own deadline fall at the same instant, the registration
+/// ends first, so the binding ends because its IMPU is no longer registered (TS 24.229: the
+/// registration is what the SIP core asserted; S-3: no binding outlives it) and the event says
+/// `registration_expired`, not `publication_expired`. Both are true at that instant; the rule
+/// picks the cause that also explains every other binding of the IMPU ending at once.
+#[test]
+fn at_the_same_instant_registration_expiry_is_the_cause() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600); // registration ends at 700
+    let (r, _) = h.publish(IMPU1, None, Some(600), auth(valid(ALICE))); // publication too
+    assert_eq!(r.outcome, Outcome::Authorized);
+    assert_eq!(h.m.next_deadline(), Some(UnixTime(700)));
+    let e = h.tick_to(700);
+    assert!(
+        matches!(
+            &e[..],
+            [BindingEvent::Unbound {
+                cause: UnbindCause::RegistrationExpired,
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    assert_eq!(h.m.registrations().count(), 0);
+}
+
+/// A tick that comes late handles deadlines earliest first: a publication that ran out before
+/// its IMPU's registration ended reports `publication_expired`, even though both deadlines have
+/// passed by the time the machine looks.
+#[test]
+fn a_late_tick_ends_things_in_deadline_order() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600); // registration ends at 700
+    let (r, _) = h.publish(IMPU1, None, Some(120), auth(valid(ALICE))); // publication at 220
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let e = h.tick_to(1_000);
+    assert!(
+        matches!(
+            &e[..],
+            [BindingEvent::Unbound {
+                cause: UnbindCause::PublicationExpired,
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    assert_eq!(h.m.registrations().count(), 0, "the registration ended too");
+    assert_eq!(h.m.next_deadline(), None);
+}
+
+/// `impu_change = move-binding` (dossier Q-11): when a client's binding for a service appears
+/// on a new IMPU, only that client's binding for that service leaves the old IMPU. The same
+/// client's binding for another service stays, and so do other clients' bindings (on the old
+/// IMPU or elsewhere), and the new binding itself.
+#[test]
+fn a_moved_binding_leaves_other_services_and_other_clients_alone() {
+    let mut h = Harness::new(Policy {
+        impu_change: ImpuChange::MoveBinding,
+        ..Variant::PostCr.policy()
+    });
+    for impu in [IMPU1, IMPU2, IMPU3] {
+        register_both(&mut h, impu, 600);
+    }
+    for (impu, service, client) in [
+        (IMPU1, Service::Mcptt, CLIENT),
+        (IMPU1, Service::Mcvideo, CLIENT),
+        (IMPU1, Service::Mcptt, CLIENT2),
+        (IMPU3, Service::Mcptt, CLIENT3),
+    ] {
+        let (r, _) = authorize(&mut h, impu, service, client);
+        assert_eq!(r.outcome, Outcome::Authorized, "{impu} {service} {client}");
+    }
+    // CLIENT's MCPTT binding moves from IMPU1 to IMPU2.
+    let (r, e) = authorize(&mut h, IMPU2, Service::Mcptt, CLIENT);
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let unbound: Vec<_> = e
+        .iter()
+        .filter_map(|e| match e {
+            BindingEvent::Unbound { key, cause, .. } => Some((
+                key.impu.to_string(),
+                key.service,
+                key.client_id.to_string(),
+                *cause,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unbound,
+        vec![(
+            IMPU1.to_string(),
+            Service::Mcptt,
+            CLIENT.to_string(),
+            UnbindCause::MovedToNewImpu
+        )]
+    );
+    let mut expected = vec![
+        (IMPU1.to_string(), Service::Mcvideo, CLIENT.to_string()),
+        (IMPU1.to_string(), Service::Mcptt, CLIENT2.to_string()),
+        (IMPU2.to_string(), Service::Mcptt, CLIENT.to_string()),
+        (IMPU3.to_string(), Service::Mcptt, CLIENT3.to_string()),
+    ];
+    expected.sort();
+    let mut got = keys(&h);
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+/// The machine runs the policy it was given (the server's admin view and `check` report it).
+#[test]
+fn the_machine_reports_the_policy_it_was_given() {
+    let policy = Policy {
+        impu_change: ImpuChange::MoveBinding,
+        max_devices_per_mc_id: Some(2),
+        min_expires: 30,
+        ..Variant::PreCr.policy()
+    };
+    assert_ne!(policy, Policy::default());
+    let h = Harness::new(policy.clone());
+    assert_eq!(h.m.policy(), &policy);
+}
+
+/// Issue 13: a crash loses nothing that was persisted. A machine loaded from the store holds
+/// the binding (the client's SIP-ETag still refreshes it), the CSK tie and the registration,
+/// with every deadline armed again; what ran out while the server was down ends at load, and
+/// that end is persisted too.
+#[test]
+fn load_restores_bindings_and_rearms_deadlines() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600);
+    let (r, _) = h.publish(IMPU1, None, Some(3600), auth(valid(ALICE)));
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let etag = r.etag.unwrap();
+    let stored = h.store.snapshot();
+    assert_eq!(stored.seq, h.m.last_seq());
+    assert!(!stored.csks.is_empty(), "the CSK tie is durable too");
+
+    // Restart 10 s later: everything is back, and the client's ETag still names it.
+    let mut back = Harness::post_cr();
+    back.now = h.now + 10;
+    back.store = h.store.clone();
+    back.etags = h.etags;
+    let out = back.handle(UnixTime(back.now), Input::Load(Box::new(stored.clone())));
+    assert!(out.is_empty(), "nothing ran out: {out:?}");
+    assert_eq!(back.table(), h.table());
+    assert_eq!(back.m.last_seq(), stored.seq, "sequence numbers go on");
+    assert_eq!(back.m.next_deadline(), h.m.next_deadline());
+    let (r, _) = back.publish(IMPU1, Some(&etag), Some(3600), PublishBody::Empty);
+    assert_eq!(r.outcome, Outcome::Refreshed);
+    assert!(r.wait_for > stored.seq);
+
+    // Restart after the registration ran out (600 s): the machine ends the binding at load.
+    let mut late = Machine::new(Variant::PostCr.policy());
+    let out = late.handle(UnixTime(h.now + 700), Input::Load(Box::new(stored)));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Binding(BindingEvent::Unbound {
+            cause: UnbindCause::RegistrationExpired,
+            ..
+        })
+    )));
+    let deleted = out.iter().any(|o| {
+        matches!(o, Output::Persist(p) if p.changes.iter().any(|c| matches!(c, Change::Impu { record: None, .. })))
+    });
+    assert!(deleted, "the expiry is persisted: {out:?}");
+    assert_eq!(late.binding_count(), 0);
+}
+
+/// A refusal waits for the state it observed: no 403 or 412 goes out before a change it saw
+/// is durable.
+#[test]
+fn every_response_waits_for_the_latest_batch() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600);
+    let seq = h.m.last_seq();
+    assert!(seq > Seq::ZERO);
+    let (r, _) = h.publish(
+        IMPU1,
+        Some(&ETag::new("nope")),
+        Some(3600),
+        PublishBody::Empty,
+    );
+    assert_eq!(r.outcome, Outcome::ConditionalRequestFailed);
+    assert_eq!(
+        r.wait_for, seq,
+        "nothing changed, but it saw the registration"
+    );
 }

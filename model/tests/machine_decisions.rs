@@ -38,6 +38,8 @@ struct Step {
     response: Response,
     bindings: Vec<BindingEvent>,
     csks: Vec<CskEvent>,
+    /// The changes this request made durable (issue 13).
+    persisted: Vec<Change>,
 }
 
 impl M {
@@ -59,9 +61,11 @@ impl M {
                 outcome: Outcome::Registered,
                 etag: None,
                 expires: None,
+                wait_for: Seq::ZERO,
             },
             bindings: vec![],
             csks: vec![],
+            persisted: vec![],
         };
         let mut answered = false;
         for o in self.m.handle(UnixTime(self.now), input) {
@@ -72,6 +76,7 @@ impl M {
                 }
                 Output::Binding(e) => step.bindings.push(e),
                 Output::Csk(e) => step.csks.push(e),
+                Output::Persist(p) => step.persisted.extend(p.changes),
             }
         }
         assert!(answered, "a request gets a response");
@@ -96,7 +101,11 @@ impl M {
                 mc_id: McId::new(user),
             },
         );
-        assert!(out.is_empty());
+        // Only the new CSK, persisted (issue 13).
+        assert!(
+            matches!(&out[..], [Output::Persist(p)] if p.changes.len() == 1),
+            "{out:?}"
+        );
     }
 
     fn publish(
@@ -319,6 +328,64 @@ fn an_uploaded_csk_is_tied_to_the_signer_and_the_impu_and_never_accepted_twice()
     );
     assert_eq!(refused(&takeover), TokenRejection::CskOtherUser);
     assert_eq!(m.m.binding_count(), 1);
+}
+
+#[test]
+fn a_refused_publish_spends_its_i_message_so_nobody_else_can_use_it() {
+    // Found by the model's attacker (docs/model-results-wave3.md): the victim's first PUBLISH
+    // arrives before its third-party REGISTER and is refused; the attacker resends it whole from
+    // its own registered IMPU. RFC 3830 5.4: the message was received, so it is a replay.
+    let mut m = M::post_cr();
+    m.register(UE2);
+    let body = || auth(token(ALICE), csk("k1"));
+    let first = m.publish(
+        trusted(UE1),
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(
+        first.response.outcome,
+        Outcome::Forbidden(ForbiddenReason::NotRegistered)
+    );
+    assert!(m.m.key_messages().any(|id| *id == KeyMessageId::new("m1")));
+    // The spend is durable (issue 13): a server killed now and restarted from its store still
+    // refuses the replay.
+    let mut store = Image::new();
+    for c in &first.persisted {
+        store.apply_change(c);
+    }
+    let mut restarted = Machine::new(m.m.policy().clone());
+    restarted.handle(UnixTime(m.now), Input::Load(Box::new(store.snapshot())));
+    assert!(restarted
+        .key_messages()
+        .any(|id| *id == KeyMessageId::new("m1")));
+    let replay = m.publish(
+        trusted(UE2),
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(refused(&replay), TokenRejection::KeyUploadReplayed);
+    assert_eq!(m.m.binding_count(), 0);
+    // An untrusted source spends nothing (it could burn a victim's message otherwise).
+    let mut m = M::post_cr();
+    m.register(UE1);
+    let forged = m.publish(
+        AssertedIdentity::Untrusted,
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(forged.response.status(), 403);
+    assert_eq!(m.m.key_messages().count(), 0);
+    let ok = m.publish(
+        trusted(UE1),
+        None,
+        body(),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(ok.response.outcome, Outcome::Authorized);
 }
 
 #[test]
@@ -667,4 +734,45 @@ fn after_a_restart_a_refresh_gets_412_and_the_ue_recovers_by_publishing_again() 
         m.authorize(UE1, token(ALICE), csk("k")).response.outcome,
         Outcome::Authorized
     );
+}
+
+#[test]
+fn a_new_upload_replaces_only_the_older_upload_of_the_same_impu_and_user() {
+    let mut m = M::post_cr();
+    m.register(UE1);
+    m.register(UE2);
+    // Alice's provisioned CSK, tied to UE1 by its first use.
+    m.provision("kp", ALICE);
+    let s = m.authorize(UE1, token(ALICE), csk("kp"));
+    assert_eq!(s.response.outcome, Outcome::Authorized);
+    let up = |m: &mut M, impu: &str, user: &str, id: &str, msg: &str| {
+        let s = m.publish(
+            trusted(impu),
+            None,
+            auth(token(user), csk(id)),
+            Some(upload(id, msg, 1_000, Some(user))),
+        );
+        assert_eq!(s.response.outcome, Outcome::Authorized, "{id}");
+        s
+    };
+    up(&mut m, UE1, ALICE, "k1", "m1");
+    // Same user on another IMPU, and another user: other pairs.
+    up(&mut m, UE2, ALICE, "k2", "m2");
+    // Alice uploads again on UE1: only her older upload on UE1 goes.
+    let s = up(&mut m, UE1, ALICE, "k3", "m3");
+    assert!(s.csks.contains(&CskEvent::Dropped {
+        csk_id: CskId::new("k1"),
+        cause: CskDropCause::Replaced
+    }));
+    assert_eq!(
+        s.csks
+            .iter()
+            .filter(|e| matches!(e, CskEvent::Dropped { .. }))
+            .count(),
+        1,
+        "{:?}",
+        s.csks
+    );
+    let left: Vec<&str> = m.m.csks().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(left, vec!["k2", "k3", "kp"]);
 }

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use mcx_model::env::PropertyKind;
 use mcx_model::{
     FailedReauthorization, McxModel, ModelConfig, NetworkKind, TokenExpiry, Variant, Verdict,
 };
@@ -26,10 +25,7 @@ fn check(cfg: ModelConfig) -> Outcome {
     let mut violated = BTreeSet::new();
     for info in model.catalogue() {
         let found = discoveries.contains_key(info.name);
-        let verdict = match (info.kind, found) {
-            (PropertyKind::Always, false) | (PropertyKind::Sometimes, true) => Verdict::Holds,
-            _ => Verdict::Violated,
-        };
+        let verdict = info.kind.verdict(found);
         let expected = model
             .expected(info.name)
             .expect("every property has an expectation");
@@ -52,49 +48,88 @@ fn set(names: &[&'static str]) -> BTreeSet<&'static str> {
     names.iter().copied().collect()
 }
 
+/// Witnesses that need a policy or a budget the small configurations do not have: a device
+/// limit, a restart, a refusal of a replayed token.
+const NEEDS_MORE: [&str; 3] = [
+    "device-limit-refused",
+    "recovered-after-restart",
+    "replay-refused",
+];
+
+fn with_needs_more(names: &[&'static str]) -> BTreeSet<&'static str> {
+    let mut s = set(names);
+    s.extend(NEEDS_MORE);
+    s
+}
+
+/// Post-CR with the attacker: its replay of a captured protected PUBLISH is refused (the
+/// I_MESSAGE was seen, or the CSK is tied to the victim's IMPU), so `replay-refused` has a
+/// witness there.
+fn post_cr_attacked(names: &[&'static str]) -> BTreeSet<&'static str> {
+    let mut s = with_needs_more(names);
+    s.remove("replay-refused");
+    s
+}
+
 #[test]
 fn post_cr_small_holds_everything_but_the_register_option() {
     let o = check(ModelConfig::small(Variant::PostCr));
     assert_eq!(
         o.violated,
-        set(&["rebound-after-impu-change", "register-token-binds"])
+        post_cr_attacked(&[
+            "rebound-after-impu-change",
+            "register-token-binds",
+            "stale-etag-gets-412",
+        ])
     );
-    assert_eq!(o.unique, 6086);
+    assert_eq!(o.unique, 67741);
 }
 
 #[test]
-fn pre_cr_small_breaks_impersonation_switch_isolation_and_registration() {
+fn pre_cr_small_breaks_impersonation_only() {
+    // The pre-CR user-switch and registration-waits findings of wave 1 were modelling
+    // artefacts (a REGISTER in flight during a local user switch; a UE that waited for its token
+    // to register): both are gone, and no-impersonation remains.
     let o = check(ModelConfig::small(Variant::PreCr));
     assert_eq!(
         o.violated,
-        set(&[
+        with_needs_more(&[
             "no-impersonation",
             "publish-before-registration",
             "rebound-after-impu-change",
-            "registration-never-waits-for-token",
-            "s5-user-switch-isolation",
         ])
     );
-    assert_eq!(o.unique, 34905);
+    assert_eq!(o.unique, 212986);
 }
 
 #[test]
-fn ct1_rel18_small_breaks_what_pre_cr_breaks() {
+fn ct1_rel18_small_breaks_impersonation_and_switch_isolation() {
     let o = check(ModelConfig::small(Variant::Ct1Rel18));
     assert_eq!(
         o.violated,
-        set(&[
+        with_needs_more(&[
             "no-impersonation",
             "rebound-after-impu-change",
-            "registration-never-waits-for-token",
             "s5-user-switch-isolation",
         ])
     );
-    assert_eq!(o.unique, 73328);
+    assert_eq!(o.unique, 718245);
 }
 
 #[test]
-fn post_cr_duplicating_network_breaks_user_switch_isolation() {
+fn pre_cr_ordered_network_holds_user_switch_isolation() {
+    // Review wave 1: `check --variant pre-cr --network ordered --impus 1 --max-time 1` exited 1.
+    let cfg = ModelConfig {
+        network: NetworkKind::Ordered,
+        ..ModelConfig::small(Variant::PreCr)
+    };
+    let o = check(cfg);
+    assert!(!o.violated.contains("s5-user-switch-isolation"));
+    assert!(o.violated.contains("no-impersonation"));
+}
+
+#[test]
+fn post_cr_duplicating_network_keeps_user_switch_isolation_by_the_dropped_csk() {
     let cfg = ModelConfig {
         network: NetworkKind::Duplicating,
         ..ModelConfig::small(Variant::PostCr)
@@ -102,11 +137,7 @@ fn post_cr_duplicating_network_breaks_user_switch_isolation() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        set(&[
-            "rebound-after-impu-change",
-            "register-token-binds",
-            "s5-user-switch-isolation",
-        ])
+        post_cr_attacked(&["rebound-after-impu-change", "register-token-binds",])
     );
 }
 
@@ -117,7 +148,7 @@ fn post_cr_drop_binding_breaks_failure_atomicity() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        set(&[
+        post_cr_attacked(&[
             "rebound-after-impu-change",
             "register-token-binds",
             "s7-failure-atomicity",
@@ -134,10 +165,11 @@ fn post_cr_ordered_network_never_publishes_before_registration() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        set(&[
+        post_cr_attacked(&[
             "publish-before-registration",
             "rebound-after-impu-change",
             "register-token-binds",
+            "stale-etag-gets-412",
         ])
     );
 }
@@ -152,7 +184,7 @@ fn post_cr_without_attacker_and_with_end_binding_still_holds() {
     let o = check(cfg);
     assert_eq!(
         o.violated,
-        set(&["rebound-after-impu-change", "register-token-binds"])
+        with_needs_more(&["rebound-after-impu-change", "register-token-binds"])
     );
 }
 
@@ -163,6 +195,43 @@ fn pre_cr_without_attacker_has_no_impersonation() {
         ..ModelConfig::small(Variant::PreCr)
     };
     let o = check(cfg);
-    assert!(!o.violated.contains("no-impersonation"));
-    assert!(o.violated.contains("registration-never-waits-for-token"));
+    assert_eq!(
+        o.violated,
+        with_needs_more(&["publish-before-registration", "rebound-after-impu-change"])
+    );
+    assert_eq!(o.unique, 45894);
+}
+
+// Two UEs of one user with a restart and a device limit of one (one user, so about 30 s). The
+// wave-2 version (two users, 6 min, ignored) reported `eventually-recovers-after-restart`
+// violated and left it open. It is neither a spec finding nor a model bug: the restart empties
+// the binding table, and the device slot goes to whichever device of the user publishes first
+// afterwards. When that is the other UE (refused before the restart), the restart victim is
+// refused for ever (403, device limit) — the device-limit policy (dossier Q-18) meeting a
+// volatile binding table, which the expectation table already predicts for any configuration
+// whose device limit is below the number of UEs. docs/model-results-wave3.md has the trace.
+#[test]
+fn a_restart_and_a_device_limit_have_their_witnesses_and_the_slot_goes_to_the_first_device() {
+    let mut cfg = ModelConfig {
+        ues: 2,
+        users: 1,
+        restarts: 1,
+        attacker: false,
+        ..ModelConfig::small(Variant::PostCr)
+    };
+    cfg.policy.max_devices_per_mc_id = Some(1);
+    let o = check(cfg);
+    assert!(
+        !o.violated.contains("device-limit-refused"),
+        "{:?}",
+        o.violated
+    );
+    assert!(
+        !o.violated.contains("recovered-after-restart"),
+        "{:?}",
+        o.violated
+    );
+    // The device limit starves the second UE of the user, before and after a restart.
+    assert!(o.violated.contains("eventually-bound"));
+    assert!(o.violated.contains("eventually-recovers-after-restart"));
 }

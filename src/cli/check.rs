@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mcx_model::env::{Expectation, PropertyKind, Verdict};
+use mcx_model::env::{Carriage, Expectation, PropertyKind, UeProtection, Verdict};
 use mcx_model::{
-    FailedReauthorization, ImpuChange, McxModel, ModelConfig, NetworkKind, Service, TokenExpiry,
-    TokenKind, TraceStep, Variant,
+    CskTie, FailedReauthorization, ImpuChange, McxModel, ModelConfig, NetworkKind, RegisterToken,
+    Service, TokenExpiry, TokenKind, TokenProtection, TraceStep, Variant,
 };
 use serde::Serialize;
 use stateright::{Checker, Model};
@@ -44,6 +44,10 @@ pub struct ModelArgs {
     /// Bound on duplicate deliveries (duplicating network).
     #[arg(long)]
     pub duplicates: Option<u8>,
+    /// Crash (`kill -9`) and restart from the durable store between any two steps (issue 13;
+    /// `--crash false` leaves the two crash properties vacuous).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub crash: Option<bool>,
     /// Server restarts allowed.
     #[arg(long)]
     pub restarts: Option<u8>,
@@ -71,6 +75,38 @@ pub struct ModelArgs {
     /// Policy (dossier Q-18): at most this many clients per MC service ID.
     #[arg(long)]
     pub max_devices: Option<u32>,
+    /// Check liveness (`eventually` properties; `--liveness false` skips the settled runs).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub liveness: Option<bool>,
+    /// UE axis: where every UE carries its token: register, publish or both (default: the
+    /// variant's preset; pre-cr mixes a REGISTER-option UE with PUBLISH-option ones).
+    #[arg(long, value_parser = parse_kebab::<Carriage>)]
+    pub carriage: Option<Carriage>,
+    /// UE axis: whether the UEs protect their PUBLISH-borne token (TS 33.180 clause 9) and
+    /// upload CSKs: on, off, or auto (protect exactly when the server requires it).
+    #[arg(long, value_parser = parse_kebab::<UeProtection>)]
+    pub ue_protection: Option<UeProtection>,
+    /// Server axis (dossier Q-16): token protection off, optional or required.
+    #[arg(long, value_parser = parse_kebab::<TokenProtection>)]
+    pub token_protection: Option<TokenProtection>,
+    /// Server axis (TS 33.180 5.4): the CSK <-> (IMPU, MC service ID) tie enforced, or ignored
+    /// (ablation).
+    #[arg(long, value_parser = parse_kebab::<CskTie>)]
+    pub csk_tie: Option<CskTie>,
+    /// Server axis: a token in a third-party REGISTER is honoured or ignored.
+    #[arg(long, value_parser = parse_kebab::<RegisterToken>)]
+    pub register_token: Option<RegisterToken>,
+    /// How CSKs reach the server: uploaded (MIKEY-SAKKE I_MESSAGE with the PUBLISH, TS 33.180
+    /// 5.4) or provisioned (a lab table set up front, no upload).
+    #[arg(long, value_parser = parse_csk_source)]
+    pub csk: Option<bool>,
+    /// Requests the attacker may send in one run.
+    #[arg(long)]
+    pub attacker_budget: Option<u8>,
+    /// The attacker may act on a request while it is still in flight (on-path, racing the
+    /// original); default: only once the request reached the server (eavesdropper).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub attacker_preempts: Option<bool>,
 }
 
 impl ModelArgs {
@@ -105,6 +141,9 @@ impl ModelArgs {
         if let Some(v) = self.duplicates {
             c.max_duplicates = v;
         }
+        if let Some(v) = self.crash {
+            c.crash = v;
+        }
         if let Some(v) = self.restarts {
             c.restarts = v;
         }
@@ -132,6 +171,33 @@ impl ModelArgs {
         if let Some(v) = self.max_devices {
             c.policy.max_devices_per_mc_id = Some(v);
         }
+        if let Some(v) = self.liveness {
+            c.liveness = v;
+        }
+        if let Some(v) = self.carriage {
+            c.carriage = Some(v);
+        }
+        if let Some(v) = self.ue_protection {
+            c.ue_protection = v;
+        }
+        if let Some(v) = self.token_protection {
+            c.policy.token_protection = v;
+        }
+        if let Some(v) = self.csk_tie {
+            c.policy.csk_tie = v;
+        }
+        if let Some(v) = self.register_token {
+            c.policy.register_token = v;
+        }
+        if let Some(v) = self.csk {
+            c.csk_upload = v;
+        }
+        if let Some(v) = self.attacker_budget {
+            c.attacker_budget = v;
+        }
+        if let Some(v) = self.attacker_preempts {
+            c.attacker_preempts = v;
+        }
         if let Err(e) = c.validate() {
             bail!("{e}");
         }
@@ -144,6 +210,14 @@ fn parse_service(s: &str) -> Result<Service, String> {
         .into_iter()
         .find(|x| x.name() == s)
         .ok_or_else(|| format!("unknown service {s:?} (mcptt, mcvideo, mcdata)"))
+}
+
+fn parse_csk_source(s: &str) -> Result<bool, String> {
+    match s {
+        "uploaded" => Ok(true),
+        "provisioned" => Ok(false),
+        _ => Err(format!("unknown CSK source {s:?} (uploaded, provisioned)")),
+    }
 }
 
 fn parse_network(s: &str) -> Result<NetworkKind, String> {
@@ -287,10 +361,7 @@ pub fn check_config(
     let mut properties = Vec::new();
     for info in model.catalogue() {
         let found = discoveries.get(info.name);
-        let verdict = match (info.kind, found.is_some()) {
-            (PropertyKind::Always, false) | (PropertyKind::Sometimes, true) => Verdict::Holds,
-            _ => Verdict::Violated,
-        };
+        let verdict = info.kind.verdict(found.is_some());
         let Some(Expectation {
             verdict: expected,
             because,
@@ -306,6 +377,7 @@ pub fn check_config(
                 let actions = match info.kind {
                     PropertyKind::Always => m.shortest_path(|s| !cond(m, s), depth),
                     PropertyKind::Sometimes => m.shortest_path(|s| cond(m, s), depth),
+                    PropertyKind::Eventually => m.eventually_counterexample(|s| cond(m, s), depth),
                 }
                 .unwrap_or_else(|| path.clone().into_actions());
                 let t = model.trace(&actions);
@@ -409,7 +481,7 @@ pub fn text_report(r: &VariantReport) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "== {} ({}) — {} UEs, {} users, {} IMPUs/UE, services {}, {} network, attacker {}, time 0..{}, ≤{} publications, policy: token expiry {}, failed re-auth {}, IMPU change {}",
+        "== {} ({}) — {} UEs, {} users, {} IMPUs/UE, services {}, {} network, attacker {}{}, time 0..{}, ≤{} publications, UE: carriage {}, protection {} ({}), CSKs {}; policy: token protection {}, CSK tie {}, REGISTER token {}, token expiry {}, failed re-auth {}, IMPU change {}",
         r.variant.name(),
         if r.default_config { "default sizes" } else { "custom sizes" },
         c.ues,
@@ -418,8 +490,20 @@ pub fn text_report(r: &VariantReport) -> String {
         c.services.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
         c.network,
         if c.attacker { "on" } else { "off" },
+        if c.attacker && c.attacker_preempts {
+            " (pre-empts)"
+        } else {
+            ""
+        },
         c.max_time,
         c.max_publications,
+        c.carriage.map_or("preset", |x| x.name()),
+        c.ue_protection.name(),
+        if c.protects_tokens() { "protects" } else { "in clear" },
+        if c.csk_upload { "uploaded" } else { "provisioned" },
+        kebab(&c.policy.token_protection),
+        kebab(&c.policy.csk_tie),
+        kebab(&c.policy.register_token),
         kebab(&c.policy.token_expiry),
         kebab(&c.policy.failed_reauthorization),
         kebab(&c.policy.impu_change),
@@ -476,7 +560,7 @@ pub fn text_report(r: &VariantReport) -> String {
             continue;
         };
         let what = match p.kind {
-            PropertyKind::Always => "counterexample",
+            PropertyKind::Always | PropertyKind::Eventually => "counterexample",
             PropertyKind::Sometimes => "witness",
         };
         if p.kind == PropertyKind::Sometimes && p.verdict == p.expected {

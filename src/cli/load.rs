@@ -118,11 +118,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 ),
                 expires_in: 86_400,
                 alg,
+                // Tokens in clear: a protected-PUBLISH scenario is the next one to add.
+                protect: None,
             };
             let mut out =
                 Vec::with_capacity(usize::try_from(spec.users).unwrap_or(0).min(1 << 20) * 700);
             let started = std::time::Instant::now();
-            write_users_csv(&lab, &spec, &mut out)?;
+            write_users_csv(&lab, &spec, &mut out, None)?;
             eprintln!(
                 "minted {} {} tokens in {:.1} s",
                 spec.users,

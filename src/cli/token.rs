@@ -42,6 +42,7 @@ enum Command {
     ///
     /// First line `SEQUENTIAL`, then `impu;client_id;mc_id;token` per user:
     /// `sip:<prefix>NNNNNNN@ims.example.org`, `urn:uuid:` from N, `sip:userNNNNNNN@example.org`.
+    /// With `--protect-csks FILE`: `impu;client_id;mc_id;token;protected_info;signature`.
     MintCsv(MintCsvArgs),
     /// Print a token's header and claims without trusting them.
     Inspect {
@@ -76,7 +77,10 @@ struct MintArgs {
     /// The `mcdata_id` claim (MCData ID).
     #[arg(long)]
     mcdata_id: Option<String>,
-    /// A scope value (repeatable). Default: `openid` and the scope of each service whose ID is given.
+    /// A scope value (repeatable), e.g. `3gpp:mc:ptt_service` or a resource server's
+    /// `3gpp:mc:ptt_key_management_service`, `…_config_management_service`,
+    /// `…_group_management_service`. Default: `openid` and the scope of each service whose ID
+    /// is given.
     #[arg(long = "scope")]
     scopes: Vec<String>,
     /// Lifetime in seconds.
@@ -119,6 +123,15 @@ struct MintCsvArgs {
     /// Signing algorithm (its key is made on first use).
     #[arg(long, default_value = "ES256")]
     alg: String,
+    /// Also protect each user's body per TS 33.180 clause 9 under a fresh CSK of that user:
+    /// two more CSV fields (the info body with token and client ID encrypted; its signature
+    /// part for Content-ID `info@mcx-authz.lab`), and the `[[protection.csk]]` entries
+    /// written to this TOML file for the server config.
+    #[arg(long)]
+    protect_csks: Option<PathBuf>,
+    /// The TS 33.180 F.1.4 reading for `--protect-csks`.
+    #[arg(long, value_enum, default_value = "mc-id-and-xpk-id")]
+    kdf: crate::cli::protect::KdfArg,
 }
 
 /// What `mcx-authz token mint-csv` writes: N users of the SIPp load scenarios.
@@ -136,6 +149,9 @@ pub struct UsersCsv {
     pub expires_in: u64,
     /// Signing algorithm; the lab must hold its key.
     pub alg: jsonwebtoken::Algorithm,
+    /// Protect each body (TS 33.180 clause 9) under a fresh per-user CSK with this F.1.4
+    /// reading: the CSV gains `protected_info;signature` and the CSKs go to the second writer.
+    pub protect: Option<mcx_sec::kdf::KdfReading>,
 }
 
 /// The (IMPU, MC client ID, MCPTT ID) of user number `n`, as `mint-csv` (and
@@ -159,7 +175,16 @@ pub fn csv_user(impu_prefix: &str, n: u64) -> (String, String, String) {
 
 /// Writes the SIPp `-inf` CSV of [`UsersCsv`] to `out`, signing on every core (the key is
 /// parsed once; a token costs one signature). Returns the number of users written.
-pub fn write_users_csv(lab: &LabIdms, spec: &UsersCsv, out: &mut dyn Write) -> anyhow::Result<u64> {
+pub fn write_users_csv(
+    lab: &LabIdms,
+    spec: &UsersCsv,
+    out: &mut dyn Write,
+    mut csks: Option<&mut dyn Write>,
+) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        spec.protect.is_none() || csks.is_some(),
+        "protected bodies need a writer for their CSKs"
+    );
     anyhow::ensure!(
         !spec.impu_prefix.is_empty()
             && spec
@@ -178,7 +203,7 @@ pub fn write_users_csv(lab: &LabIdms, spec: &UsersCsv, out: &mut dyn Write) -> a
         .first
         .checked_add(spec.users)
         .context("--first + --users overflows")?;
-    let line = |n: u64| -> anyhow::Result<String> {
+    let line = |n: u64| -> anyhow::Result<(String, String)> {
         let (impu, client_id, mc_id) = csv_user(&spec.impu_prefix, n);
         let req = MintRequest {
             sub: Some(format!("user{n:07}")),
@@ -189,7 +214,31 @@ pub fn write_users_csv(lab: &LabIdms, spec: &UsersCsv, out: &mut dyn Write) -> a
             ..MintRequest::default()
         };
         let token = lab.mint(&req)?;
-        Ok(format!("{impu};{client_id};{mc_id};{token}\n"))
+        let Some(reading) = spec.protect else {
+            return Ok((
+                format!("{impu};{client_id};{mc_id};{token}\n"),
+                String::new(),
+            ));
+        };
+        let (id, csk) = crate::protection::new_csk();
+        let entry = mcx_sec::csk::config_entry(id, &csk, &mc_id);
+        let p = crate::protection::Protector::new(
+            &mcx_sec::csk::CskEntry {
+                id,
+                csk,
+                mc_id: mc_id.clone(),
+            },
+            reading,
+        )?;
+        let info = p.encrypt_info(
+            Service::Mcptt,
+            &crate::protection::clear_info(Service::Mcptt, &token, Some(&client_id)),
+        )?;
+        let sig = p.sign(&[(crate::protection::INFO_CONTENT_ID, info.as_bytes())]);
+        Ok((
+            format!("{impu};{client_id};{mc_id};{token};{info};{sig}\n"),
+            entry,
+        ))
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     // Blocks bound the memory held; each block is split over the workers and written in order.
@@ -199,16 +248,18 @@ pub fn write_users_csv(lab: &LabIdms, spec: &UsersCsv, out: &mut dyn Write) -> a
     while start < end {
         let stop = end.min(start + BLOCK);
         let per = (stop - start).div_ceil(workers);
-        let parts: Vec<anyhow::Result<String>> = std::thread::scope(|s| {
+        let parts: Vec<anyhow::Result<(String, String)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
                     let (a, b) = (start + w * per, stop.min(start + (w + 1) * per));
                     s.spawn(move || {
-                        let mut text = String::new();
+                        let (mut text, mut keys) = (String::new(), String::new());
                         for n in a..b {
-                            text.push_str(&line(n)?);
+                            let (l, k) = line(n)?;
+                            text.push_str(&l);
+                            keys.push_str(&k);
                         }
-                        Ok(text)
+                        Ok((text, keys))
                     })
                 })
                 .collect();
@@ -221,11 +272,18 @@ pub fn write_users_csv(lab: &LabIdms, spec: &UsersCsv, out: &mut dyn Write) -> a
                 .collect()
         });
         for part in parts {
-            out.write_all(part?.as_bytes())?;
+            let (text, keys) = part?;
+            out.write_all(text.as_bytes())?;
+            if let Some(w) = csks.as_deref_mut() {
+                w.write_all(keys.as_bytes())?;
+            }
         }
         start = stop;
     }
     out.flush()?;
+    if let Some(w) = csks {
+        w.flush()?;
+    }
     Ok(spec.users)
 }
 
@@ -275,14 +333,14 @@ fn keygen(dir: &Path, alg: &str, force: bool) -> anyhow::Result<ExitCode> {
     let lab = LabIdms::keygen(dir, alg, force)?;
     let key = lab.key(alg).context("key not written")?;
     let verb = if existed && !force { "kept" } else { "wrote" };
-    println!(
-        "{verb} {} ({}, kid {})",
+    emit(&format!(
+        "{verb} {} ({}, kid {})\nwrote {}\nissuer {}",
         dir.join(key_file_name(alg)).display(),
         alg_name(alg),
-        key.kid()
-    );
-    println!("wrote {}", dir.join(JWKS_FILE).display());
-    println!("issuer {}", lab.issuer());
+        key.kid(),
+        dir.join(JWKS_FILE).display(),
+        lab.issuer()
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -309,7 +367,7 @@ fn mint(dir: &Path, m: MintArgs) -> anyhow::Result<ExitCode> {
         alg: Some(alg),
         ..MintRequest::default()
     };
-    println!("{}", lab.mint(&req)?);
+    emit(&lab.mint(&req)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -326,15 +384,23 @@ fn mint_csv(dir: &Path, m: MintCsvArgs) -> anyhow::Result<ExitCode> {
         iat: clock(),
         expires_in: m.expires_in,
         alg,
+        protect: m.protect_csks.as_ref().map(|_| m.kdf.into()),
     };
+    let mut csk_file = match &m.protect_csks {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let csks = csk_file.as_mut().map(|w| w as &mut dyn Write);
     if m.out.as_os_str() == "-" {
-        write_users_csv(&lab, &spec, &mut std::io::stdout().lock())?;
+        write_users_csv(&lab, &spec, &mut std::io::stdout().lock(), csks)?;
         return Ok(ExitCode::SUCCESS);
     }
     let started = std::time::Instant::now();
     let file =
         std::fs::File::create(&m.out).with_context(|| format!("creating {}", m.out.display()))?;
-    let n = write_users_csv(&lab, &spec, &mut std::io::BufWriter::new(file))
+    let n = write_users_csv(&lab, &spec, &mut std::io::BufWriter::new(file), csks)
         .with_context(|| format!("writing {}", m.out.display()))?;
     // stderr, so that `--out -` and scripts reading stdout see only the CSV.
     eprintln!(
@@ -365,7 +431,7 @@ fn inspect(token: &str) -> anyhow::Result<ExitCode> {
         "claims": part(1, "claims")?,
         "signature_bytes": URL_SAFE_NO_PAD.decode(parts[2]).map(|s| s.len()).ok(),
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    emit(&serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -403,7 +469,7 @@ fn verify(
             answer.is_ok()
         }
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    emit(&serde_json::to_string_pretty(&out)?)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -445,4 +511,14 @@ fn clock() -> UnixTime {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     )
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (`token verify … | head`)
+/// is not an error: the output is simply no longer wanted (`println!` would panic on EPIPE).
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

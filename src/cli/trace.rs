@@ -55,6 +55,11 @@ pub struct Args {
     /// The lab IdMS data dir whose key signs the tokens (the server's `--data-dir`).
     #[arg(long, default_value = crate::token::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// A target profile (as for `mcx-authz replay`): the scenario's Request-URIs (server URI,
+    /// PSIs), S-CSCF and IMPU domain are the target's, and a `lab` clock's URL is the default
+    /// `--clock-url`. Token names and MC service IDs stay the model's (the replay renames them).
+    #[arg(long)]
+    pub target: Option<PathBuf>,
     /// Model sizes for `--scenario` (as for `check`).
     #[command(flatten)]
     pub model: ModelArgs,
@@ -94,16 +99,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("system clock before 1970")?
             .as_secs(),
     };
+    let profile = args
+        .target
+        .as_deref()
+        .map(crate::replay::profile::Profile::read)
+        .transpose()?;
+    let clock_url = args.clock_url.clone().or_else(|| {
+        profile
+            .as_ref()
+            .filter(|p| p.clock.mode == crate::replay::profile::ClockMode::Lab)
+            .and_then(|p| p.clock.lab_url.clone())
+    });
     let opts = ReplayOptions {
         tick_ms: args.tick_ms,
-        clock_url: args.clock_url.clone(),
+        clock_url,
         settle_ms: args.settle_ms,
         time_base,
         response_timeout_ms: args.response_timeout_ms,
     };
     let lab = LabIdms::open_or_create(&args.data_dir)
         .with_context(|| format!("lab IdMS in {}", args.data_dir.display()))?;
-    let replay = Replay::build(&src, &lab, &opts)?;
+    let mut replay = Replay::build(&src, &lab, &opts)?;
+    if let Some(p) = &profile {
+        replay.scenario_xml = retarget_scenario(p, &replay.scenario_xml);
+    }
     replay.write(&args.out, &opts)?;
     println!("{}", replay.title);
     println!(
@@ -130,4 +149,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("note: {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scenario's requests aimed at `profile`'s target: Request-URIs and S-CSCF
+/// ([`crate::replay::profile::Profile::retarget`]) and the IMPU domain.
+fn retarget_scenario(profile: &crate::replay::profile::Profile, xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    for line in xml.split_inclusive('\n') {
+        if line.starts_with("REGISTER sip:mcx.example.org ") || line.starts_with("PUBLISH sip:") {
+            out.push_str(profile.retarget(line).trim_end_matches('\n'));
+            out.push('\n');
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.replace(crate::trace::sipp::SCSCF_URI, &profile.sip.scscf_uri)
+        .replace(
+            "@ims.example>",
+            &format!("@{}>", profile.identities.impu_domain),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_is_retargeted() {
+        let text = crate::replay::profile::DEFAULT_PROFILE
+            .replace("\"sip:mcx.example.org\"", "\"sip:as.vendor.test\"")
+            .replace("\"sip:mcptt@mcx.example.org\"", "\"sip:ptt@vendor.test\"")
+            .replace(
+                "impu_domain = \"ims.example\"",
+                "impu_domain = \"ims.vendor.test\"",
+            );
+        let p = crate::replay::profile::Profile::parse(&text, std::path::Path::new(".")).unwrap();
+        let xml = "REGISTER sip:mcx.example.org SIP/2.0\nTo: <sip:ue1-a@ims.example>\nREGISTER sip:ims.example SIP/2.0\nPUBLISH sip:mcptt@mcx.example.org SIP/2.0\n";
+        assert_eq!(
+            retarget_scenario(&p, xml),
+            "REGISTER sip:as.vendor.test SIP/2.0\nTo: <sip:ue1-a@ims.vendor.test>\nREGISTER sip:ims.example SIP/2.0\nPUBLISH sip:ptt@vendor.test SIP/2.0\n"
+        );
+    }
 }

@@ -709,6 +709,104 @@ pub fn run(config: LoadConfig, users: Arc<Users>) -> anyhow::Result<Report> {
     })
 }
 
+/// One request at a time, each to its final response (`mcx-authz replay`): the generator's
+/// templates, RFC 3261 17.1.2.2 retransmission timers and response matching, for a client that
+/// must read each response before it builds the next request. Every request is a call of its
+/// own (a fresh Call-ID and branch).
+pub struct Transactor {
+    socket: UdpSocket,
+    target: SocketAddr,
+    local: SocketAddr,
+    pid: u32,
+    timers: Timers,
+    call: u64,
+    buf: Vec<u8>,
+}
+
+impl Transactor {
+    /// A client bound to `bind` (port 0: any) that sends to `target`.
+    pub fn new(target: SocketAddr, bind_addr: SocketAddr, timers: Timers) -> anyhow::Result<Self> {
+        let socket = bind(bind_addr, 0)?;
+        let local = socket.local_addr().context("local address")?;
+        Ok(Transactor {
+            socket,
+            target,
+            local,
+            pid: std::process::id(),
+            timers,
+            call: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `template` filled with `fields` and waits for its final response (retransmitting
+    /// per RFC 3261 until the timeout): the response's bytes, or `None` when none came in time.
+    /// Responses to earlier requests (late duplicates) are dropped.
+    pub fn exchange(
+        &mut self,
+        template: &Template,
+        fields: &[String],
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        self.call += 1;
+        let call = self.call;
+        let fill = Fill {
+            local: self.local,
+            pid: self.pid,
+            call,
+            step: 0,
+            fields,
+        };
+        template.render(&fill, &mut self.buf);
+        let request = std::mem::take(&mut self.buf);
+        let deadline = Instant::now() + self.timers.timeout.min(self.timers.t1 * 64);
+        let mut attempts: u8 = 1;
+        let mut provisional = false;
+        let _ = self.socket.send_to(&request, self.target);
+        let mut next = Instant::now() + self.timers.interval(attempts, provisional);
+        let mut rbuf = vec![0u8; 65_536];
+        let result = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break None;
+            }
+            if now >= next {
+                attempts = attempts.saturating_add(1);
+                let _ = self.socket.send_to(&request, self.target);
+                next = now + self.timers.interval(attempts, provisional);
+            }
+            let wait = next.min(deadline).saturating_duration_since(Instant::now());
+            self.socket
+                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+                .context("socket timeout")?;
+            let n = match self.socket.recv_from(&mut rbuf) {
+                Ok((n, _)) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e).context("receiving a response"),
+            };
+            let msg = &rbuf[..n];
+            match parse_response(msg) {
+                Some(k) if k.call == call && k.status >= 200 => break Some(msg.to_vec()),
+                Some(k) if k.call == call => {
+                    provisional = true;
+                    next = Instant::now() + self.timers.interval(attempts, true);
+                }
+                _ => {}
+            }
+        };
+        self.buf = request;
+        Ok(result)
+    }
+}
+
 fn bind(addr: SocketAddr, recv_buffer: usize) -> anyhow::Result<UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),

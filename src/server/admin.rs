@@ -1,5 +1,6 @@
 //! The admin view over HTTP (axum), meant for loopback: what the machine holds now, health, and
-//! Prometheus counters. Read-only, except the opt-in clock control used by conformance tests.
+//! Prometheus counters. Read-only, except the opt-in lab controls (clock, restart, fault
+//! injection) used by conformance and supervision tests.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::state::Shared;
+use super::pipeline::Pipeline;
+use super::state::{Metrics, Shared};
+use super::vitals::{counter, gauge, Fault, Vitals};
 
 /// One row of `GET /bindings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,19 +63,32 @@ pub fn binding_views(machine: &mcx_model::Machine) -> Vec<BindingView> {
         .collect()
 }
 
-type AppState = (Arc<Mutex<Shared>>, bool);
+/// What the admin handlers see.
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Mutex<Shared>>,
+    pipeline: Arc<Pipeline>,
+    vitals: Arc<Vitals>,
+    lab_controls: bool,
+}
 
-/// The admin router over the shared state; `lab_controls` enables `POST /clock/advance` and
-/// `POST /restart`.
-pub fn router(shared: Arc<Mutex<Shared>>, lab_controls: bool) -> Router {
+/// The admin router over the server's pipeline and vitals; `lab_controls` enables
+/// `POST /clock/advance`, `POST /restart` and `POST /fault`.
+pub fn router(pipeline: Arc<Pipeline>, vitals: Arc<Vitals>, lab_controls: bool) -> Router {
     Router::new()
         .route("/bindings", get(bindings))
         .route("/registrations", get(registrations))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/clock/advance", post(advance_clock))
         .route("/restart", post(restart))
-        .with_state((shared, lab_controls))
+        .route("/fault", post(fault))
+        .with_state(AppState {
+            shared: pipeline.shared(),
+            pipeline,
+            vitals,
+            lab_controls,
+        })
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -81,12 +97,12 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn bindings(State((shared, _)): State<AppState>) -> Json<Vec<BindingView>> {
-    Json(binding_views(&lock(&shared).machine))
+async fn bindings(State(app): State<AppState>) -> Json<Vec<BindingView>> {
+    Json(binding_views(&lock(&app.shared).machine))
 }
 
-async fn registrations(State((shared, _)): State<AppState>) -> Json<Vec<RegistrationView>> {
-    let s = lock(&shared);
+async fn registrations(State(app): State<AppState>) -> Json<Vec<RegistrationView>> {
+    let s = lock(&app.shared);
     Json(
         s.machine
             .registrations()
@@ -101,15 +117,90 @@ async fn registrations(State((shared, _)): State<AppState>) -> Json<Vec<Registra
     )
 }
 
-async fn metrics(State((shared, _)): State<AppState>) -> impl IntoResponse {
-    let s = lock(&shared);
+/// `200 ok` while every listener (and the tick timer) runs, `503 unhealthy` while one is down
+/// (stopped and waiting to be restarted); one line per listener with its restarts and caught
+/// worker panics either way.
+async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
+    let (healthy, text) = app.vitals.health_report();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, text)
+}
+
+/// What `/metrics` copies under the lock; formatted after the lock is released.
+struct Snapshot {
+    metrics: Metrics,
+    bindings: usize,
+    registrations: usize,
+    transactions: usize,
+    transaction_bytes: usize,
+    transaction_evictions: u64,
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let snap = {
+        let s = lock(&app.shared);
+        Snapshot {
+            metrics: s.metrics.clone(),
+            bindings: s.machine.binding_count(),
+            registrations: s.machine.registrations().count(),
+            transactions: s.transactions.len(),
+            transaction_bytes: s.transactions.bytes(),
+            transaction_evictions: s.transactions.evictions(),
+        }
+    };
+    let token = app.pipeline.validator().stats();
     let mut out = String::new();
+    if let Some(store) = lock(&app.shared).store.clone() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = store.stats();
+        for (name, help, v) in [
+            (
+                "mcx_store_commits_total",
+                "Durable store commits (write transactions, each fsync'd).",
+                st.commits.load(Relaxed),
+            ),
+            (
+                "mcx_store_batches_total",
+                "Persist batches written (one per state-changing request or tick).",
+                st.batches.load(Relaxed),
+            ),
+            (
+                "mcx_store_commit_micros_total",
+                "Time spent in store commits, in microseconds.",
+                st.commit_micros.load(Relaxed),
+            ),
+            (
+                "mcx_store_max_group",
+                "The most batches one commit carried (group commit).",
+                st.max_group.load(Relaxed),
+            ),
+            (
+                "mcx_store_durable_seq",
+                "The last durable sequence number.",
+                store.durable().0,
+            ),
+        ] {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
+    let m = &snap.metrics;
     let _ = writeln!(
         out,
-        "# HELP mcx_sip_requests_total SIP requests answered, by method and status."
+        "# HELP mcx_sip_requests_total SIP requests answered, by method (unknown methods: other) and status."
     );
     let _ = writeln!(out, "# TYPE mcx_sip_requests_total counter");
-    for ((method, status), n) in &s.metrics.requests {
+    for ((method, status), n) in &m.requests {
         let _ = writeln!(
             out,
             "mcx_sip_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
@@ -120,7 +211,7 @@ async fn metrics(State((shared, _)): State<AppState>) -> impl IntoResponse {
         "# HELP mcx_token_rejections_total Access tokens refused, by reason."
     );
     let _ = writeln!(out, "# TYPE mcx_token_rejections_total counter");
-    for (reason, n) in &s.metrics.token_rejections {
+    for (reason, n) in &m.token_rejections {
         let _ = writeln!(out, "mcx_token_rejections_total{{reason=\"{reason}\"}} {n}");
     }
     let _ = writeln!(
@@ -128,7 +219,7 @@ async fn metrics(State((shared, _)): State<AppState>) -> impl IntoResponse {
         "# HELP mcx_binding_events_total Binding changes, by kind."
     );
     let _ = writeln!(out, "# TYPE mcx_binding_events_total counter");
-    for (kind, n) in &s.metrics.binding_events {
+    for (kind, n) in &m.binding_events {
         let _ = writeln!(out, "mcx_binding_events_total{{kind=\"{kind}\"}} {n}");
     }
     let _ = writeln!(
@@ -136,33 +227,84 @@ async fn metrics(State((shared, _)): State<AppState>) -> impl IntoResponse {
         "# HELP mcx_sip_dropped_total SIP messages dropped without a response, by reason."
     );
     let _ = writeln!(out, "# TYPE mcx_sip_dropped_total counter");
-    for (reason, n) in &s.metrics.dropped {
+    for (reason, n) in &m.dropped {
         let _ = writeln!(out, "mcx_sip_dropped_total{{reason=\"{reason}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP mcx_bindings Bindings held now.");
-    let _ = writeln!(out, "# TYPE mcx_bindings gauge");
-    let _ = writeln!(out, "mcx_bindings {}", s.machine.binding_count());
-    let _ = writeln!(out, "# HELP mcx_registrations Registrations held now.");
-    let _ = writeln!(out, "# TYPE mcx_registrations gauge");
-    let _ = writeln!(
-        out,
-        "mcx_registrations {}",
-        s.machine.registrations().count()
+    gauge(
+        &mut out,
+        "mcx_bindings",
+        "Bindings held now.",
+        snap.bindings as u64,
     );
+    gauge(
+        &mut out,
+        "mcx_registrations",
+        "Registrations held now.",
+        snap.registrations as u64,
+    );
+    gauge(
+        &mut out,
+        "mcx_transaction_cache_entries",
+        "UDP transactions held for retransmissions now.",
+        snap.transactions as u64,
+    );
+    gauge(
+        &mut out,
+        "mcx_transaction_cache_bytes",
+        "Bytes the UDP transaction cache holds now (bounded by [sip] transaction_cache_bytes).",
+        snap.transaction_bytes as u64,
+    );
+    counter(
+        &mut out,
+        "mcx_transaction_cache_evictions_total",
+        "UDP transactions evicted before Timer J because the cache was full.",
+        &[("", snap.transaction_evictions)],
+    );
+    counter(
+        &mut out,
+        "mcx_token_signature_checks_total",
+        "Access-token signature verifications (cache hits perform none).",
+        &[("", token.signature_checks)],
+    );
+    gauge(
+        &mut out,
+        "mcx_token_cache_entries",
+        "Verified access tokens cached now.",
+        token.cached_tokens as u64,
+    );
+    counter(
+        &mut out,
+        "mcx_jwks_fetches_total",
+        "JWKS fetches from the IdMS URL (start, timer, unknown kid, on demand).",
+        &[("", token.jwks_fetches)],
+    );
+    counter(
+        &mut out,
+        "mcx_jwks_fetch_failures_total",
+        "JWKS fetches that failed (the last good key set is kept).",
+        &[("", token.jwks_fetch_failures)],
+    );
+    gauge(
+        &mut out,
+        "mcx_jwks_keys",
+        "Trusted IdMS signature keys now.",
+        token.trusted_keys as u64,
+    );
+    app.vitals.write_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 async fn advance_clock(
-    State((shared, allowed)): State<AppState>,
+    State(app): State<AppState>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> impl IntoResponse {
-    if !allowed {
+    if !app.lab_controls {
         return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
     }
     let Some(secs) = q.get("secs").and_then(|s| s.parse::<u64>().ok()) else {
         return (StatusCode::BAD_REQUEST, "need ?secs=N\n".to_owned());
     };
-    let mut s = lock(&shared);
+    let mut s = lock(&app.shared);
     s.clock.advance(secs);
     s.tick_if_due();
     (StatusCode::OK, format!("{}\n", s.clock.now()))
@@ -170,12 +312,36 @@ async fn advance_clock(
 
 const LAB_CONTROLS_OFF: &str = "lab controls are off ([admin] lab_controls)\n";
 
-async fn restart(State((shared, allowed)): State<AppState>) -> impl IntoResponse {
-    if !allowed {
+async fn restart(State(app): State<AppState>) -> impl IntoResponse {
+    if !app.lab_controls {
         return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
     }
-    let mut s = lock(&shared);
+    let mut s = lock(&app.shared);
     let now = s.clock.now();
     s.step(now, mcx_model::Input::Restart);
     (StatusCode::OK, "restarted\n".to_owned())
+}
+
+/// `POST /fault?panic=worker|listener` (lab controls only): arms a panic for the next UDP
+/// request a worker handles, or for the next UDP datagram's receive loop, to exercise the
+/// supervision that `/healthz` and `/metrics` report ([`super::vitals::Faults`]).
+async fn fault(
+    State(app): State<AppState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> impl IntoResponse {
+    if !app.lab_controls {
+        return (StatusCode::FORBIDDEN, LAB_CONTROLS_OFF.to_owned());
+    }
+    let fault = match q.get("panic").map(String::as_str) {
+        Some("worker") => Fault::WorkerPanic,
+        Some("listener") => Fault::ListenerPanic,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "need ?panic=worker or ?panic=listener\n".to_owned(),
+            )
+        }
+    };
+    app.vitals.faults.arm(fault);
+    (StatusCode::OK, format!("armed {fault:?}\n"))
 }

@@ -2,10 +2,12 @@
 //! entity-tag source, UDP transaction cache, counters). One `Mutex` guards it; token signature
 //! checks happen before the lock is taken, so the lock is held only for the machine's step.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mcx_model::{BindingEvent, CskEvent, ETag, Input, Machine, Output, Policy, Response, UnixTime};
+use mcx_model::{
+    BindingEvent, CskEvent, ETag, Input, Machine, Output, Policy, Response, Seq, UnixTime,
+};
 use rand::Rng;
 
 /// The clock the machine and the validator are given: real time plus an offset that only the
@@ -79,43 +81,34 @@ impl Default for EtagSource {
 
 /// RFC 3261 17.2.2: a retransmitted non-INVITE request gets the same response again and does not
 /// reach the machine a second time. Keyed by the top Via branch, sent-by and CSeq method;
-/// entries live 32 s (64·T1, Timer J) and the table is bounded.
+/// entries live 32 s (64·T1, Timer J). The table is bounded twice: by entry count and by bytes
+/// (keys and cached responses), the oldest entry going first.
 #[derive(Debug)]
 pub struct TransactionCache {
-    entries: HashMap<TxKey, CachedTransaction>,
-    order: VecDeque<(Instant, TxKey)>,
+    entries: HashMap<String, Entry>,
+    /// Sequence number → (start, key): the eviction and expiry order. An entry that is forgotten
+    /// early ([`TransactionCache::abandon`]) leaves this order too.
+    order: BTreeMap<u64, (Instant, String)>,
+    next_seq: u64,
+    bytes: usize,
     capacity: usize,
+    max_bytes: usize,
+    evictions: u64,
 }
 
-/// A server transaction's name (RFC 3261 17.2.3: top Via branch, sent-by, method, and the
-/// source address), as the first 128 bits of its SHA-256: fixed size, so the hot path keeps no
-/// per-request string, and collision-resistant, so no sender can make its request pass for
-/// another's retransmission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TxKey(u128);
-
-impl TxKey {
-    /// The key of these name parts (each length-prefixed, so no two part lists collide).
-    pub fn new(parts: &[&[u8]]) -> TxKey {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for p in parts {
-            h.update((p.len() as u64).to_be_bytes());
-            h.update(p);
-        }
-        let d = h.finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d[..16]);
-        TxKey(u128::from_be_bytes(b))
-    }
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    state: CachedTransaction,
 }
 
 #[derive(Debug)]
 enum CachedTransaction {
     /// Being processed: a retransmission arriving now is absorbed.
     Proceeding,
-    /// Answered: a retransmission gets these bytes again.
-    Completed(Vec<u8>),
+    /// Answered: a retransmission gets these bytes again, once the state they answer for is
+    /// durable (issue 13).
+    Completed(Vec<u8>, Seq),
 }
 
 /// What to do with a request, according to the transaction cache.
@@ -125,56 +118,92 @@ pub enum TransactionState {
     New,
     /// A retransmission of a request still being processed: drop it.
     Absorb,
-    /// A retransmission of an answered request: send this again.
-    Retransmit(Vec<u8>),
+    /// A retransmission of an answered request: send this again once `Seq` is durable.
+    Retransmit(Vec<u8>, Seq),
 }
 
 const TIMER_J: Duration = Duration::from_secs(32);
 
+/// Bytes an entry costs beyond its key (twice: map and order) and response: the map slot, the
+/// order node and the `Instant`, roughly.
+const ENTRY_OVERHEAD: usize = 96;
+
+fn entry_cost(key: &str, response: usize) -> usize {
+    2 * key.len() + response + ENTRY_OVERHEAD
+}
+
 impl TransactionCache {
-    /// A cache holding at most `capacity` transactions.
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `capacity` transactions and about `max_bytes` bytes.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         TransactionCache {
             entries: HashMap::new(),
-            order: VecDeque::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            bytes: 0,
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
+            evictions: 0,
         }
     }
 
     /// Looks `key` up; a new key is recorded as proceeding.
-    pub fn begin(&mut self, key: TxKey, now: Instant) -> TransactionState {
+    pub fn begin(&mut self, key: &str, now: Instant) -> TransactionState {
         self.expire(now);
-        match self.entries.get(&key) {
+        match self.entries.get(key).map(|e| &e.state) {
             Some(CachedTransaction::Proceeding) => TransactionState::Absorb,
-            Some(CachedTransaction::Completed(bytes)) => {
-                TransactionState::Retransmit(bytes.clone())
+            Some(CachedTransaction::Completed(bytes, seq)) => {
+                TransactionState::Retransmit(bytes.clone(), *seq)
             }
             None => {
-                while self.entries.len() >= self.capacity {
-                    match self.order.pop_front() {
-                        Some((_, old)) => {
-                            self.entries.remove(&old);
-                        }
-                        None => break,
-                    }
-                }
-                self.entries.insert(key, CachedTransaction::Proceeding);
-                self.order.push_back((now, key));
+                let cost = entry_cost(key, 0);
+                self.make_room(cost);
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.entries.insert(
+                    key.to_owned(),
+                    Entry {
+                        seq,
+                        state: CachedTransaction::Proceeding,
+                    },
+                );
+                self.order.insert(seq, (now, key.to_owned()));
+                self.bytes += cost;
                 TransactionState::New
             }
         }
     }
 
-    /// Records the final response of `key`.
-    pub fn complete(&mut self, key: TxKey, response: &[u8]) {
-        if let Some(e) = self.entries.get_mut(&key) {
-            *e = CachedTransaction::Completed(response.to_vec());
+    /// Records the final response of `key`, to be sent once `wait_for` is durable.
+    pub fn complete(&mut self, key: &str, response: &[u8], wait_for: Seq) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        let old = match &e.state {
+            CachedTransaction::Completed(b, _) => b.len(),
+            CachedTransaction::Proceeding => 0,
+        };
+        e.state = CachedTransaction::Completed(response.to_vec(), wait_for);
+        self.bytes = self.bytes - old + response.len();
+        // The entry itself is the newest: evict older ones only.
+        let seq = e.seq;
+        while self.bytes > self.max_bytes {
+            match self.order.first_key_value() {
+                Some((&oldest, _)) if oldest != seq => {
+                    self.remove_seq(oldest);
+                    self.evictions += 1;
+                }
+                _ => break,
+            }
         }
     }
 
-    /// Forgets `key` (a request dropped without response).
-    pub fn abandon(&mut self, key: TxKey) {
-        self.entries.remove(&key);
+    /// Forgets `key` (a request dropped without response): from the table and from the
+    /// eviction order.
+    pub fn abandon(&mut self, key: &str) {
+        if let Some(e) = self.entries.get(key) {
+            let seq = e.seq;
+            self.remove_seq(seq);
+        }
     }
 
     /// Number of transactions held.
@@ -187,29 +216,102 @@ impl TransactionCache {
         self.entries.is_empty()
     }
 
+    /// Bytes held (keys, responses and a per-entry overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Entries evicted before Timer J because the table was full (count or bytes).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    fn make_room(&mut self, cost: usize) {
+        while !self.order.is_empty()
+            && (self.entries.len() >= self.capacity || self.bytes + cost > self.max_bytes)
+        {
+            if let Some((&oldest, _)) = self.order.first_key_value() {
+                self.remove_seq(oldest);
+                self.evictions += 1;
+            }
+        }
+    }
+
+    fn remove_seq(&mut self, seq: u64) {
+        if let Some((_, key)) = self.order.remove(&seq) {
+            if let Some(e) = self.entries.remove(&key) {
+                let response = match &e.state {
+                    CachedTransaction::Completed(b, _) => b.len(),
+                    CachedTransaction::Proceeding => 0,
+                };
+                self.bytes -= entry_cost(&key, response);
+            }
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
+        while let Some((&seq, (at, _))) = self.order.first_key_value() {
             if now.duration_since(*at) < TIMER_J {
                 break;
             }
-            if let Some((_, key)) = self.order.pop_front() {
-                self.entries.remove(&key);
-            }
+            self.remove_seq(seq);
         }
     }
 }
 
-/// Counters for `GET /metrics`.
-#[derive(Debug, Default)]
+/// The methods `/metrics` names; any other method is counted as `other`, so that invented
+/// method names cannot grow the label set.
+const METHOD_LABELS: [&str; 14] = [
+    "REGISTER",
+    "PUBLISH",
+    "OPTIONS",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "REFER",
+];
+
+/// The `/metrics` label of a method: one of [`METHOD_LABELS`], `INVALID`/`UNFRAMED` (messages
+/// refused before they had a method), or `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHOD_LABELS
+        .iter()
+        .chain(&["INVALID", "UNFRAMED"])
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Counters for `GET /metrics`. Every map has a bounded key set: method labels
+/// ([`method_label`]) × the statuses the server sends, rejection reasons, binding event kinds,
+/// drop reasons.
+#[derive(Clone, Debug, Default)]
 pub struct Metrics {
-    /// Requests by (method, status).
-    pub requests: BTreeMap<(String, u16), u64>,
+    /// Requests by (method label, status).
+    pub requests: BTreeMap<(&'static str, u16), u64>,
     /// Token refusals by reason label.
     pub token_rejections: BTreeMap<&'static str, u64>,
     /// Binding events by kind (`bound`, `rebound`, `unbound_<cause>`).
     pub binding_events: BTreeMap<String, u64>,
     /// Messages dropped without response, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+}
+
+impl Metrics {
+    /// Counts one answered request of `method` (any token: it is reduced to a bounded label).
+    pub fn count_request(&mut self, method: &str, status: u16) {
+        *self
+            .requests
+            .entry((method_label(method), status))
+            .or_default() += 1;
+    }
 }
 
 /// Everything behind the server's one lock.
@@ -225,17 +327,29 @@ pub struct Shared {
     pub transactions: TransactionCache,
     /// Counters.
     pub metrics: Metrics,
+    /// The CSK store the SIP edge opens protected values with: a CSK the machine drops is
+    /// forgotten there.
+    pub keys: Option<std::sync::Arc<crate::protection::KeyStore>>,
+    /// The durable store the machine's [`Output::Persist`] batches go to (issue 13); `None`:
+    /// nothing is kept (`[store] backend = "memory"`).
+    pub store: Option<std::sync::Arc<crate::store::Store>>,
 }
 
 impl Shared {
     /// Fresh state for `policy`.
-    pub fn new(policy: Policy, transaction_cache_entries: usize) -> Self {
+    pub fn new(
+        policy: Policy,
+        transaction_cache_entries: usize,
+        transaction_cache_bytes: usize,
+    ) -> Self {
         Shared {
             machine: Machine::new(policy),
             clock: Clock::default(),
             etags: EtagSource::new(),
-            transactions: TransactionCache::new(transaction_cache_entries),
+            transactions: TransactionCache::new(transaction_cache_entries, transaction_cache_bytes),
             metrics: Metrics::default(),
+            keys: None,
+            store: None,
         }
     }
 
@@ -256,10 +370,27 @@ impl Shared {
                     response = Some(r);
                 }
                 Output::Binding(event) => self.record(&event),
+                // Issue 13: queued in the order the machine numbered them (this lock orders
+                // them); the response waits for it.
+                Output::Persist(batch) => {
+                    if let Some(store) = &self.store {
+                        store.submit(batch, now);
+                    }
+                }
                 Output::Csk(event) => {
-                    // The key store is the shell's: it keeps an accepted CSK and forgets
-                    // (zeroizes) a dropped one. This build holds no CSK bytes yet.
+                    // The key store is the shell's: it keeps an accepted upload's CSK (staged by
+                    // the pipeline with this request) and forgets (zeroizes) a dropped one.
                     tracing::info!(?event, "csk");
+                    match (&event, &self.keys) {
+                        (CskEvent::Accepted { csk_id, mc_id, .. }, Some(keys)) => {
+                            let kept = keys.accept(csk_id, mc_id);
+                            if !kept {
+                                tracing::error!(%csk_id, "accepted CSK upload not kept (no staged key, or the table is full)");
+                            }
+                        }
+                        (CskEvent::Dropped { csk_id, .. }, Some(keys)) => keys.forget(csk_id),
+                        _ => {}
+                    }
                     let kind = match event {
                         CskEvent::Accepted { .. } => "csk_accepted",
                         CskEvent::Dropped { .. } => "csk_dropped",
@@ -304,31 +435,24 @@ mod tests {
 
     #[test]
     fn transaction_cache_absorbs_then_retransmits_then_forgets() {
-        let mut c = TransactionCache::new(2);
+        let mut c = TransactionCache::new(2, usize::MAX);
         let t0 = Instant::now();
-        let k = |n: &str| TxKey::new(&[n.as_bytes()]);
-        assert_eq!(c.begin(k("a"), t0), TransactionState::New);
-        assert_eq!(c.begin(k("a"), t0), TransactionState::Absorb);
-        c.complete(k("a"), b"SIP/2.0 200 OK");
+        assert_eq!(c.begin("a", t0), TransactionState::New);
+        assert_eq!(c.begin("a", t0), TransactionState::Absorb);
+        c.complete("a", b"SIP/2.0 200 OK", Seq(3));
         assert_eq!(
-            c.begin(k("a"), t0),
-            TransactionState::Retransmit(b"SIP/2.0 200 OK".to_vec())
+            c.begin("a", t0),
+            TransactionState::Retransmit(b"SIP/2.0 200 OK".to_vec(), Seq(3))
         );
-        assert_eq!(c.begin(k("b"), t0), TransactionState::New);
+        assert_eq!(c.begin("b", t0), TransactionState::New);
         // Capacity 2: a third transaction evicts the oldest.
-        assert_eq!(c.begin(k("c"), t0), TransactionState::New);
+        assert_eq!(c.begin("c", t0), TransactionState::New);
         assert_eq!(c.len(), 2);
-        assert_eq!(c.begin(k("a"), t0), TransactionState::New);
+        assert_eq!(c.begin("a", t0), TransactionState::New);
         // Timer J.
         let later = t0 + TIMER_J + Duration::from_secs(1);
-        assert_eq!(c.begin(k("z"), later), TransactionState::New);
+        assert_eq!(c.begin("z", later), TransactionState::New);
         assert_eq!(c.len(), 1);
-    }
-
-    #[test]
-    fn transaction_keys_do_not_run_parts_together() {
-        assert_ne!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"a", b"bc"]));
-        assert_eq!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"ab", b"c"]));
     }
 
     #[test]
@@ -338,5 +462,67 @@ mod tests {
         let tags: std::collections::HashSet<ETag> =
             (0..100).flat_map(|_| [a.fresh(), b.fresh()]).collect();
         assert_eq!(tags.len(), 200);
+    }
+
+    #[test]
+    fn abandon_leaves_the_eviction_order_too() {
+        let mut c = TransactionCache::new(2, usize::MAX);
+        let t0 = Instant::now();
+        // Many ACK-like transactions: begun, then abandoned. None may linger in the order.
+        for i in 0..10_000 {
+            let key = format!("ack-{i}");
+            assert_eq!(c.begin(&key, t0), TransactionState::New);
+            c.abandon(&key);
+        }
+        assert_eq!((c.len(), c.order.len(), c.bytes()), (0, 0, 0));
+        // A key abandoned then begun again is one entry, and evicting it removes it once.
+        c.begin("a", t0);
+        c.abandon("a");
+        c.begin("a", t0);
+        c.begin("b", t0);
+        assert_eq!((c.len(), c.order.len()), (2, 2));
+        c.begin("c", t0);
+        assert_eq!(
+            c.begin("b", t0),
+            TransactionState::Absorb,
+            "b survives, a went"
+        );
+        assert_eq!(c.evictions(), 1);
+    }
+
+    #[test]
+    fn transaction_cache_is_bounded_in_bytes() {
+        let budget = 64 * 1024;
+        let mut c = TransactionCache::new(1_000_000, budget);
+        let t0 = Instant::now();
+        let response = vec![b'x'; 4000];
+        for i in 0..1000 {
+            let key = format!("z9hG4bK-{i}");
+            assert_eq!(c.begin(&key, t0), TransactionState::New);
+            c.complete(&key, &response, Seq::ZERO);
+            assert!(c.bytes() <= budget, "{} > {budget} after {i}", c.bytes());
+        }
+        assert!(c.len() < 20, "{}", c.len());
+        assert!(c.evictions() > 900);
+        // The newest answer is still there to retransmit.
+        assert_eq!(
+            c.begin("z9hG4bK-999", t0),
+            TransactionState::Retransmit(response.clone(), Seq::ZERO)
+        );
+        // Bytes accounting returns to zero when everything expires.
+        c.expire(t0 + TIMER_J);
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let mut m = Metrics::default();
+        for i in 0..10_000 {
+            m.count_request(&format!("X{i}"), 405);
+        }
+        m.count_request("PUBLISH", 200);
+        m.count_request("INVALID", 400);
+        assert_eq!(m.requests.len(), 3);
+        assert_eq!(m.requests[&("other", 405)], 10_000);
     }
 }

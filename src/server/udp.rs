@@ -1,10 +1,11 @@
 //! The SIP UDP hot path (issue 15): a request never queues behind another IMPU's signature check.
 //!
-//! Per datagram, on the socket's receive task, in arrival order: frame and parse; the
-//! transaction check ([`Pipeline::admit`]: a retransmission is answered or absorbed here and
-//! costs no signature check); a place in its IMPU's order ([`Sequencer::reserve`]); then
-//! - a PUBLISH with a body goes to a verifier thread, which checks its token signatures
-//!   ([`Pipeline::verify`]) in parallel with everything else, then runs its ordered step
+//! Per datagram, on the socket's receive task, in arrival order: the per-source rate limit;
+//! frame and parse; the transaction check ([`Pipeline::admit`]: a retransmission is answered or
+//! absorbed here and costs no signature check); a place in its IMPU's order
+//! ([`Sequencer::reserve`]); then
+//! - a PUBLISH with a body goes to a verifier thread, which checks its token signatures and CSK
+//!   upload ([`Pipeline::verify`]) in parallel with everything else, then runs its ordered step
 //!   ([`Pipeline::step`]: edge, machine, response) once every earlier request of its IMPU has run;
 //! - any other request (REGISTER, a PUBLISH refresh or removal, …) goes to a step thread, which
 //!   runs its ordered step as soon as every earlier request of its IMPU has run.
@@ -16,10 +17,19 @@
 //! machine itself stays behind the server's one lock, held for the machine's step only: its
 //! decisions span IMPUs (an MC service ID's devices, IMPU changes), so it is not split.
 //!
-//! Bounded: at most [`MAX_PENDING`] admitted requests are in flight; the receive task then stops
-//! reading and the kernel's socket buffer holds the rest (SIP retransmits what it drops).
+//! Persist, then send (issue 13): a response whose machine state is durable already is sent from
+//! the thread that made it; any other waits on the runtime for its sequence number (the group
+//! commit it joined), so no thread here blocks on the disk.
+//!
+//! A panic while handling one request (verifying or stepping) is caught: logged, counted
+//! (`/metrics`, `/healthz`), the request dropped, and its IMPU's later requests still run.
+//!
+//! Bounded: at most [`MAX_PENDING`] admitted requests are in flight per socket; the receive task
+//! then stops reading and the kernel's socket buffer holds the rest (SIP retransmits what it
+//! drops).
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -27,32 +37,34 @@ use mcx_model::UnixTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::pipeline::{self, Admission, Parsed, Pipeline, Transport, Verdicts};
+use super::pipeline::{self, Admission, Parsed, Reply, Transport, Verdicts};
 use super::sequencer::Sequencer;
-use super::state::TxKey;
+use super::vitals::{Fault, ListenerId};
+use super::{request_panicked, stopped, Ctx};
 use crate::sip::framing::frame_datagram;
 use crate::sip::SipRequest;
 
 /// Largest UDP datagram read; bigger messages are truncated by the kernel and then refused.
 const UDP_BUFFER: usize = 65_535;
 
-/// Requests in verification or waiting behind one, per socket.
+/// Requests in verification, in their ordered step, or waiting behind one, per socket.
 pub const MAX_PENDING: usize = 4096;
 
 /// An admitted request on its way to its ordered step.
 struct Job {
     req: Box<SipRequest>,
     src: SocketAddr,
-    tx: Option<TxKey>,
+    tx: Option<String>,
     now: UnixTime,
-    verdicts: Option<Verdicts>,
-    /// Held while the request is pending; `None` on the idle fast path.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// What the verifier checked ahead; `Err(())`: verifying panicked, drop the request.
+    verdicts: Result<Option<Verdicts>, ()>,
+    /// Held while the request is pending.
+    _permit: OwnedSemaphorePermit,
 }
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// A fixed pool of threads (one per core) fed in FIFO order: work stays off the runtime's
+/// A fixed pool of threads (one per core) fed in FIFO order: the work stays off the runtime's
 /// workers, so the receive task keeps reading.
 struct Pool {
     queue: Option<mpsc::Sender<Task>>,
@@ -103,33 +115,70 @@ impl Pool {
     }
 }
 
-/// Sends a response now, from any thread; a full socket buffer hands it to the runtime.
-fn send(socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, bytes: Vec<u8>, dst: SocketAddr) {
+/// Sends a datagram now, from any thread; a full socket buffer hands it to the runtime.
+fn send_now(socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, bytes: Vec<u8>, dst: SocketAddr) {
     match socket.try_send_to(&bytes, dst) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             let socket = socket.clone();
-            rt.spawn(async move {
-                if let Err(e) = socket.send_to(&bytes, dst).await {
-                    tracing::warn!(%dst, error = %e, "UDP send failed");
-                }
-            });
+            rt.spawn(async move { super::send_udp(&socket, &bytes, dst).await });
         }
         Err(e) => tracing::warn!(%dst, error = %e, "UDP send failed"),
     }
 }
 
-/// The ordered step of one request, and its response.
-fn run(pipeline: &Pipeline, socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, job: Job) {
-    if let Some(bytes) = pipeline.step(&job.req, job.src, job.tx, job.now, job.verdicts) {
-        send(socket, rt, bytes, job.src);
+/// Sends a reply once the state it answers for is durable (issue 13: persist, then send).
+fn send_reply(
+    ctx: &Arc<Ctx>,
+    socket: &Arc<UdpSocket>,
+    rt: &tokio::runtime::Handle,
+    reply: Reply,
+    dst: SocketAddr,
+) {
+    if ctx.pipeline.is_durable(reply.wait_for) {
+        send_now(socket, rt, reply.bytes, dst);
+    } else {
+        let (socket, ctx) = (socket.clone(), ctx.clone());
+        rt.spawn(async move {
+            ctx.pipeline.durable(reply.wait_for).await;
+            super::send_udp(&socket, &reply.bytes, dst).await;
+        });
+    }
+}
+
+/// What a pool thread needs to finish a request.
+struct Out {
+    ctx: Arc<Ctx>,
+    socket: Arc<UdpSocket>,
+    rt: tokio::runtime::Handle,
+    id: ListenerId,
+}
+
+impl Out {
+    /// The ordered step of one request, and its response. A panic drops the request only.
+    fn run(&self, job: Job) {
+        let Ok(verdicts) = job.verdicts else {
+            return;
+        };
+        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.ctx.vitals.faults.trip(Fault::WorkerPanic);
+            self.ctx
+                .pipeline
+                .step(&job.req, job.src, Transport::Udp, job.tx, job.now, verdicts)
+        }));
+        match stepped {
+            Ok(Some(reply)) => send_reply(&self.ctx, &self.socket, &self.rt, reply, job.src),
+            Ok(None) => {}
+            Err(panic) => request_panicked(&self.ctx, self.id, job.src, &*panic),
+        }
     }
 }
 
 /// Serves one UDP socket until `stop`.
-pub async fn serve(
+pub(super) async fn serve(
     socket: Arc<UdpSocket>,
-    pipeline: Arc<Pipeline>,
+    ctx: Arc<Ctx>,
+    id: ListenerId,
     mut stop: watch::Receiver<bool>,
 ) {
     let (verifiers, steppers) = match (Pool::start("sip-verify"), Pool::start("sip-step")) {
@@ -140,6 +189,12 @@ pub async fn serve(
         }
     };
     let rt = tokio::runtime::Handle::current();
+    let out = Arc::new(Out {
+        ctx: ctx.clone(),
+        socket: socket.clone(),
+        rt: rt.clone(),
+        id,
+    });
     let order: Arc<Sequencer<Job>> = Arc::new(Sequencer::new());
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
     let mut buf = vec![0u8; UDP_BUFFER];
@@ -153,34 +208,47 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = super::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
         };
-        let req = match frame_datagram(&buf[..n]) {
-            Ok(frame) => match pipeline.parse(&frame, src) {
-                Parsed::Request(req) => req,
-                Parsed::Reply(Some(bytes)) => {
-                    send(&socket, &rt, bytes, src);
-                    continue;
+        // Outside the per-request guard on purpose: this takes the whole listener down.
+        ctx.vitals.faults.trip(Fault::ListenerPanic);
+        if !ctx.admit(src, ctx.sip.is_trusted(src.ip())) {
+            continue;
+        }
+        // Frame, parse and the transaction check, in arrival order.
+        let admitted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let req = match frame_datagram(&buf[..n]) {
+                Ok(frame) => match ctx.pipeline.parse(&frame, src) {
+                    Parsed::Request(req) => req,
+                    Parsed::Reply(r) => return Err(r.map(Reply::now)),
+                },
+                Err(e) => {
+                    return Err(ctx
+                        .pipeline
+                        .framing_error(&e, src, Transport::Udp)
+                        .map(Reply::now))
                 }
-                Parsed::Reply(None) => continue,
-            },
-            Err(e) => {
-                if let Some(bytes) = pipeline.framing_error(&e, src, Transport::Udp) {
-                    send(&socket, &rt, bytes, src);
-                }
+            };
+            match ctx.pipeline.admit(&req, src, Transport::Udp) {
+                Admission::New { tx, now } => Ok((req, tx, now)),
+                Admission::Absorb => Err(None),
+                Admission::Retransmit(reply) => Err(Some(reply)),
+            }
+        }));
+        let (req, tx, now) = match admitted {
+            Ok(Ok(x)) => x,
+            Ok(Err(Some(reply))) => {
+                send_reply(&ctx, &socket, &rt, reply, src);
                 continue;
             }
-        };
-        let (tx, now) = match pipeline.admit(&req, src, Transport::Udp) {
-            Admission::New { tx, now } => (tx, now),
-            Admission::Absorb => continue,
-            Admission::Retransmit(bytes) => {
-                send(&socket, &rt, bytes, src);
+            Ok(Err(None)) => continue,
+            Err(panic) => {
+                request_panicked(&ctx, id, src, &*panic);
                 continue;
             }
         };
         let key = pipeline::shard_key(&req);
-        let verify = pipeline.needs_verification(&req, src);
+        let verify = ctx.pipeline.needs_verification(&req, src, Transport::Udp);
         // A full pending set pushes back on this loop (and so on the socket buffer).
         let permit = match pending.clone().acquire_owned().await {
             Ok(p) => p,
@@ -191,21 +259,27 @@ pub async fn serve(
             src,
             tx,
             now,
-            verdicts: None,
-            _permit: Some(permit),
+            verdicts: Ok(None),
+            _permit: permit,
         };
         let ticket = order.reserve(key);
-        let (pipeline, socket, order, rt) =
-            (pipeline.clone(), socket.clone(), order.clone(), rt.clone());
+        let (order, out) = (order.clone(), out.clone());
         if verify {
             verifiers.submit(Box::new(move || {
                 let mut job = job;
-                job.verdicts = Some(pipeline.verify(&job.req, job.src, job.now));
-                order.fulfil(ticket, job, |j| run(&pipeline, &socket, &rt, j));
+                job.verdicts = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    out.ctx.vitals.faults.trip(Fault::WorkerPanic);
+                    out.ctx
+                        .pipeline
+                        .verify(&job.req, job.src, Transport::Udp, job.now)
+                }))
+                .map(Some)
+                .map_err(|panic| request_panicked(&out.ctx, out.id, job.src, &*panic));
+                order.fulfil(ticket, job, |j| out.run(j));
             }));
         } else {
             steppers.submit(Box::new(move || {
-                order.fulfil(ticket, job, |j| run(&pipeline, &socket, &rt, j));
+                order.fulfil(ticket, job, |j| out.run(j));
             }));
         }
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{
     body_kind, content_type, parts, read_info, read_message_sip, read_poc_settings, BodyKind,
-    InfoValue, ProtectedElement,
+    InfoValue, Part, ProtectedElement,
 };
 use super::headers::{feature_tag_services, icsi_service, split_list};
 use super::parse::{header_param, Method, SipRequest};
@@ -85,11 +85,31 @@ impl EdgeConfig {
     }
 }
 
+/// A protected value and where it sits, for the runtime's opener (TS 33.180 clause 9): the
+/// element, the whole info body it is in (the opener re-reads it with the full xmlenc structure
+/// checks), and the message's signature parts with every part a `cid:` reference may name.
+#[derive(Clone, Copy, Debug)]
+pub struct Sealed<'r> {
+    /// The service whose info body it is.
+    pub service: Service,
+    /// The element's local name, e.g. `mcptt-access-token`.
+    pub element: &'r str,
+    /// What the body reader saw of it.
+    pub seen: &'r ProtectedElement,
+    /// The whole info body.
+    pub info_body: &'r [u8],
+    /// The info part's Content-ID without angle brackets, if it has one.
+    pub info_content_id: Option<&'r str>,
+    /// The contents of the `application/vnd.3gpp.<svc>-signed+xml` parts, in order.
+    pub signatures: &'r [&'r [u8]],
+    /// Every part with a Content-ID: (Content-ID without angle brackets, content).
+    pub parts: &'r [(&'r str, &'r [u8])],
+}
+
 /// Opens a TS 33.180 clause 9 protected value: its plaintext and the CSK that opened it, or why
-/// it cannot be opened. The runtime supplies it (decryption with CSK-derived keys); the edge only
-/// reports what it says.
-pub type OpenFn<'a> =
-    dyn FnMut(&ProtectedElement) -> Result<(String, CskId), ProtectionFailure> + 'a;
+/// it cannot be opened. The runtime supplies it (decryption and signature verification with
+/// CSK-derived keys); the edge only reports what it says.
+pub type OpenFn<'a> = dyn FnMut(&Sealed<'_>) -> Result<(String, CskId), ProtectionFailure> + 'a;
 
 /// The runtime's [`OpenFn`] for one request.
 pub type Opener<'a> = &'a mut OpenFn<'a>;
@@ -105,6 +125,9 @@ pub struct EdgeContext<'a> {
     pub validate: &'a mut dyn FnMut(&str) -> TokenVerdict,
     /// Opens protected values.
     pub open: Opener<'a>,
+    /// Receives each `application/mikey` part of a PUBLISH body it reads (TS 33.180 5.4: a CSK
+    /// upload), before any protected value is opened, so the opener may try the uploaded CSK.
+    pub key_transport: &'a mut dyn FnMut(&[u8]),
     /// A fresh entity-tag the machine may issue (RFC 3903 step 6).
     pub fresh_etag: ETag,
 }
@@ -279,15 +302,48 @@ fn publish(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
     }
 }
 
+/// The parts of the message the opener may need besides the element (see [`Sealed`]).
+struct Envelope<'r> {
+    service: Service,
+    info_body: &'r [u8],
+    info_content_id: Option<&'r str>,
+    signatures: Vec<&'r [u8]>,
+    parts: Vec<(&'r str, &'r [u8])>,
+}
+
 /// A value in clear, or opened by the runtime's opener; `Err` says why not.
 fn open_value(
     value: &InfoValue,
+    element: &str,
+    env: &Envelope<'_>,
     open: &mut OpenFn<'_>,
 ) -> Result<(String, Option<CskId>), ProtectionFailure> {
     match value {
         InfoValue::Plain(v) => Ok((v.clone(), None)),
-        InfoValue::Protected(p) => open(p).map(|(v, csk)| (v, Some(csk))),
+        InfoValue::Protected(p) => open(&Sealed {
+            service: env.service,
+            element,
+            seen: p,
+            info_body: env.info_body,
+            info_content_id: env.info_content_id,
+            signatures: &env.signatures,
+            parts: &env.parts,
+        })
+        .map(|(v, csk)| (v, Some(csk))),
     }
+}
+
+/// A part's `Content-ID` without its angle brackets (RFC 2045 7, RFC 2392).
+fn content_id<'p>(p: &'p Part<'_>) -> Option<&'p str> {
+    p.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Content-ID"))
+        .map(|(_, v)| {
+            let v = v.trim();
+            v.strip_prefix('<')
+                .and_then(|v| v.strip_suffix('>'))
+                .unwrap_or(v)
+        })
 }
 
 /// An access token and its client as the machine sees them: the validator's verdict and how
@@ -297,10 +353,19 @@ fn authorization(
     token: &InfoValue,
     client_id: &InfoValue,
     settings: Option<Settings>,
+    env: &Envelope<'_>,
     ctx: &mut EdgeContext<'_>,
 ) -> Authorization {
-    let opened =
-        open_value(token, ctx.open).and_then(|t| open_value(client_id, ctx.open).map(|c| (t, c)));
+    let svc = env.service.name();
+    let opened = open_value(token, &format!("{svc}-access-token"), env, ctx.open).and_then(|t| {
+        open_value(client_id, &format!("{svc}-client-id"), env, ctx.open).map(|c| (t, c))
+    });
+    // TS 33.180 clause 9 protects one message under one CSK: a client ID opened under another
+    // CSK than the token's is a failed protection.
+    let opened = opened.and_then(|(t, c)| match (&t.1, &c.1) {
+        (Some(a), Some(b)) if a != b => Err(ProtectionFailure::Malformed),
+        _ => Ok((t, c)),
+    });
     match opened {
         Ok(((token, csk), (client_id, _))) => Authorization {
             token: (ctx.validate)(&token),
@@ -348,11 +413,23 @@ pub fn publish_body(
     };
     let mut info = None;
     let mut settings: Option<Settings> = None;
+    let mut env = Envelope {
+        service,
+        info_body: &[],
+        info_content_id: None,
+        signatures: Vec::new(),
+        parts: ps
+            .iter()
+            .filter_map(|p| content_id(p).map(|c| (c, p.body)))
+            .collect(),
+    };
+    let signed_type = format!("application/vnd.3gpp.{}-signed+xml", service.name());
     for p in &ps {
-        let kind = match content_type(&p.content_type) {
-            Ok(m) => body_kind(&m),
+        let m = match content_type(&p.content_type) {
+            Ok(m) => m,
             Err(e) => return malformed(MalformedBody::BadContentType, e.0),
         };
+        let kind = body_kind(&m);
         match kind {
             BodyKind::Info(s) if s == service => {
                 if info.is_some() {
@@ -361,6 +438,8 @@ pub fn publish_body(
                         format!("two {service} info bodies"),
                     );
                 }
+                env.info_body = p.body;
+                env.info_content_id = content_id(p);
                 match read_info(s, p.body) {
                     Ok(i) => info = Some(i),
                     Err(e) => {
@@ -388,9 +467,18 @@ pub fn publish_body(
                     }
                 }
             }
-            // The signature and key-transport parts of TS 33.180 clause 9 are read by the
-            // runtime's opener and CSK upload, not here.
-            BodyKind::ProtectionPart => {}
+            // TS 33.180 clause 9: the signature parts go to the runtime's opener with the
+            // protected values; the key-transport part (MIKEY, TS 33.180 5.4) to the runtime's
+            // upload check, which also gives the opener the uploaded CSK.
+            BodyKind::ProtectionPart => {
+                if m.essence_str() == signed_type {
+                    env.signatures.push(p.body);
+                } else if m.essence_str() == "application/mikey" {
+                    (ctx.key_transport)(p.body);
+                }
+            }
+            // A part we do not understand that the sender marked optional (RFC 3261 20.11).
+            BodyKind::Other if p.is_optional() => {}
             // Another service's info body (a PUBLISH serves one service) and anything else.
             BodyKind::Info(_) | BodyKind::MessageSip | BodyKind::Multipart | BodyKind::Other => {
                 return PublishBody::UnsupportedMediaType
@@ -404,7 +492,7 @@ pub fn publish_body(
         return malformed(MalformedBody::NoClientId, format!("no {service}-client-id"));
     };
     if let Some(token) = &info.access_token {
-        return PublishBody::Authorization(authorization(token, client_id, settings, ctx));
+        return PublishBody::Authorization(authorization(token, client_id, settings, &env, ctx));
     }
     let Some(request_uri) = &info.request_uri else {
         return malformed(
@@ -414,9 +502,10 @@ pub fn publish_body(
     };
     // TS 24.379 7.3.4: settings only. Protected values are opened; one that cannot be opened
     // makes the body unusable (there is no token whose refusal would carry Warning 101).
+    let svc = service.name();
     match (
-        open_value(client_id, ctx.open),
-        open_value(request_uri, ctx.open),
+        open_value(client_id, &format!("{svc}-client-id"), &env, ctx.open),
+        open_value(request_uri, &format!("{svc}-request-uri"), &env, ctx.open),
     ) {
         (Ok((client_id, _)), Ok((request_uri, _))) => PublishBody::SettingsOnly {
             claimed_mc_id: McId::new(request_uri),
@@ -478,9 +567,19 @@ fn register(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
                                     }
                                     continue;
                                 };
+                                // The embedded REGISTER's info body is not kept as bytes: a
+                                // protected value there cannot be re-read and fails (the
+                                // post-CR reading ignores REGISTER tokens anyway).
+                                let env = Envelope {
+                                    service: info.service,
+                                    info_body: &[],
+                                    info_content_id: None,
+                                    signatures: Vec::new(),
+                                    parts: Vec::new(),
+                                };
                                 embedded.push((
                                     info.service,
-                                    authorization(token, client_id, None, ctx),
+                                    authorization(token, client_id, None, &env, ctx),
                                 ));
                             }
                         }

@@ -162,10 +162,13 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 
 /// The `Content-Length` (or compact `l`) of a header block: `Ok(None)` when absent.
 ///
-/// Continuation lines (folding) are skipped; repeated headers must agree.
+/// Continuation lines (folding, RFC 3261 7.3.1) belong to the header line above them, so a
+/// value written on the next line (`Content-Length:` CRLF SP `42`) is read; repeated headers
+/// must agree.
 pub fn content_length(head: &str) -> Result<Option<usize>, FramingErrorKind> {
     let mut found: Option<usize> = None;
-    for line in head.split("\r\n").skip(1) {
+    let lines: Vec<&str> = head.split("\r\n").skip(1).collect();
+    for (i, line) in lines.iter().enumerate() {
         if line.starts_with([' ', '\t']) {
             continue;
         }
@@ -176,6 +179,12 @@ pub fn content_length(head: &str) -> Result<Option<usize>, FramingErrorKind> {
         if !(name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l")) {
             continue;
         }
+        let continued: String = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.starts_with([' ', '\t']))
+            .copied()
+            .collect();
+        let value = format!("{value}{continued}");
         let value = value.trim_matches([' ', '\t']);
         if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
             return Err(FramingErrorKind::BadContentLength(format!("{value:?}")));
@@ -401,6 +410,14 @@ mod tests {
         let f = frame_datagram(b"OPTIONS sip:a SIP/2.0\r\nX: y\r\n\r\nabcdef").unwrap();
         assert_eq!(f.body, b"abcdef");
         assert_eq!(f.head, "OPTIONS sip:a SIP/2.0\r\nX: y");
+    }
+
+    #[test]
+    fn folded_content_length_value_is_read() {
+        let f =
+            frame_datagram(b"OPTIONS sip:a SIP/2.0\r\nContent-Length:\r\n  2\r\n\r\nabcd").unwrap();
+        assert_eq!(f.body, b"ab");
+        assert_eq!(content_length("X\r\nl :\r\n\t 12\r\nY: 1"), Ok(Some(12)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod scan;
 pub mod selfcheck;
 pub mod uri;
 
-pub use adapter::{classify, Edge, EdgeConfig, EdgeContext};
+pub use adapter::{classify, Edge, EdgeConfig, EdgeContext, Sealed};
 pub use framing::{frame_datagram, Frame, FramingError, FramingErrorKind, StreamFramer};
 pub use parse::{parse, Method, ParseError, ReplyTo, SipMessage, SipRequest, SipResponse};
 pub use response::ALLOW;

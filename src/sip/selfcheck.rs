@@ -81,13 +81,22 @@ fn check_parsed(
         assert!(!t.is_empty(), "an empty token reached the validator");
         TokenVerdict::Rejected(TokenRejection::BadSignature)
     };
-    let mut open =
-        |_: &crate::sip::body::ProtectedElement| Err(mcx_model::ProtectionFailure::UnknownKey);
+    // The server's opener over an empty key store: protected values reach mcx-sec's parsers
+    // and fail as unknown keys (or malformed).
+    let keys = crate::protection::KeyStore::default();
+    // A CSK upload part goes through the server's reading of it (no key material: refused).
+    let upload = std::cell::RefCell::new(crate::mikey::Pending::None);
+    let mut key_transport = |part: &[u8]| {
+        let _ = crate::mikey::part_octets(part);
+        upload.borrow_mut().receive(None, part, 0)
+    };
+    let mut open = |s: &crate::sip::Sealed<'_>| keys.open_with(s, upload.borrow().entry().as_ref());
     let mut ctx = EdgeContext {
         config: cfg,
         trusted_source: true,
         validate: &mut validate,
         open: &mut open,
+        key_transport: &mut key_transport,
         fresh_etag: ETag::new("e1"),
     };
     let edge = classify(&req, &mut ctx);

@@ -5,7 +5,8 @@
 //! case-insensitively, user parts case-sensitively (RFC 3261 19.1.4), IPv6 hosts as addresses
 //! (`[2001:DB8::1]` = `[2001:db8:0::1]`), an explicit port must match (an absent port matches
 //! only an absent port), and all URI parameters and headers are ignored — unlike RFC 3261
-//! 19.1.4, because SIP cores add `;lr`, `;transport=` or `;user=phone` to routed URIs.
+//! 19.1.4, because SIP cores add `;lr`, `;transport=` or `;user=phone` to routed URIs. For the
+//! same reason `sips:` and `sip:` name one resource in [`same_resource`] (not in an IMPU).
 
 use std::net::Ipv6Addr;
 
@@ -96,9 +97,19 @@ fn key(uri: &str) -> Option<Key> {
     })
 }
 
-/// Whether two URIs name the same resource under the rule in the module documentation.
+/// Whether two URIs name the same resource under the rule in the module documentation. A `sips:`
+/// URI names the same resource as the `sip:` URI it secures (it asks for TLS on each hop, RFC
+/// 3261 19.1; a UE or core that upgrades the PSI's scheme still addresses our PSI).
 pub fn same_resource(a: &str, b: &str) -> bool {
-    match (key(a), key(b)) {
+    let resource = |u: &str| {
+        key(u).map(|mut k| {
+            if k.scheme == "sips" {
+                k.scheme = "sip".into();
+            }
+            k
+        })
+    };
+    match (resource(a), resource(b)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
@@ -162,9 +173,11 @@ mod tests {
             "sip:psi@example.org"
         ));
         assert!(same_resource("sip:[2001:DB8::1]", "sip:[2001:db8:0::1]"));
+        // sips: asks for TLS to the same resource (issue 16).
+        assert!(same_resource("sips:psi@example.org", "sip:psi@example.org"));
         assert!(!same_resource(
             "sips:psi@example.org",
-            "sip:psi@example.org"
+            "sip:psi2@example.org"
         ));
         assert!(same_resource("tel:+1555;phone-context=x", "TEL:+1555"));
         assert!(!same_resource("sip:[zz::1]", "sip:[zz::1]"));

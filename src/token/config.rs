@@ -24,8 +24,9 @@ pub const REL13_PTT_SCOPE: &str = "3gpp:mcptt:ptt_server";
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ValidatorConfig {
-    /// The IdMS's JWKS URL (`https://…/certs`). Fetched at start; on an unknown `kid` fetched
-    /// again, at most once per [`Self::jwks_refetch_interval_secs`].
+    /// The IdMS's JWKS URL (`https://…/certs`). Fetched at start, every
+    /// [`Self::jwks_refresh_interval_secs`], and on an unknown `kid` (at most once per
+    /// [`Self::jwks_refetch_interval_secs`]), always on a dedicated thread after start.
     pub jwks_url: Option<String>,
     /// A JWKS file.
     pub jwks_file: Option<PathBuf>,
@@ -61,6 +62,9 @@ pub struct ValidatorConfig {
     pub cache_max_entries: usize,
     /// Least time between two JWKS fetches caused by unknown `kid`s, in seconds.
     pub jwks_refetch_interval_secs: u64,
+    /// The JWKS URL is fetched again every this many seconds (on the refresher thread; a failed
+    /// fetch keeps the last good keys). 0 turns the timer off.
+    pub jwks_refresh_interval_secs: u64,
     /// Bound on one JWKS fetch (connect + TLS + body), in milliseconds.
     pub jwks_fetch_timeout_ms: u64,
 }
@@ -120,6 +124,7 @@ impl Default for ValidatorConfig {
             max_token_bytes: 8192,
             cache_max_entries: 100_000,
             jwks_refetch_interval_secs: 60,
+            jwks_refresh_interval_secs: 300,
             jwks_fetch_timeout_ms: 2000,
         }
     }

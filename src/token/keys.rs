@@ -1,6 +1,8 @@
-//! Trusted IdMS keys: parsed from a JWKS (file, inline or URL) or a PEM public key.
+//! Trusted IdMS keys: parsed from a JWKS (file, inline or URL) or a PEM public key; the key store
+//! the validator reads and the JWKS refresher thread that keeps it current.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
@@ -185,5 +187,166 @@ impl JwksFetcher {
             .read_to_string()
             .map_err(|e| err(e.to_string()))?;
         parse_jwks(&text)
+    }
+}
+
+/// The keys the validator trusts now: the static ones (lab, file, inline, PEM) plus the last
+/// good set fetched from the JWKS URL. Shared between the validator and its refresher thread.
+pub(crate) struct KeyStore {
+    static_keys: Vec<TrustedKey>,
+    keys: RwLock<Arc<Vec<TrustedKey>>>,
+    /// Bumped whenever a key goes away: the validator then empties its verified-token cache (a
+    /// token signed by a withdrawn key must be checked again).
+    withdrawals: AtomicU64,
+    fetches: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl KeyStore {
+    /// A store holding `static_keys` plus `fetched`.
+    pub fn new(static_keys: Vec<TrustedKey>, fetched: Vec<TrustedKey>, fetches: u64) -> KeyStore {
+        let mut all = static_keys.clone();
+        all.extend(fetched);
+        KeyStore {
+            static_keys,
+            keys: RwLock::new(Arc::new(all)),
+            withdrawals: AtomicU64::new(0),
+            fetches: AtomicU64::new(fetches),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> Arc<Vec<TrustedKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many times a key went away so far.
+    pub fn withdrawals(&self) -> u64 {
+        self.withdrawals.load(Ordering::Acquire)
+    }
+
+    /// Fetches so far (successful or not).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Failed fetches so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Fetches with `fetcher` and installs the result; on failure the keys stay as they are
+    /// (the last good set). Returns the number of trusted keys.
+    fn refresh(&self, fetcher: &JwksFetcher) -> Result<usize, TokenConfigError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match fetcher.fetch() {
+            Ok(fetched) => Ok(self.install(fetched)),
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    url = fetcher.url(),
+                    "JWKS fetch failed, keeping the last good keys: {e}"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn install(&self, fetched: Vec<TrustedKey>) -> usize {
+        let mut all = self.static_keys.clone();
+        all.extend(fetched);
+        let n = all.len();
+        let mut guard = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let withdrawn = guard.iter().any(|old| {
+            !all.iter()
+                .any(|new| new.kid == old.kid && new.family == old.family)
+        });
+        *guard = Arc::new(all);
+        drop(guard);
+        if withdrawn {
+            self.withdrawals.fetch_add(1, Ordering::AcqRel);
+        }
+        n
+    }
+}
+
+type RefreshReply = mpsc::SyncSender<Result<usize, TokenConfigError>>;
+
+/// The JWKS refresher: a dedicated thread (`jwks-refresh`) that owns the blocking fetch, so no
+/// async runtime thread ever waits on the IdMS. It fetches every `interval` (when not zero) and
+/// whenever asked ([`Refresher::request`]); a failed fetch keeps the last good key set. The
+/// thread ends when the refresher is dropped.
+pub(crate) struct Refresher {
+    tx: Mutex<mpsc::Sender<Option<RefreshReply>>>,
+    timeout: Duration,
+}
+
+impl Refresher {
+    /// Starts the thread.
+    pub fn start(
+        store: Arc<KeyStore>,
+        fetcher: JwksFetcher,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Refresher, TokenConfigError> {
+        let (tx, rx) = mpsc::channel::<Option<RefreshReply>>();
+        std::thread::Builder::new()
+            .name("jwks-refresh".into())
+            .spawn(move || loop {
+                let asked = if interval.is_zero() {
+                    rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(interval)
+                };
+                match asked {
+                    Ok(reply) => {
+                        let result = store.refresh(&fetcher);
+                        if let Some(reply) = reply {
+                            let _ = reply.try_send(result);
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = store.refresh(&fetcher);
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .map_err(|e| {
+                TokenConfigError::Invalid(format!("cannot start the JWKS refresher: {e}"))
+            })?;
+        Ok(Refresher {
+            tx: Mutex::new(tx),
+            timeout,
+        })
+    }
+
+    /// Asks for a fetch now and waits for its outcome (at most the fetch timeout and a second).
+    /// Inside a multi-threaded tokio runtime the wait goes through `block_in_place`, so the
+    /// runtime moves its other tasks to another thread meanwhile; inside a current-thread runtime
+    /// it does not wait (the fetch still happens, and its keys serve the next token).
+    pub fn request(&self) -> Option<Result<usize, TokenConfigError>> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Some(reply_tx));
+        if sent.is_err() {
+            return None;
+        }
+        let wait = || {
+            reply_rx
+                .recv_timeout(self.timeout + Duration::from_secs(1))
+                .ok()
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_) => None,
+            Err(_) => wait(),
+        }
     }
 }

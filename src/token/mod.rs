@@ -21,4 +21,4 @@ mod validator;
 
 pub use config::{ServiceScopes, TokenConfigError, ValidatorConfig, LAB_ISSUER};
 pub use lab::{LabIdms, LabKey, MintRequest};
-pub use validator::{Validator, ValidatorStats};
+pub use validator::{ResourceToken, Validator, ValidatorStats};

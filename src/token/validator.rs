@@ -7,7 +7,7 @@
 //! The `jti` replay window is not here: it is the machine's (`Policy::replay_window_secs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::cache::{CachedToken, Lookup, TokenDigest, VerifiedCache};
 use super::config::{ServiceScopes, TokenConfigError, ValidatorConfig, REL13_PTT_SCOPE};
-use super::keys::{self, JwksFetcher, TrustedKey};
+use super::keys::{self, JwksFetcher, KeyStore, Refresher, TrustedKey};
 use super::lab::LabIdms;
 
 /// Validates access tokens and caches the verified ones. `Send + Sync`; share it in an `Arc`.
@@ -32,15 +32,17 @@ pub struct Validator {
     max_bytes: usize,
     scopes: ServiceScopes,
     rel13: bool,
-    static_keys: Vec<TrustedKey>,
-    keys: RwLock<Arc<Vec<TrustedKey>>>,
-    fetcher: Option<JwksFetcher>,
+    /// The trusted keys, kept current by the refresher (when there is a JWKS URL).
+    keys: Arc<KeyStore>,
+    /// The JWKS refresher thread: on a timer and on an unknown `kid`.
+    refresher: Option<Refresher>,
+    /// [`KeyStore::withdrawals`] when the cache was last emptied for a withdrawn key.
+    seen_withdrawals: AtomicU64,
     refetch_interval: u64,
     /// The `now` of the last JWKS fetch caused by an unknown `kid`.
     last_refetch: Mutex<Option<u64>>,
     cache: Mutex<VerifiedCache>,
     signature_checks: AtomicU64,
-    jwks_fetches: AtomicU64,
     rejections: [AtomicU64; TokenRejection::ALL.len()],
 }
 
@@ -49,12 +51,44 @@ pub struct Validator {
 pub struct ValidatorStats {
     /// Signature verifications performed (cache hits perform none).
     pub signature_checks: u64,
-    /// JWKS fetches from the URL (start-up, refreshes and unknown-`kid` re-fetches).
+    /// JWKS fetches from the URL (start-up, timer, unknown-`kid` re-fetches, on demand).
     pub jwks_fetches: u64,
+    /// JWKS fetches that failed (the last good key set was kept).
+    pub jwks_fetch_failures: u64,
+    /// Keys trusted now.
+    pub trusted_keys: usize,
     /// Tokens in the verified-token cache now.
     pub cached_tokens: usize,
     /// Rejections so far, by reason label (only reasons seen at least once).
     pub rejections: Vec<(&'static str, u64)>,
+}
+
+/// What an HTTP resource server reads from an access token verified by
+/// [`Validator::validate_resource`]: the MC service ID claims and the `scope` values as sent
+/// (bounded by the token size limit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceToken {
+    /// The `mcptt_id` claim.
+    pub mcptt_id: Option<McId>,
+    /// The `mcvideo_id` claim.
+    pub mcvideo_id: Option<McId>,
+    /// The `mcdata_id` claim.
+    pub mcdata_id: Option<McId>,
+    /// Every `scope` value, in token order.
+    pub scope_values: Vec<String>,
+    /// `exp`.
+    pub exp: UnixTime,
+}
+
+impl ResourceToken {
+    /// The MC service ID the token carries for `service`.
+    pub fn mc_id(&self, service: Service) -> Option<&McId> {
+        match service {
+            Service::Mcptt => self.mcptt_id.as_ref(),
+            Service::Mcvideo => self.mcvideo_id.as_ref(),
+            Service::Mcdata => self.mcdata_id.as_ref(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -189,21 +223,30 @@ impl Validator {
                 config.public_key_kid.clone(),
             )?);
         }
-        let fetcher = config.jwks_url.as_ref().map(|url| {
-            JwksFetcher::new(
-                url.clone(),
-                Duration::from_millis(config.jwks_fetch_timeout_ms.max(1)),
-            )
-        });
-        let mut all = static_keys.clone();
-        let mut fetches = 0;
-        if let Some(f) = &fetcher {
-            all.extend(f.fetch()?);
-            fetches = 1;
-        }
-        if all.is_empty() {
+        let fetch_timeout = Duration::from_millis(config.jwks_fetch_timeout_ms.max(1));
+        let fetcher = config
+            .jwks_url
+            .as_ref()
+            .map(|url| JwksFetcher::new(url.clone(), fetch_timeout));
+        // The start-up fetch is made here, on the caller's thread: the server builds its
+        // validator in `spawn_blocking`.
+        let (fetched, fetches) = match &fetcher {
+            Some(f) => (f.fetch()?, 1),
+            None => (Vec::new(), 0),
+        };
+        if static_keys.is_empty() && fetched.is_empty() {
             return Err(TokenConfigError::NoKeys);
         }
+        let keys = Arc::new(KeyStore::new(static_keys, fetched, fetches));
+        let refresher = match fetcher {
+            Some(f) => Some(Refresher::start(
+                keys.clone(),
+                f,
+                Duration::from_secs(config.jwks_refresh_interval_secs),
+                fetch_timeout,
+            )?),
+            None => None,
+        };
         Ok(Validator {
             algorithms,
             issuer,
@@ -212,14 +255,13 @@ impl Validator {
             max_bytes: config.max_token_bytes,
             scopes: config.scopes.clone(),
             rel13: config.accept_rel13_scope,
-            static_keys,
-            keys: RwLock::new(Arc::new(all)),
-            fetcher,
+            keys,
+            refresher,
+            seen_withdrawals: AtomicU64::new(0),
             refetch_interval: config.jwks_refetch_interval_secs,
             last_refetch: Mutex::new(None),
             cache: Mutex::new(VerifiedCache::new(config.cache_max_entries)),
             signature_checks: AtomicU64::new(0),
-            jwks_fetches: AtomicU64::new(fetches),
             rejections: Default::default(),
         })
     }
@@ -243,24 +285,70 @@ impl Validator {
         }
     }
 
-    /// Fetches the JWKS URL now (no rate limit) and replaces the fetched keys; returns the number
-    /// of trusted keys. Blocking, bounded by `jwks_fetch_timeout_ms`: call it from
-    /// `spawn_blocking` (e.g. every few minutes). Without a URL it does nothing.
+    /// Validates `token` presented at `now` to an HTTP resource server (KMS, CM server, GM
+    /// server; TS 33.180 5.1.3.1 steps C-2, C-4, C-5). The same checks as [`Self::validate`] up
+    /// to `aud`, and well-formed MC service ID claims (at least one), but no MC *service* scope
+    /// is required: each resource server asks for its own scope, so the `scope` values are
+    /// returned as sent. Stateless and uncached (each call costs one signature check).
+    pub fn validate_resource(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<ResourceToken, TokenRejection> {
+        let token = token.trim_ascii();
+        let result = if token.len() > self.max_bytes {
+            Err(TokenRejection::TooLarge)
+        } else {
+            self.verify_jws(token, now.0).and_then(|c| {
+                let (exp, _, _) = self.check_time_and_origin(&c, now.0)?;
+                let (mcptt_id, mcvideo_id, mcdata_id) =
+                    mc_id_claims(c.mcptt_id, c.mcvideo_id, c.mcdata_id)?;
+                if mcptt_id.is_none() && mcvideo_id.is_none() && mcdata_id.is_none() {
+                    return Err(TokenRejection::MissingMcId);
+                }
+                let mut scope_values = Vec::new();
+                if let Some(s) = &c.scope {
+                    for item in s.iter() {
+                        scope_values.extend(item.split_ascii_whitespace().map(str::to_owned));
+                    }
+                }
+                Ok(ResourceToken {
+                    mcptt_id,
+                    mcvideo_id,
+                    mcdata_id,
+                    scope_values,
+                    exp: UnixTime(exp),
+                })
+            })
+        };
+        if let Err(r) = result {
+            self.reject(r);
+        }
+        result
+    }
+
+    /// Fetches the JWKS URL now (no rate limit) on the refresher thread and waits for it;
+    /// returns the number of trusted keys. A failed fetch keeps the last good keys. Bounded by
+    /// `jwks_fetch_timeout_ms`. The refresher also fetches every `jwks_refresh_interval_secs`
+    /// by itself. Without a URL it does nothing.
     pub fn refresh_keys(&self) -> Result<usize, TokenConfigError> {
-        let Some(f) = &self.fetcher else {
+        let Some(r) = &self.refresher else {
             return Ok(self.current_keys().len());
         };
-        let fetched = f.fetch();
-        self.jwks_fetches.fetch_add(1, Ordering::Relaxed);
-        let fetched = fetched?;
-        Ok(self.install_fetched(fetched))
+        r.request().unwrap_or_else(|| {
+            Err(TokenConfigError::Invalid(
+                "the JWKS refresher did not answer in time".into(),
+            ))
+        })
     }
 
     /// Counters for metrics and tests.
     pub fn stats(&self) -> ValidatorStats {
         ValidatorStats {
             signature_checks: self.signature_checks.load(Ordering::Relaxed),
-            jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
+            jwks_fetches: self.keys.fetches(),
+            jwks_fetch_failures: self.keys.failures(),
+            trusted_keys: self.current_keys().len(),
             cached_tokens: self.lock_cache().len(),
             rejections: TokenRejection::ALL
                 .iter()
@@ -301,6 +389,7 @@ impl Validator {
             return self.reject(TokenRejection::TooLarge);
         }
         let digest = digest(token);
+        self.forget_withdrawn();
         let lookup = self.lock_cache().get(&digest, now.0);
         let entry = match lookup {
             Lookup::Hit(entry) => entry,
@@ -330,35 +419,27 @@ impl Validator {
     }
 
     fn current_keys(&self) -> Arc<Vec<TrustedKey>> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.keys.current()
     }
 
-    /// Replaces the fetched keys; the cache is emptied when a key went away (a token signed by
-    /// a withdrawn key must be checked again).
-    fn install_fetched(&self, fetched: Vec<TrustedKey>) -> usize {
-        let mut all = self.static_keys.clone();
-        all.extend(fetched);
-        let n = all.len();
-        let mut guard = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        let withdrawn = guard.iter().any(|old| {
-            !all.iter()
-                .any(|new| new.kid == old.kid && new.family == old.family)
-        });
-        *guard = Arc::new(all);
-        drop(guard);
-        if withdrawn {
+    /// Empties the verified-token cache when a key went away since the last look (a token
+    /// signed by a withdrawn key must be checked again).
+    fn forget_withdrawn(&self) {
+        let now = self.keys.withdrawals();
+        if self.seen_withdrawals.load(Ordering::Acquire) != now {
             self.lock_cache().clear();
+            self.seen_withdrawals.store(now, Ordering::Release);
         }
-        n
     }
 
     /// One re-fetch on an unknown `kid`, at most once per `refetch_interval` (by `now`), and
-    /// never waiting for another thread's fetch. Returns whether new keys were installed.
+    /// never waiting for another thread's fetch. The fetch runs on the refresher thread; this
+    /// thread waits for it (through `block_in_place` on a tokio runtime). Returns whether new
+    /// keys were installed.
     fn refetch_for_unknown_kid(&self, now: u64) -> bool {
-        let Some(f) = &self.fetcher else { return false };
+        let Some(r) = &self.refresher else {
+            return false;
+        };
         let Ok(mut last) = self.last_refetch.try_lock() else {
             return false;
         };
@@ -366,17 +447,10 @@ impl Validator {
             return false;
         }
         *last = Some(now);
-        self.jwks_fetches.fetch_add(1, Ordering::Relaxed);
-        match f.fetch() {
-            Ok(keys) => {
-                self.install_fetched(keys);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(url = f.url(), "JWKS re-fetch failed: {e}");
-                false
-            }
-        }
+        drop(last);
+        let installed = matches!(r.request(), Some(Ok(_)));
+        self.forget_withdrawn();
+        installed
     }
 
     fn verify(
@@ -385,6 +459,12 @@ impl Validator {
         digest: &TokenDigest,
         now: u64,
     ) -> Result<CachedToken, TokenRejection> {
+        let claims = self.verify_jws(token, now)?;
+        self.check_claims(claims, digest, now)
+    }
+
+    /// The JWS part of [`Self::verify`]: shape, header, key, signature; then the claims JSON.
+    fn verify_jws(&self, token: &str, now: u64) -> Result<RawClaims, TokenRejection> {
         // JWS compact serialization: exactly three dot-separated parts (RFC 7515 7.1).
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) =
@@ -426,9 +506,7 @@ impl Validator {
         let payload = URL_SAFE_NO_PAD
             .decode(p64)
             .map_err(|_| TokenRejection::Malformed)?;
-        let claims: RawClaims =
-            serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
-        self.check_claims(claims, digest, now)
+        serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)
     }
 
     fn find_key(
@@ -480,34 +558,7 @@ impl Validator {
         digest: &TokenDigest,
         now: u64,
     ) -> Result<CachedToken, TokenRejection> {
-        // TS 33.180 B.12: the resource server uses `exp`; a token without one is refused.
-        let exp = c.exp.ok_or(TokenRejection::Malformed)?.0;
-        let expired_at = exp.saturating_add(self.leeway);
-        if now >= expired_at {
-            return Err(TokenRejection::Expired);
-        }
-        let starts = [c.nbf.map(|d| d.0), c.iat.map(|d| d.0)]
-            .into_iter()
-            .flatten()
-            .max();
-        let valid_from = starts.map(|s| s.saturating_sub(self.leeway));
-        if valid_from.is_some_and(|from| now < from) {
-            return Err(TokenRejection::NotYetValid);
-        }
-        if let Some(expected) = &self.issuer {
-            if c.iss.as_deref() != Some(expected.as_str()) {
-                return Err(TokenRejection::WrongIssuer);
-            }
-        }
-        if !self.audience.is_empty() {
-            let ok = c
-                .aud
-                .as_ref()
-                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|x| x == a)));
-            if !ok {
-                return Err(TokenRejection::WrongAudience);
-            }
-        }
+        let (exp, expired_at, valid_from) = self.check_time_and_origin(&c, now)?;
         // TS 33.180 B.4.2.2 scopes; `scope` is space-separated (RFC 6749 3.3) or, from some
         // IdMSs, an array.
         let mut scopes = ServiceSet::EMPTY;
@@ -525,15 +576,8 @@ impl Validator {
                 }
             }
         }
-        let id = |v: Option<String>| -> Result<Option<McId>, TokenRejection> {
-            match v {
-                None => Ok(None),
-                Some(s) if s.is_empty() || s.trim() != s => Err(TokenRejection::Malformed),
-                Some(s) => Ok(Some(McId::new(s))),
-            }
-        };
         let (mcptt_id, mcvideo_id, mcdata_id) =
-            (id(c.mcptt_id)?, id(c.mcvideo_id)?, id(c.mcdata_id)?);
+            mc_id_claims(c.mcptt_id, c.mcvideo_id, c.mcdata_id)?;
         if scopes.is_empty() {
             return Err(TokenRejection::MissingScope);
         }
@@ -557,6 +601,61 @@ impl Validator {
             valid_from,
         })
     }
+
+    /// `exp`, `nbf`/`iat` (with leeway), `iss` and `aud`: the checks every resource server makes.
+    /// Returns `exp`, the instant the token stops being accepted, and the instant it starts.
+    fn check_time_and_origin(
+        &self,
+        c: &RawClaims,
+        now: u64,
+    ) -> Result<(u64, u64, Option<u64>), TokenRejection> {
+        // TS 33.180 B.12: the resource server uses `exp`; a token without one is refused.
+        let exp = c.exp.as_ref().ok_or(TokenRejection::Malformed)?.0;
+        let expired_at = exp.saturating_add(self.leeway);
+        if now >= expired_at {
+            return Err(TokenRejection::Expired);
+        }
+        let starts = [c.nbf.as_ref().map(|d| d.0), c.iat.as_ref().map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .max();
+        let valid_from = starts.map(|s| s.saturating_sub(self.leeway));
+        if valid_from.is_some_and(|from| now < from) {
+            return Err(TokenRejection::NotYetValid);
+        }
+        if let Some(expected) = &self.issuer {
+            if c.iss.as_deref() != Some(expected.as_str()) {
+                return Err(TokenRejection::WrongIssuer);
+            }
+        }
+        if !self.audience.is_empty() {
+            let ok = c
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| self.audience.iter().any(|x| x == a)));
+            if !ok {
+                return Err(TokenRejection::WrongAudience);
+            }
+        }
+        Ok((exp, expired_at, valid_from))
+    }
+}
+
+/// The MC service ID claims: absent, or a non-empty string without surrounding whitespace.
+#[allow(clippy::type_complexity)]
+fn mc_id_claims(
+    mcptt_id: Option<String>,
+    mcvideo_id: Option<String>,
+    mcdata_id: Option<String>,
+) -> Result<(Option<McId>, Option<McId>, Option<McId>), TokenRejection> {
+    let id = |v: Option<String>| -> Result<Option<McId>, TokenRejection> {
+        match v {
+            None => Ok(None),
+            Some(s) if s.is_empty() || s.trim() != s => Err(TokenRejection::Malformed),
+            Some(s) => Ok(Some(McId::new(s))),
+        }
+    };
+    Ok((id(mcptt_id)?, id(mcvideo_id)?, id(mcdata_id)?))
 }
 
 fn digest(token: &str) -> TokenDigest {

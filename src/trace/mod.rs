@@ -314,6 +314,15 @@ impl Replay {
 /// not implemented).
 fn wire_protection(cfg: &ModelConfig, steps: &[TraceStep]) -> anyhow::Result<TokenProtection> {
     let policy = cfg.machine_policy().token_protection;
+    if steps.iter().any(|s| s.action == "crash") {
+        bail!("the trace has a server crash (kill -9 and a restart from the durable store): the replay's POST /restart empties an in-memory server, which is not what a crash does; tests/durability.rs kills a real server instead");
+    }
+    if steps
+        .iter()
+        .any(|s| s.actor == "Attacker" && s.token.as_ref().is_some_and(|t| t.protected))
+    {
+        bail!("the trace's attacker resends a protected PUBLISH: its answer rests on the CSK tie and the I_MESSAGE replay cache (TS 33.180 5.4), which a replay without clause 9 and MIKEY-SAKKE on the wire cannot reproduce");
+    }
     let sent = steps
         .iter()
         .filter(|s| sipp::is_delivery(s) && s.via.as_deref() == Some("sip-core"));
@@ -358,6 +367,14 @@ fn server_toml(
     let _ = writeln!(
         t,
         "[admin]\nlisten = \"127.0.0.1:8080\"\nlab_controls = true\nmanual_clock_start = {time_base}   # model tick 0\n"
+    );
+    let _ = writeln!(
+        t,
+        "[http]\nenabled = false   # the replay exercises the SIP leg only\n"
+    );
+    let _ = writeln!(
+        t,
+        "[store]\nbackend = \"memory\"   # a replay starts from an empty server (POST /restart empties it)\n"
     );
     let _ = writeln!(
         t,

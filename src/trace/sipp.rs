@@ -18,6 +18,7 @@ use mcx_model::env::{RequestKind, Sender, Tok};
 use mcx_model::{McxModel, Service, TraceStep};
 
 use super::{check_impu, service_named, ReplayOptions, TraceSource};
+use crate::sip::body::write::{self, info_content_type, InfoDoc, InfoField};
 
 /// Where the third-party REGISTER goes (mcx-authz's default `server_uri`).
 pub const SERVER_URI: &str = "sip:mcx.example.org";
@@ -130,61 +131,20 @@ fn etag_var(tag: &str) -> String {
     format!("etag_{tag}")
 }
 
-/// The MC info body of `service` (TS 24.379 F.1 and the TS 24.281/24.282 twins): a token or a
-/// request URI, and the MC client ID, all unprotected (`type="Normal"`).
+/// The MC info body of `service` with a token or a request URI, and the MC client ID, all in
+/// clear (`type="Normal"`), written by the edge's own writer.
 fn info_xml(
     service: Service,
     token: Option<&str>,
     request_uri: Option<&str>,
     client: &str,
 ) -> String {
-    let p = service.name();
-    let ns = match service {
-        Service::Mcptt => "mcpttInfo",
-        Service::Mcvideo => "mcvideoInfo",
-        Service::Mcdata => "mcdataInfo",
+    let doc = InfoDoc {
+        access_token: token.map(InfoField::Normal),
+        request_uri: request_uri.map(InfoField::Normal),
+        client_id: InfoField::Normal(client),
     };
-    let mut inner = String::new();
-    if let Some(t) = token {
-        let _ = write!(
-            inner,
-            "\n<{p}-access-token type=\"Normal\"><{p}String>{t}</{p}String></{p}-access-token>"
-        );
-    }
-    if let Some(u) = request_uri {
-        let _ = write!(
-            inner,
-            "\n<{p}-request-uri type=\"Normal\"><{p}URI>{u}</{p}URI></{p}-request-uri>"
-        );
-    }
-    let _ = write!(
-        inner,
-        "\n<{p}-client-id type=\"Normal\"><{p}String>{client}</{p}String></{p}-client-id>"
-    );
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{p}info xmlns=\"urn:3gpp:ns:{ns}:1.0\">\n<{p}-Params>{inner}\n</{p}-Params>\n</{p}info>"
-    )
-}
-
-/// `application/poc-settings+xml` for a client (TS 24.379 7.3; OMA PoC settings).
-fn settings_xml(client: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<poc-settings xmlns=\"urn:oma:params:xml:ns:poc:poc-settings\">\n<entity id=\"{client}\"><am-settings><answer-mode>automatic</answer-mode></am-settings></entity>\n</poc-settings>"
-    )
-}
-
-/// A `multipart/mixed` body with boundary `b`.
-fn multipart(b: &str, parts: &[(String, String)]) -> String {
-    let mut t = String::new();
-    for (ct, body) in parts {
-        let _ = write!(t, "--{b}\nContent-Type: {ct}\n\n{body}\n");
-    }
-    let _ = write!(t, "--{b}--");
-    t
-}
-
-fn info_type(service: Service) -> String {
-    format!("application/vnd.3gpp.{}-info+xml", service.name())
+    write::info_xml(service, &doc, "\n")
 }
 
 /// The embedded UE REGISTER's body when it carries no token: a token-less info body, so the
@@ -239,19 +199,23 @@ impl Register<'_> {
                     .iter()
                     .map(|s| {
                         (
-                            info_type(*s),
+                            info_content_type(*s),
                             info_xml(*s, Some(&format!("[field{f}]")), None, client),
                         )
                     })
                     .collect();
+                let refs: Vec<(&str, &str)> = parts
+                    .iter()
+                    .map(|(c, b)| (c.as_str(), b.as_str()))
+                    .collect();
                 (
                     "multipart/mixed;boundary=mcx-ue-boundary".to_owned(),
-                    multipart("mcx-ue-boundary", &parts),
+                    write::multipart("mcx-ue-boundary", &refs, "\n"),
                     None,
                 )
             }
             None => (
-                info_type(Service::Mcptt),
+                info_content_type(Service::Mcptt),
                 EMPTY_INFO.to_owned(),
                 Some(EMPTY_INFO.len()),
             ),
@@ -355,15 +319,16 @@ Accept-Contact: *;+{};require;explicit
         match info {
             None => t.push_str("Content-Length: 0\n\n"),
             Some(info) => {
-                let body = multipart(
+                let body = write::multipart(
                     "mcx-boundary",
                     &[
-                        (info_type(self.service), info),
+                        (&info_content_type(self.service), &info),
                         (
-                            "application/poc-settings+xml".to_owned(),
-                            settings_xml(self.client),
+                            "application/poc-settings+xml",
+                            &write::settings_xml(self.client, "\n"),
                         ),
                     ],
+                    "\n",
                 );
                 let _ = write!(
                     t,

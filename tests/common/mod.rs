@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod perturb;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +21,11 @@ use mcx_model::UnixTime;
 pub struct TestServer {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The first SIP over TLS listener, if the test configured one.
+    pub tls: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// The KMS/CM/GM listener (`None` when the test turned it off).
+    pub http: Option<SocketAddr>,
     pub lab: LabIdms,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -33,7 +39,16 @@ pub fn test_config(lab: &LabIdms) -> ServerConfig {
     config.sip.tcp = vec!["127.0.0.1:0".parse().unwrap()];
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     config.admin.lab_controls = true;
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     config.token = lab.validator_config();
+    // Nothing on disk unless a test asks for a store (tests/durability.rs does, in a temp dir).
+    config.store = mcx_authz::store::StoreConfig::memory();
+    // The clear-token suites run post-cr with `token_protection = "optional"`; post-cr as
+    // served (`required`, TS 33.180 clause 9) is tests/protection.rs and tests/conformance.rs.
+    config
+        .policy
+        .overrides
+        .insert("token_protection".into(), "optional".into());
     config
 }
 
@@ -52,7 +67,18 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let server = Server::bind(config).await.expect("bind");
+                // With port 0 the TCP listener follows the UDP port, which another process on
+                // this shared machine may hold for TCP: try again on a fresh port.
+                let mut attempts = 0;
+                let server = loop {
+                    match Server::bind(config.clone()).await {
+                        Ok(s) => break s,
+                        Err(e) if attempts < 20 && format!("{e:#}").contains("in use") => {
+                            attempts += 1
+                        }
+                        Err(e) => panic!("bind: {e:#}"),
+                    }
+                };
                 addr_tx.send(server.addrs()).expect("report addresses");
                 server
                     .run(async {
@@ -68,7 +94,9 @@ impl TestServer {
         TestServer {
             udp: addrs.udp[0],
             tcp: addrs.tcp[0],
+            tls: addrs.tls.first().copied(),
             admin: addrs.admin.expect("admin"),
+            http: addrs.http,
             lab,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -239,8 +267,13 @@ impl TcpClient {
     }
 
     pub fn send(&mut self, msg: &SipMsg) -> SipReply {
-        let bytes = msg.to_bytes(&self.local()).with_transport("TCP");
-        self.write(&bytes);
+        let bytes = msg.to_bytes(&self.local());
+        self.send_raw(bytes)
+    }
+
+    /// Sends bytes written for UDP (the top Via's transport becomes TCP), returns the response.
+    pub fn send_raw(&mut self, bytes: Vec<u8>) -> SipReply {
+        self.write(&bytes.with_transport("TCP"));
         self.read_reply()
     }
 }
@@ -317,6 +350,9 @@ pub struct SipMsg {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Body parts kept apart until [`SipMsg::render`] writes them (so a perturbation can reorder
+    /// them); `None` when [`SipMsg::body`] set the body as bytes.
+    pub parts: Option<Vec<(String, Vec<u8>)>>,
     pub branch: String,
 }
 
@@ -332,6 +368,7 @@ impl SipMsg {
                 ("CSeq".into(), format!("{n} {method}")),
             ],
             body: Vec::new(),
+            parts: None,
             branch: format!("z9hG4bK-test-{n}"),
         }
     }
@@ -353,18 +390,24 @@ impl SipMsg {
         self
     }
 
+    /// The body as parts, each (Content-Type, bytes): one part is sent as it is, several as
+    /// `multipart/mixed` ([`perturb::assemble`]).
+    pub fn parts(mut self, parts: Vec<(String, Vec<u8>)>) -> SipMsg {
+        self.parts = Some(parts);
+        self.body = Vec::new();
+        self
+    }
+
+    /// The request as bytes sent from `local`, written as built.
     pub fn to_bytes(&self, local: &SocketAddr) -> Vec<u8> {
-        let mut s = format!(
-            "{} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\n",
-            self.method, self.uri, self.branch
-        );
-        for (n, v) in &self.headers {
-            s.push_str(&format!("{n}: {v}\r\n"));
-        }
-        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
-        let mut b = s.into_bytes();
-        b.extend_from_slice(&self.body);
-        b
+        self.render(
+            local,
+            &perturb::Perturbation::default(),
+            &perturb::Context {
+                others: vec!["sip:nobody@invalid".into()],
+                trusted: true,
+            },
+        )
     }
 }
 
@@ -378,6 +421,56 @@ pub fn third_party_register(impu: &str, expires: u32) -> SipMsg {
         .header("To", &format!("<{impu}>"))
         .header("Contact", "<sip:scscf.ims.example.org>")
         .header("Expires", &expires.to_string())
+}
+
+/// Adds the `message/sip` body a third-party REGISTER carries: the UE's REGISTER, with the MC
+/// feature tags in its Contact when `mc_tags`, and a token body per service when given.
+pub fn with_embedded(
+    reg: SipMsg,
+    services: &[mcx_model::Service],
+    mc_tags: bool,
+    token: Option<&str>,
+    client: &str,
+    p: &perturb::Perturbation,
+) -> SipMsg {
+    let impu = reg
+        .headers
+        .iter()
+        .find(|(n, _)| n == "To")
+        .map(|(_, v)| v.trim_matches(['<', '>']).to_owned())
+        .unwrap();
+    let tags: String = if mc_tags {
+        services
+            .iter()
+            .map(|s| format!(";+{}", s.feature_tag()))
+            .collect()
+    } else {
+        String::new()
+    };
+    let (ct, body) = match token {
+        Some(t) => {
+            let parts: Vec<(String, Vec<u8>)> = services
+                .iter()
+                .map(|s| {
+                    let (ct, xml) = info_body(*s, Some(t), None, client);
+                    (ct, xml.into_bytes())
+                })
+                .collect();
+            let (ct, bytes) = perturb::assemble(&parts, p);
+            (Some(ct), bytes)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut ue = format!(
+        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKue\r\nFrom: <{impu}>;tag=ue\r\nTo: <{impu}>\r\nCall-ID: ue-reg@192.0.2.10\r\nCSeq: 1 REGISTER\r\nContact: <sip:ue@192.0.2.10:5060>{tags}\r\n"
+    );
+    if let Some(ct) = ct {
+        ue.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    ue.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = ue.into_bytes();
+    bytes.extend(body);
+    reg.parts(vec![("message/sip".into(), bytes)])
 }
 
 /// The participating-function PSI of `service` (the server's lab defaults).
@@ -403,38 +496,20 @@ fn publish_base(impu: &str) -> SipMsg {
 }
 
 /// The MC info body of `service` (TS 24.379 F.1; TS 24.281/24.282 twins) with a token or a
-/// request URI, and the client ID: (content type, XML).
+/// request URI, and the client ID: (content type, XML), by the server's own writer.
 pub fn info_body(
     service: mcx_model::Service,
     token: Option<&str>,
     request_uri: Option<&str>,
     client_id: &str,
 ) -> (String, String) {
-    let p = service.name();
-    let root = format!("{p}info");
-    let ns_local = match service {
-        mcx_model::Service::Mcptt => "mcpttInfo",
-        mcx_model::Service::Mcvideo => "mcvideoInfo",
-        mcx_model::Service::Mcdata => "mcdataInfo",
+    use mcx_authz::sip::body::write::{info_content_type, info_xml, InfoDoc, InfoField};
+    let doc = InfoDoc {
+        access_token: token.map(InfoField::Normal),
+        request_uri: request_uri.map(InfoField::Normal),
+        client_id: InfoField::Normal(client_id),
     };
-    let mut inner = String::new();
-    if let Some(t) = token {
-        inner.push_str(&format!(
-            "<{p}-access-token type=\"Normal\"><{p}String>{t}</{p}String></{p}-access-token>"
-        ));
-    }
-    if let Some(u) = request_uri {
-        inner.push_str(&format!(
-            "<{p}-request-uri type=\"Normal\"><{p}URI>{u}</{p}URI></{p}-request-uri>"
-        ));
-    }
-    inner.push_str(&format!(
-        "<{p}-client-id type=\"Normal\"><{p}String>{client_id}</{p}String></{p}-client-id>"
-    ));
-    (
-        format!("application/vnd.3gpp.{p}-info+xml"),
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<{root} xmlns=\"urn:3gpp:ns:{ns_local}:1.0\"><{p}-Params>{inner}</{p}-Params></{root}>"),
-    )
+    (info_content_type(service), info_xml(service, &doc, "\r\n"))
 }
 
 fn info_xml(inner: &str) -> String {
@@ -446,13 +521,8 @@ fn info_xml(inner: &str) -> String {
 /// A `multipart/mixed` body: (Content-Type value, bytes).
 pub fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
     let boundary = "mcx-test-boundary";
-    let mut body = String::new();
-    for (ct, content) in parts {
-        body.push_str(&format!(
-            "--{boundary}\r\nContent-Type: {ct}\r\n\r\n{content}\r\n"
-        ));
-    }
-    body.push_str(&format!("--{boundary}--\r\n"));
+    let refs: Vec<(&str, &str)> = parts.iter().map(|(c, b)| (*c, b.as_str())).collect();
+    let body = mcx_authz::sip::body::write::multipart(boundary, &refs, "\r\n") + "\r\n";
     (
         format!("multipart/mixed;boundary={boundary}"),
         body.into_bytes(),
@@ -461,9 +531,7 @@ pub fn multipart(parts: &[(&str, String)]) -> (String, Vec<u8>) {
 
 /// `application/poc-settings+xml` for a client.
 pub fn settings_xml(client_id: &str) -> String {
-    format!(
-        "<poc-settings xmlns=\"urn:oma:params:xml:ns:poc:poc-settings\"><entity id=\"{client_id}\"><am-settings><answer-mode>automatic</answer-mode></am-settings></entity></poc-settings>"
-    )
+    mcx_authz::sip::body::write::settings_xml(client_id, "\r\n")
 }
 
 /// TS 24.379 7.2.2: PUBLISH with the access token (and settings).

@@ -2,7 +2,7 @@
 # SIPp UE -> Kamailio (tests/interop/kamailio-core.cfg) -> mcx-authz, on loopback.
 #
 #   tests/interop/run.sh [--mcx HOST:PORT [--admin http://HOST:PORT]] [--core-port N]
-#                        [--transport udp|tcp] CSV
+#                        [--transport udp|tcp|tls [--tls-dir DIR]] CSV
 #
 # CSV: SIPp -inf file (SEQUENTIAL; impu;client_id;mc_id;token), one user.
 # Without --mcx a SIPp UAS (fake_mcx_uas.xml) stands in for mcx-authz and asserts that the
@@ -10,6 +10,9 @@
 # through the core to a running mcx-authz; with --admin the script also checks GET /bindings
 # after the PUBLISH (the IMPU bound, the forged identities not) and after the de-registration
 # (nothing left for the IMPU). Every process it starts is stopped by PID on exit.
+# --transport tls: the UE talks UDP to the core and the core reaches mcx-authz over TLS,
+# presenting the client certificate of --tls-dir (made by `mcx-authz tls-lab-certs`: ca.pem,
+# client.pem, client.key; the core listens for TLS on core port + 3).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,18 +20,25 @@ mcx=""
 admin=""
 core_port=$(( 21000 + RANDOM % 10000 ))
 transport=udp
+tls_dir=""
 while [[ $# -gt 1 ]]; do
   case $1 in
     --mcx) mcx=$2; shift 2 ;;
     --admin) admin=$2; shift 2 ;;
     --core-port) core_port=$2; shift 2 ;;
     --transport) transport=$2; shift 2 ;;
+    --tls-dir) tls_dir=$2; shift 2 ;;
     *) break ;;
   esac
 done
 [[ $# -eq 1 ]] || { sed -n '2,14p' "$0"; exit 64; }
 csv=$1
-case $transport in udp) sipp_t=u1 ;; tcp) sipp_t=t1 ;; *) echo "transport udp|tcp" >&2; exit 64 ;; esac
+case $transport in
+  udp) sipp_t=u1 ;;
+  tcp) sipp_t=t1 ;;
+  tls) sipp_t=u1; [[ -n $tls_dir ]] || { echo "--transport tls needs --tls-dir" >&2; exit 64; } ;;
+  *) echo "transport udp|tcp|tls" >&2; exit 64 ;;
+esac
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mcx-interop.XXXXXX")
 pids=()
@@ -54,10 +64,33 @@ fi
 case ${mcx%:*} in 127.*|localhost) ;; *) echo "refusing non-loopback --mcx $mcx" >&2; exit 64 ;; esac
 mcx_uri="sip:$mcx"
 [[ $transport == tcp ]] && mcx_uri="$mcx_uri;transport=tcp"
+tls_args=()
+if [[ $transport == tls ]]; then
+  mcx_uri="$mcx_uri;transport=tls"
+  tls_dir=$(cd "$tls_dir" && pwd)
+  cat >"$work/tls.cfg" <<EOF
+[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = $tls_dir/client.pem
+private_key = $tls_dir/client.key
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+certificate = $tls_dir/client.pem
+private_key = $tls_dir/client.key
+ca_list = $tls_dir/ca.pem
+server_name = mcx.example.org
+EOF
+  tls_args=(-A WITH_TLS -A "TLS_CFG=\"$work/tls.cfg\"" -A "CORE_TLS_PORT=$(( core_port + 3 ))")
+fi
 
 mkdir -p "$work/run"
 timeout 90 kamailio -f "$here/kamailio-core.cfg" -DD -E -Y "$work/run" \
-  -A "CORE_PORT=$core_port" -A "MCX_URI=\"$mcx_uri\"" >"$work/core.log" 2>&1 &
+  -A "CORE_PORT=$core_port" -A "MCX_URI=\"$mcx_uri\"" "${tls_args[@]}" >"$work/core.log" 2>&1 &
 core_pid=$!
 pids+=("$core_pid")
 for _ in $(seq 50); do

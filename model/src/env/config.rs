@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Service;
-use crate::policy::{Policy, Variant};
+use crate::policy::{Policy, TokenProtection, Variant};
 
 use super::McxModel;
 
@@ -126,6 +126,31 @@ impl Carriage {
     }
 }
 
+/// Whether the UEs protect the PUBLISH-borne token per TS 33.180 clause 9 (XML encryption and
+/// signature under a CSK they upload with MIKEY-SAKKE, TS 33.180 5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UeProtection {
+    /// As the deployment's configuration says (TS 24.379 6.6): the UEs protect exactly when the
+    /// server requires it (`token_protection = required`); with `optional` they send in clear.
+    Auto,
+    /// Every UE protects its token and uploads its CSK.
+    On,
+    /// No UE protects (a client without clause 9).
+    Off,
+}
+
+impl UeProtection {
+    /// A stable label.
+    pub fn name(self) -> &'static str {
+        match self {
+            UeProtection::Auto => "auto",
+            UeProtection::On => "on",
+            UeProtection::Off => "off",
+        }
+    }
+}
+
 /// The model's configuration. Build one with [`ModelConfig::for_variant`], adjust fields, then
 /// call [`ModelConfig::into_model`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,9 +168,9 @@ pub struct ModelConfig {
     pub services: Vec<Service>,
     /// Network semantics between the SIP core and the MCX server.
     pub network: NetworkKind,
-    /// Whether the attacker takes part: its own registered IMPU, replay of every token the SIP
-    /// core sees unprotected, and PUBLISH with a forged P-Asserted-Identity sent straight to the
-    /// server.
+    /// Whether the attacker takes part: its own registered IMPU, everything that crosses the SIP
+    /// core (tokens in clear, protected PUBLISHes to resend), and PUBLISH with a forged
+    /// P-Asserted-Identity sent straight to the server (`model/src/env/attacker.rs`).
     pub attacker: bool,
     /// Requests the attacker may send in one run.
     pub attacker_budget: u8,
@@ -165,25 +190,52 @@ pub struct ModelConfig {
     pub max_duplicates: u8,
     /// Bound on server restarts.
     pub restarts: u8,
+    /// Issue 13: the server keeps a durable store and may crash (`kill -9`) and restart from it
+    /// at any point between steps (`model/src/env/crash.rs`). A crash that loses nothing leads
+    /// back to the state it left, so this costs no state while the crash properties hold.
+    #[serde(default)]
+    pub crash: bool,
     /// REGISTERs one UE may have in flight at once (2 lets a UE's REGISTERs overtake each
     /// other; an IMPU change always sends two).
     pub max_registers_in_flight: u8,
     /// The server policy the machine runs with (from the variant unless overridden).
     pub policy: Policy,
+    /// Whether the environment may settle (liveness, `model/src/env/fairness.rs`); off, the
+    /// `eventually` properties hold vacuously and the space is smaller.
+    pub liveness: bool,
+    /// Where every UE carries its token (`None`: as the variant's preset, see
+    /// [`ModelConfig::carriage`]).
+    pub carriage: Option<Carriage>,
+    /// Whether the UEs protect their PUBLISH-borne token (clause 9) and upload CSKs.
+    pub ue_protection: UeProtection,
+    /// CSKs reach the server as TS 33.180 5.4 says: each UE uploads a fresh CSK in a MIKEY-SAKKE
+    /// I_MESSAGE with its first protected PUBLISH (and again after a user switch, an IMPU change
+    /// or a refusal). `false`: the wave-2 shortcut, one CSK per (user, IMPU, service)
+    /// provisioned at the server up front, and no upload.
+    pub csk_upload: bool,
+    /// The attacker may act on a request it saw in the SIP core while that request is still in
+    /// flight (an on-path attacker that races the original). `false`: it acts only on what
+    /// already reached the server (an eavesdropper that records and replays).
+    pub attacker_preempts: bool,
+    /// Protected PUBLISHes the attacker keeps at once (deduplicated; further ones are not kept).
+    pub attacker_capture: u8,
 }
 
 impl ModelConfig {
     /// The defaults of `mcx-authz check --variant <variant>`.
     pub fn for_variant(variant: Variant) -> Self {
-        // Sized so that `check --variant all` finishes in about a minute on 2 cores (docs/model.md
-        // has the measurements): one UE (the attacker is the second subscriber), two users, two
-        // IMPUs, time 0..2 with tokens living 1 tick and publications 2, so token expiry and
-        // publication expiry both happen.
+        // Sized so that `check --variant all` finishes in a few minutes and under 4 GiB on 2
+        // cores (docs/benchmarks.md has the measurements): one UE (the attacker is the second
+        // subscriber), two users, two IMPUs, time 0..2 with tokens living 1 tick and publications
+        // 2, so token expiry and publication expiry both happen. ct1-rel18 gets one IMPU: its
+        // question is the token carried twice (REGISTER and PUBLISH), which needs no IMPU
+        // change, and with two IMPUs and the attacker's capture of protected PUBLISHes its space
+        // passes 7.5 M states and 9 GiB (measured 2026-11-30); with one it is 2.0 M states, 26 s.
         ModelConfig {
             variant,
             ues: 1,
             users: 2,
-            impus_per_ue: 2,
+            impus_per_ue: if variant == Variant::Ct1Rel18 { 1 } else { 2 },
             services: vec![Service::Mcptt],
             network: NetworkKind::Unordered,
             attacker: true,
@@ -196,8 +248,15 @@ impl ModelConfig {
             max_publications: 2,
             max_duplicates: 1,
             restarts: 0,
+            crash: true,
             max_registers_in_flight: 1,
             policy: variant.policy(),
+            liveness: true,
+            carriage: None,
+            ue_protection: UeProtection::Auto,
+            csk_upload: true,
+            attacker_preempts: false,
+            attacker_capture: 2,
         }
     }
 
@@ -217,6 +276,9 @@ impl ModelConfig {
     ///   (5.1.3.2.3): both client kinds coexist, as the pre-CR text lets each client choose.
     /// - `ct1-rel18`: REGISTER and PUBLISH both (TS 24.379 7.1 as it still reads).
     pub fn carriage(&self, ue: usize) -> Carriage {
+        if let Some(c) = self.carriage {
+            return c;
+        }
         match self.variant {
             Variant::PostCr => Carriage::Publish,
             Variant::PreCr if ue == 0 => Carriage::Register,
@@ -228,7 +290,11 @@ impl ModelConfig {
     /// Whether UEs protect the PUBLISH-borne token per TS 33.180 clause 9 (the CR, R-15). A
     /// protected token is opaque to the SIP core. REGISTER bodies are never protected.
     pub fn protects_tokens(&self) -> bool {
-        self.variant == Variant::PostCr
+        match self.ue_protection {
+            UeProtection::On => true,
+            UeProtection::Off => false,
+            UeProtection::Auto => self.policy.token_protection == TokenProtection::Required,
+        }
     }
 
     /// Checks the sizes and returns the model.
@@ -262,6 +328,9 @@ impl ModelConfig {
         }
         if self.token_kinds.is_empty() || self.token_kinds.contains(&TokenKind::Forged) {
             return Err("the IdMS issues valid, expired or wrong-scope tokens".into());
+        }
+        if self.attacker_budget > 11 {
+            return Err("at most 11 attacker requests".into());
         }
         if self.publication_ttl == 0 || self.registration_ttl == 0 {
             return Err("publication and registration TTLs must be at least one tick".into());

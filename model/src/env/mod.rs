@@ -15,10 +15,12 @@
 //! - **The network** holds the requests in flight from the SIP core to the server; its kind
 //!   decides which may arrive next. A duplicating network may keep a copy of a delivered request
 //!   and deliver it again later (bounded).
-//! - **The attacker** owns a registered IMPU, sees every token that crosses the SIP core
-//!   unprotected (REGISTER bodies always; PUBLISH tokens unless protected per TS 33.180 clause 9)
-//!   and replays it from its own IMPU; it also PUBLISHes straight to the server with a forged
-//!   P-Asserted-Identity.
+//! - **UEs that protect** (TS 33.180 clause 9) make a CSK per service and upload it in a
+//!   MIKEY-SAKKE I_MESSAGE with the protected PUBLISH (TS 33.180 5.4); see [`ue`].
+//! - **The attacker** owns a registered IMPU and sees every request that crosses the SIP core,
+//!   protected or not: it presents tokens it read in clear (in clear, or re-protected under its
+//!   own CSK), resends captured protected PUBLISHes whole or without their I_MESSAGE, and
+//!   PUBLISHes straight to the server with a forged P-Asserted-Identity; see [`attacker`].
 //! - **Fresh SIP-ETags** come from a counter in the state (`e0`, `e1`, …) that grows only when
 //!   the machine issues one, so "never issued before" is checkable; the counter is bounded by
 //!   [`ModelConfig::max_publications`] through [`Model::within_boundary`].
@@ -26,193 +28,43 @@
 //!   a property must judge (S-2, S-5…S-9 and the reachability properties) is folded into the
 //!   bit set [`EnvState::step`] when the step is taken, and cleared on the next step.
 
+//!
+//! The environment is split by actor: [`ue`] (the UEs' actions next to their effects),
+//! [`network`] (the SIP core and the network), [`attacker`], [`idms`] (tokens and the validator),
+//! [`properties`] (the named properties and the step facts they judge), [`search`] (shortest
+//! paths) and [`trace`] (rendering), with [`scenarios`] and [`config`] beside them.
+
+mod attacker;
 mod config;
+mod crash;
+pub mod fairness;
+mod idms;
+mod network;
 mod properties;
 mod scenarios;
+mod search;
 mod trace;
+mod ue;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use stateright::{Model, Property};
 
-use crate::ids::{ClientId, CskId, ETag, Impu, McId, Service, ServiceSet, TokenId, UnixTime};
-use crate::input::{
-    AssertedIdentity, Authorization, EventPackage, IfMatch, Input, Protection, Publish,
-    PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
-};
+use crate::durable::Image;
+use crate::ids::{ClientId, ETag, Impu, McId, Service, ServiceSet, UnixTime};
+use crate::input::{AssertedIdentity, Input, RegisterTarget, ThirdPartyRegister};
 use crate::machine::Machine;
-use crate::output::{BindingEvent, Output, Response, UnbindCause};
-use crate::token::{TokenRejection, TokenVerdict, VerifiedClaims};
+use crate::output::{BindingEvent, Output, Response};
 
-pub use config::{Carriage, ModelConfig, NetworkKind, TokenKind};
-pub use properties::{Expectation, PropertyInfo, PropertyKind, Verdict};
+pub use attacker::Sealed;
+pub use config::{Carriage, ModelConfig, NetworkKind, TokenKind, UeProtection};
+pub use idms::{user_name, Tok};
+pub use network::{Body, CskRef, Msg, Prot, Req, Sender};
+pub use properties::{step, Expectation, PropertyInfo, PropertyKind, Verdict};
 pub use scenarios::SCENARIOS;
 pub use trace::{RequestKind, TokenFact, Trace, TraceStep};
-
-/// An abstract access token as the IdMS issued it (or the attacker made it up).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Tok {
-    /// The user it was issued to (index; user 0 is "A").
-    pub user: u8,
-    /// The tick it was issued at.
-    pub issued: u8,
-    /// Valid, expired, wrongly scoped or forged.
-    pub kind: TokenKind,
-}
-
-impl Tok {
-    /// The `exp` claim in ticks.
-    pub fn exp(&self, token_life: u8) -> u64 {
-        match self.kind {
-            TokenKind::Expired => u64::from(self.issued),
-            _ => u64::from(self.issued) + u64::from(token_life),
-        }
-    }
-
-    /// The `jti`: `tok-A-t0-valid`.
-    pub fn id(&self) -> String {
-        format!(
-            "tok-{}-t{}-{}",
-            user_name(self.user),
-            self.issued,
-            self.kind.name()
-        )
-    }
-
-    /// Parses [`Tok::id`].
-    pub fn parse(id: &str) -> Option<Tok> {
-        let rest = id.strip_prefix("tok-")?;
-        let mut parts = rest.splitn(3, '-');
-        let user = parts.next()?;
-        let issued = parts.next()?.strip_prefix('t')?.parse().ok()?;
-        let kind = match parts.next()? {
-            "valid" => TokenKind::Valid,
-            "expired" => TokenKind::Expired,
-            "wrong-scope" => TokenKind::WrongScope,
-            "forged" => TokenKind::Forged,
-            _ => return None,
-        };
-        let [c] = user.as_bytes() else { return None };
-        Some(Tok {
-            user: c.checked_sub(b'A')?,
-            issued,
-            kind,
-        })
-    }
-}
-
-/// The user's display name: A, B, C, D.
-pub fn user_name(user: u8) -> char {
-    char::from(b'A' + user)
-}
-
-/// Who sent a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Sender {
-    /// UE number `n` (0-based; shown as UE1, UE2, …).
-    Ue(u8),
-    /// The attacker.
-    Attacker,
-}
-
-/// A request in flight from the SIP core (or, forged, from the attacker) to the MCX server.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Msg {
-    /// The sender.
-    pub from: Sender,
-    /// A duplicate of a request delivered before (its response reaches nobody).
-    pub dup: bool,
-    /// The request.
-    pub req: Req,
-}
-
-/// The requests the server receives.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Req {
-    /// Third-party REGISTER (TS 24.229 5.4.1.7).
-    Register {
-        /// Global IMPU index.
-        impu: u8,
-        /// `Expires` in ticks; 0 de-registers.
-        expires: u8,
-        /// Whether the UE's REGISTER carried the MC service feature tags (no tags = MC service
-        /// log-off, TS 24.379 7.1).
-        mc_tags: bool,
-        /// The token in the UE's REGISTER body, if any.
-        token: Option<Tok>,
-    },
-    /// PUBLISH `Event: poc-settings` (TS 24.379 7.3).
-    Publish {
-        /// Global IMPU index of P-Asserted-Identity.
-        impu: u8,
-        /// Whether it came through the SIP core (else the attacker sent it straight to the
-        /// server, and P-Asserted-Identity is forged).
-        trusted: bool,
-        /// Index into [`ModelConfig::services`].
-        service: u8,
-        /// `SIP-If-Match` (ETag number).
-        if_match: Option<u16>,
-        /// `Expires` in ticks; 0 removes.
-        expires: u8,
-        /// The body.
-        body: Body,
-    },
-}
-
-/// A PUBLISH body in the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Body {
-    /// No body (refresh or removal).
-    Empty,
-    /// Service authorization with a token (TS 24.379 7.3.3).
-    Auth {
-        /// The token.
-        token: Tok,
-        /// Protected per TS 33.180 clause 9.
-        protected: bool,
-    },
-    /// Settings only, claiming this user's MC service ID (TS 24.379 7.3.4).
-    Settings {
-        /// The user whose MC ID `<mcptt-request-uri>` names.
-        user: u8,
-    },
-}
-
-/// What a UE is waiting for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Pending {
-    /// A PUBLISH with a token, for service index `n`.
-    Authorize(u8),
-    /// A settings-only PUBLISH.
-    Settings(u8),
-    /// A body-less refresh.
-    Refresh(u8),
-    /// A removal (`Expires: 0`).
-    Remove(u8),
-}
-
-/// One UE (with one MC client) as the model sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct UeState {
-    /// Which of its IMPUs it uses (0-based).
-    pub impu: u8,
-    /// Registered with the S-CSCF (the UE's view).
-    pub registered: bool,
-    /// Whether its registration carries the MC feature tags.
-    pub mc_tags: bool,
-    /// The logged-on MC service user.
-    pub user: Option<u8>,
-    /// The user's access token.
-    pub token: Option<Tok>,
-    /// The token its last REGISTER carried.
-    pub reg_token: Option<Tok>,
-    /// The SIP-ETag it holds, per service.
-    pub etags: Vec<Option<u16>>,
-    /// Its outstanding PUBLISH transaction.
-    pub pending: Option<Pending>,
-}
+pub use ue::{Pending, UeCsk, UeState};
 
 /// The model's state: the server machine and its environment, plus ghost variables.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -233,50 +85,40 @@ pub struct EnvState {
     pub attacker_left: u8,
     /// Server restarts left.
     pub restarts_left: u8,
+    /// The server's durable store, built from its `Persist` batches (`None` unless
+    /// [`ModelConfig::crash`]; see [`crash`]).
+    pub store: Option<Image>,
     /// Tokens the SIP core (and so the attacker) saw unprotected.
     pub captured: Vec<Tok>,
+    /// Protected token PUBLISHes the attacker captured (to resend as they are).
+    pub sealed: Vec<Sealed>,
+    /// Ghost: the CSKs whose I_MESSAGE reached the server (sorted; only those that can arrive
+    /// again are kept), so a later delivery of one is a replay.
+    pub imsg_seen: Vec<CskRef>,
     /// Ghost: bit `impu * users + user` is set once a UE held that IMPU while that user was
     /// logged on at it.
     pub held: u64,
-    /// Ghost: bit `ue * users + user` is set while the user has switched away from (or logged off)
-    /// that UE's client and not logged on there again.
-    pub switched_away: u64,
+    /// Ghost: bit `ue * users + user` is set once the *server* switched that UE's client away
+    /// from that user (a binding of the client to another user appeared while one to this user
+    /// existed), until the user logs on at that UE again (S-5).
+    pub switched: u64,
+    /// Ghost: 2 bits per SIP-ETag number: the user whose request the 2xx carrying that tag
+    /// answered (S-5: a binding's publication belongs to the binding's user).
+    pub etag_owner: u64,
+    /// Ghost: bit `ue` once the UE sent a token-less PUBLISH (CR 5.1.3.2.1).
+    pub tokenless: u8,
+    /// Ghost: bit per global IMPU index once a UE's client was bound under that IMPU.
+    pub bound_impus: u16,
+    /// Ghost: bit `ue` for a UE whose client was bound when the server restarted, until it is
+    /// bound again (restart recovery, dossier Q-15).
+    pub restart_victims: u8,
+    /// Liveness: the environment has settled (no more disturbances; only the fair scheduler of
+    /// [`fairness`] acts).
+    pub settled: bool,
+    /// Liveness: UE requests the fair scheduler may still send (keeps settled runs finite).
+    pub settle_left: u8,
     /// Facts about the step that led here (bits of [`step`]).
     pub step: u32,
-}
-
-/// Bits of [`EnvState::step`]: what the last step did.
-pub mod step {
-    /// S-2: a binding was made from a request not asserted by the SIP core, or under another IMPU.
-    pub const S2_VIOLATED: u32 = 1 << 0;
-    /// S-5: a UE's client was bound to a user who had switched away from it.
-    pub const S5_VIOLATED: u32 = 1 << 1;
-    /// S-6: a settings-only PUBLISH bound or rebound.
-    pub const S6_VIOLATED: u32 = 1 << 2;
-    /// S-7: a non-2xx changed the binding table.
-    pub const S7_VIOLATED: u32 = 1 << 3;
-    /// S-8: a 2xx carried a reused ETag, or If-Match succeeded with a non-current tag.
-    pub const S8_VIOLATED: u32 = 1 << 4;
-    /// S-9: after a successful removal the binding or its ETag survived.
-    pub const S9_VIOLATED: u32 = 1 << 5;
-    /// A third-party REGISTER from the SIP core was refused.
-    pub const REGISTER_REFUSED: u32 = 1 << 6;
-    /// A UE's client got a new binding.
-    pub const BOUND: u32 = 1 << 8;
-    /// A UE's client was rebound to another user.
-    pub const REBOUND: u32 = 1 << 9;
-    /// A UE's client was bound under one of its later IMPUs.
-    pub const BOUND_NEW_IMPU: u32 = 1 << 10;
-    /// A UE's binding ended by de-registration.
-    pub const UNBOUND_DEREGISTERED: u32 = 1 << 11;
-    /// A UE's binding ended by MC service log-off (PUBLISH Expires 0 or REGISTER without tags).
-    pub const UNBOUND_LOG_OFF: u32 = 1 << 12;
-    /// A binding ended at token expiry.
-    pub const UNBOUND_TOKEN_EXPIRED: u32 = 1 << 13;
-    /// A binding was made from a REGISTER-borne token.
-    pub const BOUND_BY_REGISTER: u32 = 1 << 14;
-    /// A UE's PUBLISH got 403 because its IMPU was not (yet) registered.
-    pub const PUBLISH_NOT_REGISTERED: u32 = 1 << 15;
 }
 
 /// One step of the environment.
@@ -337,13 +179,34 @@ pub enum EnvAction {
         /// Duplicating network: keep a copy to deliver again.
         keep_copy: bool,
     },
-    /// The attacker replays a token it saw, in a PUBLISH from its own IMPU via the SIP core.
+    /// The attacker presents a token it read in clear, in clear, in a PUBLISH from its own IMPU
+    /// via the SIP core.
     Replay {
         /// The token.
         token: Tok,
         /// Service index.
         service: u8,
     },
+    /// The attacker presents a token it read in clear protected under a CSK of its own, with
+    /// its own I_MESSAGE (signed as itself: it holds no user's signing key), from its own IMPU.
+    Reprotect {
+        /// The token.
+        token: Tok,
+        /// Service index.
+        service: u8,
+    },
+    /// The attacker resends a protected PUBLISH body it captured, from its own IMPU via the SIP
+    /// core: whole (with the I_MESSAGE it carried) or with the `application/mikey` part
+    /// stripped.
+    ReplaySealed {
+        /// What it captured.
+        sealed: Sealed,
+        /// Send it without the I_MESSAGE it carried.
+        strip_upload: bool,
+    },
+    /// The attacker registers its own IMPU again (after a server restart lost it); free of
+    /// budget, as any subscriber may re-register.
+    AttackerRegister,
     /// The attacker sends a PUBLISH straight to the server claiming a UE's IMPU.
     ForgePai {
         /// The victim's global IMPU index.
@@ -353,6 +216,18 @@ pub enum EnvAction {
     Tick,
     /// The server restarts and loses its volatile state.
     Restart,
+    /// The server is killed (`kill -9`) and restarts from its durable store (issue 13).
+    Crash,
+    /// A user starts to log on at a UE that holds no token; the IdMS answers later with
+    /// [`EnvAction::LogOn`]. Until then the UE's PUBLISH goes without a token (CR 5.1.3.2.1).
+    BeginLogOn {
+        /// The UE.
+        ue: u8,
+        /// The user.
+        user: u8,
+    },
+    /// From a quiescent state, the environment stops disturbing (liveness: see [`fairness`]).
+    Settle,
 }
 
 /// What a delivery or clock step did at the server (for traces).
@@ -494,8 +369,14 @@ impl McxModel {
     /// The single initial state: nobody registered but the attacker, time 0.
     pub fn init_state(&self) -> EnvState {
         let mut server = Machine::new(self.cfg.machine_policy());
-        // Clause 9 keys: one provisioned CSK per (user, IMPU), tied to the user's MC service ID.
-        for user in 0..self.cfg.users as u8 {
+        // Without uploads (the wave-2 shortcut): one provisioned CSK per (user, IMPU, service),
+        // tied to the user's MC service ID. With uploads the server starts with no CSK.
+        let provisioned = if self.cfg.csk_upload {
+            0
+        } else {
+            self.cfg.users as u8
+        };
+        for user in 0..provisioned {
             for impu in 0..self.impus.len() as u8 {
                 for service in 0..self.cfg.services.len() as u8 {
                     server.handle(
@@ -523,6 +404,7 @@ impl McxModel {
         }
         EnvState {
             now: 0,
+            store: crash::initial_store(self.cfg.crash, &server),
             server,
             ues: (0..self.cfg.ues)
                 .map(|_| UeState {
@@ -534,6 +416,8 @@ impl McxModel {
                     reg_token: None,
                     etags: vec![None; self.cfg.services.len()],
                     pending: None,
+                    fair: 0,
+                    csks: vec![None; self.cfg.services.len()],
                 })
                 .collect(),
             net: Vec::new(),
@@ -550,197 +434,17 @@ impl McxModel {
             },
             restarts_left: self.cfg.restarts,
             captured: Vec::new(),
+            sealed: Vec::new(),
+            imsg_seen: Vec::new(),
             held: 0,
-            switched_away: 0,
+            switched: 0,
+            etag_owner: 0,
+            tokenless: 0,
+            bound_impus: 0,
+            restart_victims: 0,
+            settled: false,
+            settle_left: 0,
             step: 0,
-        }
-    }
-
-    /// Every action enabled in `state`, in a fixed order.
-    pub fn enabled(&self, state: &EnvState) -> Vec<EnvAction> {
-        let mut v = Vec::new();
-        self.actions(state, &mut v);
-        v
-    }
-
-    /// Runs `actions` from the initial state; returns every state visited (the initial state
-    /// first), or the index of the first action that is not enabled.
-    pub fn run(&self, actions: &[EnvAction]) -> Result<Vec<EnvState>, usize> {
-        let mut states = vec![self.init_state()];
-        for (i, a) in actions.iter().enumerate() {
-            let last = states.last().expect("never empty");
-            if !self.enabled(last).contains(a) {
-                return Err(i);
-            }
-            match self.next_state(last, a.clone()) {
-                Some(s) if self.within_boundary(&s) => states.push(s),
-                _ => return Err(i),
-            }
-        }
-        Ok(states)
-    }
-
-    fn in_flight(&self, state: &EnvState, from: Sender) -> usize {
-        state
-            .net
-            .iter()
-            .filter(|m| m.from == from && !m.dup)
-            .count()
-    }
-
-    fn validate(&self, tok: Tok, now: u8) -> TokenVerdict {
-        // The model's validator: TS 33.180 B.11/B.12 reduced to genuine / expired / claims.
-        if tok.kind == TokenKind::Forged {
-            return TokenVerdict::Rejected(TokenRejection::BadSignature);
-        }
-        let exp = tok.exp(self.cfg.token_life);
-        if exp <= u64::from(now) {
-            return TokenVerdict::Rejected(TokenRejection::Expired);
-        }
-        let id = |s: Service| {
-            self.cfg
-                .services
-                .iter()
-                .position(|x| *x == s)
-                .map(|i| self.mc_id(tok.user, i as u8).clone())
-        };
-        TokenVerdict::Verified(VerifiedClaims {
-            mcptt_id: id(Service::Mcptt),
-            mcvideo_id: id(Service::Mcvideo),
-            mcdata_id: id(Service::Mcdata),
-            scopes: if tok.kind == TokenKind::WrongScope {
-                ServiceSet::EMPTY
-            } else {
-                ServiceSet::ALL
-            },
-            exp: UnixTime(exp),
-            token_id: TokenId::new(tok.id()),
-        })
-    }
-
-    /// The machine input a request becomes at delivery time `now`.
-    pub fn input_for(&self, msg: &Msg, now: u8, fresh_etag: u16) -> Input {
-        let client = self.client(msg.from).clone();
-        match &msg.req {
-            Req::Register {
-                impu,
-                expires,
-                mc_tags,
-                token,
-            } => Input::ThirdPartyRegister(ThirdPartyRegister {
-                target: RegisterTarget::Ours,
-                impu: AssertedIdentity::Trusted(self.impu(*impu).clone()),
-                expires: Some(u32::from(*expires)),
-                services: Some(if *mc_tags {
-                    self.service_set
-                } else {
-                    ServiceSet::EMPTY
-                }),
-                embedded: match token {
-                    Some(t) if *mc_tags => self
-                        .cfg
-                        .services
-                        .iter()
-                        .map(|s| {
-                            (
-                                *s,
-                                Authorization {
-                                    token: self.validate(*t, now),
-                                    protection: Protection::Clear,
-                                    client_id: client.clone(),
-                                    settings: None,
-                                },
-                            )
-                        })
-                        .collect(),
-                    _ => vec![],
-                },
-            }),
-            Req::Publish {
-                impu,
-                trusted,
-                service,
-                if_match,
-                expires,
-                body,
-            } => Input::Publish(Publish {
-                target: PublishTarget::Service(self.service(*service)),
-                event: EventPackage::PocSettings,
-                impu: if *trusted {
-                    AssertedIdentity::Trusted(self.impu(*impu).clone())
-                } else {
-                    AssertedIdentity::Untrusted
-                },
-                if_match: match if_match {
-                    Some(n) => IfMatch::One(Self::etag(*n)),
-                    None => IfMatch::Absent,
-                },
-                expires: Some(u32::from(*expires)),
-                body: match body {
-                    Body::Empty => PublishBody::Empty,
-                    Body::Auth { token, protected } => PublishBody::Authorization(Authorization {
-                        token: self.validate(*token, now),
-                        protection: if *protected {
-                            Protection::Csk(Self::csk(token.user, *impu, *service))
-                        } else {
-                            Protection::Clear
-                        },
-                        client_id: client,
-                        settings: None,
-                    }),
-                    Body::Settings { user } => PublishBody::SettingsOnly {
-                        claimed_mc_id: self.mc_id(*user, *service).clone(),
-                        client_id: client,
-                        settings: Some(Settings::default()),
-                    },
-                },
-                key_upload: None,
-                fresh_etag: Self::etag(fresh_etag),
-            }),
-        }
-    }
-
-    /// The provisioned CSK of `user` on IMPU `impu` for `service`.
-    pub fn csk(user: u8, impu: u8, service: u8) -> CskId {
-        CskId::new(format!("csk-{}-i{impu}-s{service}", user_name(user)))
-    }
-
-    fn send(&self, s: &mut EnvState, from: Sender, req: Req) {
-        if self.cfg.attacker {
-            // What the SIP core sees in clear: REGISTER bodies, unprotected PUBLISH tokens.
-            let seen = match &req {
-                Req::Register { token, .. } => *token,
-                Req::Publish {
-                    body:
-                        Body::Auth {
-                            token,
-                            protected: false,
-                        },
-                    trusted: true,
-                    ..
-                } => Some(*token),
-                _ => None,
-            };
-            if let Some(t) = seen {
-                if from != Sender::Attacker {
-                    if let Err(pos) = s.captured.binary_search(&t) {
-                        s.captured.insert(pos, t);
-                    }
-                }
-            }
-        }
-        s.net.push(Msg {
-            from,
-            dup: false,
-            req,
-        });
-    }
-
-    fn canonical_net(&self, net: &mut [Msg]) {
-        match self.cfg.network {
-            // Per-sender FIFO: a stable sort by sender keeps each sender's order.
-            NetworkKind::Ordered => net.sort_by_key(|m| (m.dup, m.from)),
-            NetworkKind::Unordered | NetworkKind::Duplicating => net.sort(),
         }
     }
 
@@ -750,212 +454,18 @@ impl McxModel {
         let mut s = last.clone();
         s.step = 0;
         let mut effect = StepEffect::default();
-        let n_services = self.cfg.services.len() as u8;
-        match *action {
-            EnvAction::Register(ue) => {
-                let u = &s.ues[usize::from(ue)];
-                let carriage = self.cfg.carriage(usize::from(ue));
-                let token = if carriage.in_register() {
-                    u.token
-                } else {
-                    None
-                };
-                let impu = self.ue_impu(usize::from(ue), u.impu);
-                let u = &mut s.ues[usize::from(ue)];
-                u.registered = true;
-                u.mc_tags = true;
-                u.reg_token = token;
-                self.send(
-                    &mut s,
-                    Sender::Ue(ue),
-                    Req::Register {
-                        impu,
-                        expires: self.cfg.registration_ttl,
-                        mc_tags: true,
-                        token,
-                    },
-                );
+        match action {
+            EnvAction::Deliver { msg, keep_copy } => {
+                self.apply_delivery(last, &mut s, msg, *keep_copy, &mut effect)?
             }
-            EnvAction::Deregister(ue) => {
-                let u = &mut s.ues[usize::from(ue)];
-                let impu = u.impu;
-                u.registered = false;
-                u.mc_tags = false;
-                u.reg_token = None;
-                u.etags.iter_mut().for_each(|e| *e = None);
-                let impu = self.ue_impu(usize::from(ue), impu);
-                self.send(
-                    &mut s,
-                    Sender::Ue(ue),
-                    Req::Register {
-                        impu,
-                        expires: 0,
-                        mc_tags: false,
-                        token: None,
-                    },
-                );
-            }
-            EnvAction::ChangeImpu(ue) => {
-                let carriage = self.cfg.carriage(usize::from(ue));
-                let u = &mut s.ues[usize::from(ue)];
-                let old = u.impu;
-                let new = old + 1;
-                let token = if carriage.in_register() {
-                    u.token
-                } else {
-                    None
-                };
-                u.impu = new;
-                u.mc_tags = true;
-                u.reg_token = token;
-                u.etags.iter_mut().for_each(|e| *e = None);
-                let (old, new) = (
-                    self.ue_impu(usize::from(ue), old),
-                    self.ue_impu(usize::from(ue), new),
-                );
-                self.send(
-                    &mut s,
-                    Sender::Ue(ue),
-                    Req::Register {
-                        impu: old,
-                        expires: 0,
-                        mc_tags: false,
-                        token: None,
-                    },
-                );
-                self.send(
-                    &mut s,
-                    Sender::Ue(ue),
-                    Req::Register {
-                        impu: new,
-                        expires: self.cfg.registration_ttl,
-                        mc_tags: true,
-                        token,
-                    },
-                );
-            }
-            EnvAction::LogOn { ue, user, kind } => {
-                let tok = Tok {
-                    user,
-                    issued: s.now,
-                    kind,
-                };
-                let u = &mut s.ues[usize::from(ue)];
-                if u.token == Some(tok) {
-                    return None;
-                }
-                if let Some(old) = u.user.filter(|old| *old != user) {
-                    s.switched_away |= self.switch_bit(ue, old);
-                }
-                s.switched_away &= !self.switch_bit(ue, user);
-                let u = &mut s.ues[usize::from(ue)];
-                u.user = Some(user);
-                u.token = Some(tok);
-            }
-            EnvAction::Authorize { ue, service } => {
-                let u = &s.ues[usize::from(ue)];
-                let req = Req::Publish {
-                    impu: self.ue_impu(usize::from(ue), u.impu),
-                    trusted: true,
-                    service,
-                    if_match: u.etags[usize::from(service)],
-                    expires: self.cfg.publication_ttl,
-                    body: Body::Auth {
-                        token: u.token?,
-                        protected: self.cfg.protects_tokens(),
-                    },
-                };
-                s.ues[usize::from(ue)].pending = Some(Pending::Authorize(service));
-                self.send(&mut s, Sender::Ue(ue), req);
-            }
-            EnvAction::Settings { ue, service } => {
-                let u = &s.ues[usize::from(ue)];
-                let req = Req::Publish {
-                    impu: self.ue_impu(usize::from(ue), u.impu),
-                    trusted: true,
-                    service,
-                    if_match: u.etags[usize::from(service)],
-                    expires: self.cfg.publication_ttl,
-                    body: Body::Settings { user: u.user? },
-                };
-                s.ues[usize::from(ue)].pending = Some(Pending::Settings(service));
-                self.send(&mut s, Sender::Ue(ue), req);
-            }
-            EnvAction::Refresh { ue, service } | EnvAction::Remove { ue, service } => {
-                let remove = matches!(action, EnvAction::Remove { .. });
-                let u = &s.ues[usize::from(ue)];
-                let req = Req::Publish {
-                    impu: self.ue_impu(usize::from(ue), u.impu),
-                    trusted: true,
-                    service,
-                    if_match: Some(u.etags[usize::from(service)]?),
-                    expires: if remove { 0 } else { self.cfg.publication_ttl },
-                    body: Body::Empty,
-                };
-                s.ues[usize::from(ue)].pending = Some(if remove {
-                    Pending::Remove(service)
-                } else {
-                    Pending::Refresh(service)
-                });
-                self.send(&mut s, Sender::Ue(ue), req);
-            }
-            EnvAction::LogOff(ue) => {
-                let carriage = self.cfg.carriage(usize::from(ue));
-                let u = &mut s.ues[usize::from(ue)];
-                let user = u.user.take()?;
-                u.token = None;
-                s.switched_away |= self.switch_bit(ue, user);
-                let u = &s.ues[usize::from(ue)];
-                let impu = self.ue_impu(usize::from(ue), u.impu);
-                if let Some(service) = (0..n_services).find(|i| u.etags[usize::from(*i)].is_some())
-                {
-                    // TS 24.379 7.3.5: PUBLISH with Expires: 0.
-                    let req = Req::Publish {
-                        impu,
-                        trusted: true,
-                        service,
-                        if_match: u.etags[usize::from(service)],
-                        expires: 0,
-                        body: Body::Empty,
-                    };
-                    s.ues[usize::from(ue)].pending = Some(Pending::Remove(service));
-                    self.send(&mut s, Sender::Ue(ue), req);
-                } else if carriage.in_register() && u.registered && u.mc_tags {
-                    // TS 24.379 7.1: re-REGISTER without the MC service feature tags.
-                    let u = &mut s.ues[usize::from(ue)];
-                    u.mc_tags = false;
-                    u.reg_token = None;
-                    self.send(
-                        &mut s,
-                        Sender::Ue(ue),
-                        Req::Register {
-                            impu,
-                            expires: self.cfg.registration_ttl,
-                            mc_tags: false,
-                            token: None,
-                        },
-                    );
-                }
-            }
-            EnvAction::Deliver { ref msg, keep_copy } => {
-                let pos = s.net.iter().position(|m| m == msg)?;
-                let msg = s.net.remove(pos);
-                if keep_copy {
-                    s.dups_left -= 1;
-                    s.net.push(Msg {
-                        dup: true,
-                        ..msg.clone()
-                    });
-                }
-                self.deliver(last, &mut s, &msg, &mut effect);
-            }
-            EnvAction::Replay { .. } | EnvAction::ForgePai { .. } => {
-                // The attacker's own request goes straight through: when it is sent relative to
-                // its delivery does not matter, when it is sent relative to the UEs does.
+            EnvAction::AttackerRegister => {
                 let msg = self.attacker_msg(last, action)?;
-                s.attacker_left -= 1;
                 self.deliver(last, &mut s, &msg, &mut effect);
             }
+            EnvAction::Replay { .. }
+            | EnvAction::Reprotect { .. }
+            | EnvAction::ReplaySealed { .. }
+            | EnvAction::ForgePai { .. } => self.apply_attack(last, &mut s, action, &mut effect)?,
             EnvAction::Tick => {
                 s.now += 1;
                 let out = s.server.handle(UnixTime(u64::from(s.now)), Input::Tick);
@@ -968,16 +478,19 @@ impl McxModel {
                 effect.input = Some(Input::Restart);
                 self.absorb(last, &mut s, None, out, &mut effect);
             }
+            EnvAction::Crash => self.crash(last, &mut s, &mut effect),
+            EnvAction::Settle => {
+                s.settled = true;
+                s.settle_left = self.settle_budget();
+            }
+            _ => self.apply_ue(&mut s, action)?,
+        }
+        if s.settled {
+            self.fair_step(&mut s, action);
         }
         self.canonical_net(&mut s.net);
-        // What the attacker saw matters only while it can still act, and only for tokens that
-        // are not yet expired (a replayed expired token is refused like any expired token).
-        if s.attacker_left == 0 {
-            s.captured.clear();
-        } else {
-            let (now, life) = (u64::from(s.now), self.cfg.token_life);
-            s.captured.retain(|t| t.exp(life) > now);
-        }
+        self.forget_useless(&mut s);
+        self.canonical_ghosts(&mut s);
         // Ghost: which (IMPU, user) pairs a UE has held while the user was logged on.
         for (i, u) in s.ues.iter().enumerate() {
             if let (true, Some(user)) = (u.registered, u.user) {
@@ -987,54 +500,7 @@ impl McxModel {
         Some((s, effect))
     }
 
-    /// The request an attacker action sends.
-    pub fn attacker_msg(&self, s: &EnvState, action: &EnvAction) -> Option<Msg> {
-        let req = match *action {
-            // Replay through the SIP core from the attacker's own registered IMPU.
-            EnvAction::Replay { token, service } => Req::Publish {
-                impu: self.attacker_impu(),
-                trusted: true,
-                service,
-                if_match: None,
-                expires: self.cfg.publication_ttl,
-                body: Body::Auth {
-                    token,
-                    protected: false,
-                },
-            },
-            // Straight to the server, claiming the victim's IMPU in P-Asserted-Identity.
-            EnvAction::ForgePai { impu } => Req::Publish {
-                impu,
-                trusted: false,
-                service: 0,
-                if_match: None,
-                expires: self.cfg.publication_ttl,
-                body: Body::Auth {
-                    token: s.captured.first().copied().unwrap_or(Tok {
-                        user: 0,
-                        issued: s.now,
-                        kind: TokenKind::Forged,
-                    }),
-                    protected: false,
-                },
-            },
-            _ => return None,
-        };
-        Some(Msg {
-            from: Sender::Attacker,
-            dup: false,
-            req,
-        })
-    }
-
-    fn deliver(&self, last: &EnvState, s: &mut EnvState, msg: &Msg, effect: &mut StepEffect) {
-        let input = self.input_for(msg, s.now, s.next_etag);
-        effect.input = Some(input.clone());
-        let out = s.server.handle(UnixTime(u64::from(s.now)), input);
-        self.absorb(last, s, Some(msg), out, effect);
-    }
-
-    /// Records the outputs of one machine step: ETag counter, UE response handling, step facts.
+    /// Records the outputs of one machine step: ETag counter, step facts, the UE's view.
     fn absorb(
         &self,
         last: &EnvState,
@@ -1043,11 +509,17 @@ impl McxModel {
         out: Vec<Output>,
         effect: &mut StepEffect,
     ) {
+        // The machine forgot lapsed replay entries at this step; the store's garbage collection
+        // does the same, so that a store and a machine that agree hash alike.
+        if let Some(store) = &mut s.store {
+            store.collect_garbage(UnixTime(u64::from(s.now)));
+        }
         for o in out {
             match o {
                 Output::Response(r) => effect.response = Some(r),
                 Output::Binding(e) => effect.events.push(e),
                 Output::Csk(_) => {}
+                Output::Persist(p) => crash::persisted(s, &p),
             }
         }
         let fresh = s.next_etag;
@@ -1056,196 +528,8 @@ impl McxModel {
                 s.next_etag += 1;
             }
         }
-        let before = &last.server;
-        let after = &s.server;
-        let mut flags = 0;
-        let status = effect.response.as_ref().map(Response::status);
-
-        // Binding events: S-2, S-5 and the reachability facts.
-        for e in &effect.events {
-            let (key, mc_id) = match e {
-                BindingEvent::Bound { key, mc_id } => {
-                    if let Some(ue) = self.client_ue(&key.client_id) {
-                        flags |= step::BOUND;
-                        if self.impu_index(&key.impu) != Some(self.ue_impu(ue, 0)) {
-                            flags |= step::BOUND_NEW_IMPU;
-                        }
-                    }
-                    (key, mc_id)
-                }
-                BindingEvent::Rebound { key, to, .. } => {
-                    if self.client_ue(&key.client_id).is_some() {
-                        flags |= step::REBOUND;
-                    }
-                    (key, to)
-                }
-                BindingEvent::Unbound { key, cause, .. } => {
-                    let ue = self.client_ue(&key.client_id).is_some();
-                    match cause {
-                        UnbindCause::Deregistered if ue => flags |= step::UNBOUND_DEREGISTERED,
-                        UnbindCause::PublicationRemoved | UnbindCause::ServiceLogOff if ue => {
-                            flags |= step::UNBOUND_LOG_OFF
-                        }
-                        UnbindCause::TokenExpired => flags |= step::UNBOUND_TOKEN_EXPIRED,
-                        _ => {}
-                    }
-                    continue;
-                }
-            };
-            // S-2: a binding is made only from a request the SIP core asserted, under that IMPU.
-            let asserted = match msg.map(|m| &m.req) {
-                Some(Req::Register { impu, .. }) => Some(*impu),
-                Some(Req::Publish {
-                    impu,
-                    trusted: true,
-                    ..
-                }) => Some(*impu),
-                _ => None,
-            };
-            if asserted.is_none() || asserted != self.impu_index(&key.impu) {
-                flags |= step::S2_VIOLATED;
-            }
-            if matches!(msg.map(|m| &m.req), Some(Req::Register { .. })) {
-                flags |= step::BOUND_BY_REGISTER;
-            }
-            // S-5: never bind a UE's client to a user who switched away from it.
-            if let (Some(ue), Some(user)) = (self.client_ue(&key.client_id), self.mc_id_user(mc_id))
-            {
-                if s.switched_away & self.switch_bit(ue as u8, user) != 0 {
-                    flags |= step::S5_VIOLATED;
-                }
-            }
-        }
-
-        if let (Some(msg), Some(status)) = (msg, status) {
-            let ok = status / 100 == 2;
-            // S-7: a non-2xx leaves the binding table as it was (RFC 3903 atomicity).
-            if !ok && !before.bindings().eq(after.bindings()) {
-                flags |= step::S7_VIOLATED;
-            }
-            match &msg.req {
-                Req::Register { .. } => {
-                    if !ok {
-                        flags |= step::REGISTER_REFUSED;
-                    }
-                }
-                Req::Publish {
-                    impu,
-                    service,
-                    if_match,
-                    expires,
-                    body,
-                    ..
-                } => {
-                    if status == 403
-                        && matches!(msg.from, Sender::Ue(_))
-                        && effect.response.as_ref().is_some_and(|r| {
-                            r.outcome
-                                == crate::output::Outcome::Forbidden(
-                                    crate::output::ForbiddenReason::NotRegistered,
-                                )
-                        })
-                    {
-                        flags |= step::PUBLISH_NOT_REGISTERED;
-                    }
-                    // S-6: settings only never creates a binding nor changes an MC service ID.
-                    if matches!(body, Body::Settings { .. })
-                        && after
-                            .bindings()
-                            .any(|(k, b)| before.binding(k).map(|x| &x.mc_id) != Some(&b.mc_id))
-                    {
-                        flags |= step::S6_VIOLATED;
-                    }
-                    // S-8: a 2xx carries a tag never issued before, and If-Match succeeds only
-                    // with the current tag of a publication of this IMPU and service.
-                    if ok {
-                        let tag = effect.response.as_ref().and_then(|r| r.etag.as_ref());
-                        if let Some(tag) = tag {
-                            if Self::etag_number(tag).is_none_or(|n| n < fresh) {
-                                flags |= step::S8_VIOLATED;
-                            }
-                        }
-                        if let Some(n) = if_match {
-                            let want = Self::etag(*n);
-                            let current = before.bindings().any(|(k, b)| {
-                                b.publication.as_ref().is_some_and(|p| p.etag == want)
-                                    && self.impu_index(&k.impu) == Some(*impu)
-                                    && k.service == self.service(*service)
-                            });
-                            if !current {
-                                flags |= step::S8_VIOLATED;
-                            }
-                            // S-9: after a successful removal nothing of the publication is left.
-                            if *expires == 0
-                                && (after.publication_of(&want).is_some()
-                                    || before
-                                        .publication_of(&want)
-                                        .is_some_and(|k| after.binding(k).is_some()))
-                            {
-                                flags |= step::S9_VIOLATED;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        s.step = flags;
-
-        // The UE's view of its response.
-        if let Some(Msg {
-            from: Sender::Ue(ue),
-            dup: false,
-            req: Req::Publish { .. },
-        }) = msg
-        {
-            let u = &mut s.ues[usize::from(*ue)];
-            if let (Some(p), Some(r)) = (u.pending.take(), &effect.response) {
-                let (svc, remove) = match p {
-                    Pending::Authorize(x) | Pending::Settings(x) | Pending::Refresh(x) => {
-                        (x, false)
-                    }
-                    Pending::Remove(x) => (x, true),
-                };
-                let e = &mut u.etags[usize::from(svc)];
-                match r.status() {
-                    200 if !remove => *e = r.etag.as_ref().and_then(Self::etag_number),
-                    // Removed, or the server no longer knows the publication (412, 404/141):
-                    // the next PUBLISH is an initial one (TS 24.379 7.3; dossier Q-15).
-                    200 | 404 | 412 => *e = None,
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    fn switch_bit(&self, ue: u8, user: u8) -> u64 {
-        1 << (usize::from(ue) * self.cfg.users + usize::from(user))
-    }
-
-    fn held_bit(&self, impu: u8, user: u8) -> u64 {
-        1 << (usize::from(impu) * self.cfg.users + usize::from(user))
-    }
-
-    /// Whether a UE ever held IMPU `impu` while `user` was logged on at it (ghost).
-    pub fn held(&self, state: &EnvState, impu: u8, user: u8) -> bool {
-        state.held & self.held_bit(impu, user) != 0
-    }
-
-    /// The property catalogue with conditions (see [`PropertyInfo`]).
-    pub fn catalogue(&self) -> Vec<PropertyInfo> {
-        properties::catalogue()
-    }
-
-    /// The verdict this configuration is expected to give for property `name`.
-    pub fn expected(&self, name: &str) -> Option<Expectation> {
-        properties::expected(name, &self.cfg)
-    }
-
-    /// A stable hash of a state (for the shortest-path search).
-    pub fn fingerprint(state: &EnvState) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        state.hash(&mut h);
-        h.finish()
+        self.judge_step(last, s, msg, fresh, effect);
+        self.ue_response(s, msg, effect);
     }
 }
 
@@ -1258,122 +542,24 @@ impl Model for McxModel {
     }
 
     fn actions(&self, s: &EnvState, actions: &mut Vec<EnvAction>) {
-        let n_services = self.cfg.services.len() as u8;
-        for (i, u) in s.ues.iter().enumerate() {
-            let ue = i as u8;
-            if u.pending.is_some() {
-                continue;
-            }
-            let carriage = self.cfg.carriage(i);
-            // The UE is idle here, so whatever it has in flight are REGISTERs.
-            let flying = self.in_flight(s, Sender::Ue(ue));
-            let may_register = flying < usize::from(self.cfg.max_registers_in_flight);
-            // Pre-CR 5.1.3.2.2: a REGISTER-option client registers only with a token in hand.
-            let can_register = !carriage.in_register() || u.token.is_some();
-            if may_register && can_register {
-                let needs = !u.registered
-                    || (carriage.in_register() && (u.reg_token != u.token || !u.mc_tags));
-                if needs {
-                    actions.push(EnvAction::Register(ue));
-                }
-            }
-            if u.registered && may_register {
-                actions.push(EnvAction::Deregister(ue));
-            }
-            if u.registered
-                && flying == 0
-                && usize::from(u.impu) + 1 < self.cfg.impus_per_ue
-                && can_register
-            {
-                actions.push(EnvAction::ChangeImpu(ue));
-            }
-            // A user logs on when nobody is, another user logs on (user switch), or the same
-            // user logs on again once the token is no longer usable (token refresh).
-            let usable = u.token.is_some_and(|t| {
-                t.kind == TokenKind::Valid && t.exp(self.cfg.token_life) > u64::from(s.now)
-            });
-            for user in 0..self.cfg.users as u8 {
-                if u.user == Some(user) && usable {
-                    continue;
-                }
-                for kind in &self.cfg.token_kinds {
-                    let tok = Tok {
-                        user,
-                        issued: s.now,
-                        kind: *kind,
-                    };
-                    if u.token != Some(tok) {
-                        actions.push(EnvAction::LogOn {
-                            ue,
-                            user,
-                            kind: *kind,
-                        });
-                    }
-                }
-            }
-            for service in 0..n_services {
-                let etag = u.etags[usize::from(service)];
-                if u.registered && u.mc_tags && u.token.is_some() && carriage.in_publish() {
-                    actions.push(EnvAction::Authorize { ue, service });
-                }
-                if u.registered && u.mc_tags && u.user.is_some() {
-                    actions.push(EnvAction::Settings { ue, service });
-                }
-                if etag.is_some() {
-                    actions.push(EnvAction::Refresh { ue, service });
-                    if u.user.is_none() {
-                        actions.push(EnvAction::Remove { ue, service });
-                    }
-                }
-            }
-            if u.user.is_some() {
-                actions.push(EnvAction::LogOff(ue));
-            }
+        if s.settled {
+            actions.extend(self.fair_action(s));
+            return;
         }
-        // The network.
-        let mut seen: Vec<&Msg> = Vec::new();
-        for (i, m) in s.net.iter().enumerate() {
-            let head = match self.cfg.network {
-                NetworkKind::Ordered => {
-                    m.dup || !s.net[..i].iter().any(|x| x.from == m.from && !x.dup)
-                }
-                _ => true,
-            };
-            if !head || seen.contains(&m) {
-                continue;
-            }
-            seen.push(m);
-            actions.push(EnvAction::Deliver {
-                msg: m.clone(),
-                keep_copy: false,
-            });
-            if s.dups_left > 0 && !m.dup {
-                actions.push(EnvAction::Deliver {
-                    msg: m.clone(),
-                    keep_copy: true,
-                });
-            }
+        if self.may_settle(s) {
+            actions.push(EnvAction::Settle);
         }
-        // The attacker.
-        if s.attacker_left > 0 {
-            for t in &s.captured {
-                for service in 0..n_services {
-                    actions.push(EnvAction::Replay { token: *t, service });
-                }
-            }
-            for (i, u) in s.ues.iter().enumerate() {
-                if u.registered {
-                    actions.push(EnvAction::ForgePai {
-                        impu: self.ue_impu(i, u.impu),
-                    });
-                }
-            }
-        }
+        self.ue_actions(s, actions);
+        self.network_actions(s, actions);
+        self.attacker_actions(s, actions);
         if s.now < self.cfg.max_time {
             actions.push(EnvAction::Tick);
         }
         if s.restarts_left > 0 {
             actions.push(EnvAction::Restart);
+        }
+        if self.cfg.crash {
+            actions.push(EnvAction::Crash);
         }
     }
 
@@ -1382,7 +568,13 @@ impl Model for McxModel {
     }
 
     fn within_boundary(&self, s: &EnvState) -> bool {
-        s.next_etag <= self.cfg.max_publications
+        // A settled run is finite by its budget; cutting it here would fake a terminal state.
+        let settled = if s.settled {
+            u16::from(self.settle_budget())
+        } else {
+            0
+        };
+        s.next_etag <= self.cfg.max_publications + settled
     }
 
     fn properties(&self) -> Vec<Property<Self>> {

@@ -2,7 +2,6 @@
 //! scenario generator), as a numbered message list and as a Mermaid `sequenceDiagram`; and a
 //! breadth-first search for the shortest path to a state.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,9 @@ use stateright::Model;
 use crate::input::Input;
 use crate::output::BindingEvent;
 
-use super::{user_name, Body, EnvAction, EnvState, McxModel, Msg, Req, Sender, StepEffect, Tok};
+use super::{
+    user_name, Body, EnvAction, EnvState, McxModel, Msg, Prot, Req, Sender, StepEffect, Tok,
+};
 
 /// What kind of request (or event) a step is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ pub enum RequestKind {
     Tick,
     /// The server restarts.
     Restart,
+    /// The environment settles (liveness: only fair behaviour from here on).
+    Settle,
 }
 
 /// A token as a trace shows it.
@@ -54,6 +57,12 @@ pub struct TokenFact {
     pub protected: bool,
     /// The `exp` claim (ticks).
     pub exp: u64,
+    /// The CSK it is protected under (`ds:KeyName`), if protected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csk: Option<String>,
+    /// The I_MESSAGE (TS 33.180 5.4) that travels with it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i_message: Option<String>,
 }
 
 /// One step of a trace.
@@ -123,13 +132,31 @@ fn sender_name(s: Sender) -> String {
     }
 }
 
-fn token_fact(m: &McxModel, t: &Tok, protected: bool) -> TokenFact {
+fn token_fact(m: &McxModel, t: &Tok, prot: Prot, service: u8) -> TokenFact {
+    let (csk, i_message) = match prot {
+        Prot::Clear => (None, None),
+        Prot::Provisioned { user, impu } => {
+            (Some(McxModel::csk(user, impu, service).to_string()), None)
+        }
+        Prot::Uploaded { csk, upload } => (
+            Some(csk.csk_id().to_string()),
+            upload.map(|t| {
+                let signer = csk.signer.map_or_else(
+                    || "the attacker".to_string(),
+                    |u| format!("user {}", user_name(u)),
+                );
+                format!("{} (signed as {signer}, T={t})", csk.message_id())
+            }),
+        ),
+    };
     TokenFact {
         id: t.id(),
         user: user_name(t.user).to_string(),
         kind: t.kind.name().into(),
-        protected,
+        protected: prot.protected(),
         exp: t.exp(m.config().token_life),
+        csk,
+        i_message,
     }
 }
 
@@ -214,7 +241,7 @@ fn fill_request(m: &McxModel, st: &mut TraceStep, msg: &Msg) {
             if let Some(t) = token {
                 st.user = Some(user_name(t.user).to_string());
                 st.mc_id = Some(m.mc_id(t.user, 0).to_string());
-                st.token = Some(token_fact(m, t, false));
+                st.token = Some(token_fact(m, t, Prot::Clear, 0));
             }
         }
         Req::Publish {
@@ -231,10 +258,10 @@ fn fill_request(m: &McxModel, st: &mut TraceStep, msg: &Msg) {
             st.if_match = if_match.map(|n| McxModel::etag(n).to_string());
             st.expires = Some(u32::from(*expires));
             match body {
-                Body::Auth { token, protected } => {
+                Body::Auth { token, prot } => {
                     st.user = Some(user_name(token.user).to_string());
                     st.mc_id = Some(m.mc_id(token.user, *service).to_string());
-                    st.token = Some(token_fact(m, token, *protected));
+                    st.token = Some(token_fact(m, token, *prot, *service));
                 }
                 Body::Settings { user } => {
                     st.user = Some(user_name(*user).to_string());
@@ -261,13 +288,15 @@ fn request_text(st: &TraceStep) -> String {
         let _ = write!(t, " {i}");
     }
     if let Some(tok) = &st.token {
-        let _ = write!(
-            t,
-            " token {} ({}{})",
-            tok.id,
-            tok.kind,
-            if tok.protected { ", protected" } else { "" }
-        );
+        let prot = match &tok.csk {
+            Some(k) => format!(", protected under {k}"),
+            None if tok.protected => ", protected".into(),
+            None => String::new(),
+        };
+        let _ = write!(t, " token {} ({}{prot})", tok.id, tok.kind);
+        if let Some(i) = &tok.i_message {
+            let _ = write!(t, " + I_MESSAGE {i}");
+        }
     } else if st.request == RequestKind::PublishSettings {
         if let Some(id) = &st.mc_id {
             let _ = write!(t, " claims {id}");
@@ -367,7 +396,7 @@ impl McxModel {
                 st.user = Some(user_name(*user).to_string());
                 st.mc_id = Some(self.mc_id(*user, 0).to_string());
                 st.client_id = Some(self.client(Sender::Ue(*ue)).to_string());
-                st.token = Some(token_fact(self, &tok, false));
+                st.token = Some(token_fact(self, &tok, Prot::Clear, 0));
                 let switch = last.ues[usize::from(*ue)]
                     .user
                     .filter(|u| u != user)
@@ -383,19 +412,32 @@ impl McxModel {
                 );
                 st
             }
-            EnvAction::Replay { .. } | EnvAction::ForgePai { .. } => {
+            EnvAction::Replay { .. }
+            | EnvAction::Reprotect { .. }
+            | EnvAction::ReplaySealed { .. }
+            | EnvAction::ForgePai { .. } => {
                 let m = self.attacker_msg(last, action)?;
-                let via_core = matches!(action, EnvAction::Replay { .. });
                 let mut st = blank(n, t, "Attacker".into(), "attack", request_kind(&m.req));
                 fill_request(self, &mut st, &m);
                 fill_response(&mut st, &effect);
+                let how = match action {
+                    EnvAction::Replay { .. } => {
+                        "→ SIP core → MCX server: presents, from its own IMPU, a token it read in clear:"
+                    }
+                    EnvAction::Reprotect { .. } => {
+                        "→ SIP core → MCX server: re-protects a token it read in clear under its own CSK (own I_MESSAGE), from its own IMPU:"
+                    }
+                    EnvAction::ReplaySealed {
+                        strip_upload: false,
+                        ..
+                    } => "→ SIP core → MCX server: replays a captured protected PUBLISH whole, from its own IMPU:",
+                    EnvAction::ReplaySealed { .. } => {
+                        "→ SIP core → MCX server: replays a captured protected PUBLISH without its I_MESSAGE, from its own IMPU:"
+                    }
+                    _ => "→ MCX server (direct, forged P-Asserted-Identity):",
+                };
                 st.text = format!(
-                    "Attacker {} {} ⇒ {}",
-                    if via_core {
-                        "→ SIP core → MCX server: replays the token the SIP core saw:"
-                    } else {
-                        "→ MCX server (direct, forged P-Asserted-Identity):"
-                    },
+                    "Attacker {how} {} ⇒ {}",
                     request_text(&st),
                     response_text(&st)
                 );
@@ -433,6 +475,18 @@ impl McxModel {
                 );
                 st
             }
+            EnvAction::AttackerRegister => {
+                let m = self.attacker_msg(last, action)?;
+                let mut st = blank(n, t, "Attacker".into(), "attack", request_kind(&m.req));
+                fill_request(self, &mut st, &m);
+                fill_response(&mut st, &effect);
+                st.text = format!(
+                    "Attacker → SIP core → MCX server: registers its own IMPU again: {} ⇒ {}",
+                    request_text(&st),
+                    response_text(&st)
+                );
+                st
+            }
             EnvAction::Tick => {
                 let mut st = blank(n, t, "Clock".into(), "tick", RequestKind::Tick);
                 fill_response(&mut st, &effect);
@@ -444,6 +498,29 @@ impl McxModel {
                 let mut st = blank(n, t, "MCX server".into(), "restart", RequestKind::Restart);
                 fill_response(&mut st, &effect);
                 st.text = "the MCX server restarts".into();
+                st
+            }
+            EnvAction::Crash => {
+                let mut st = blank(n, t, "MCX server".into(), "crash", RequestKind::Restart);
+                fill_response(&mut st, &effect);
+                st.text = "the MCX server is killed (kill -9) and restarts from its store".into();
+                st
+            }
+            EnvAction::Settle => {
+                let mut st = blank(n, t, "Environment".into(), "settle", RequestKind::Settle);
+                st.text = "the environment settles: from here on the network delivers everything, the UEs keep retrying, nothing else happens".into();
+                st
+            }
+            EnvAction::BeginLogOn { ue, user } => {
+                let mut st = blank(n, t, ue_name(*ue), "begin-log-on", RequestKind::LogOn);
+                st.user = Some(user_name(*user).to_string());
+                st.mc_id = Some(self.mc_id(*user, 0).to_string());
+                st.client_id = Some(self.client(Sender::Ue(*ue)).to_string());
+                st.text = format!(
+                    "{}: user {} starts to log on (no token yet: the IdMS answers later)",
+                    ue_name(*ue),
+                    user_name(*user)
+                );
                 st
             }
         };
@@ -467,63 +544,6 @@ impl McxModel {
             }
         }
         Trace { steps }
-    }
-
-    /// Shortest action sequence (breadth first, single thread) from the initial state to a state
-    /// satisfying `goal`, exploring at most `max_depth` steps: pass a `sometimes` property's
-    /// condition for its witness, an `always` property's negation for its counterexample.
-    /// Deterministic: among paths of the same length the first in action order wins.
-    pub fn shortest_path(
-        &self,
-        goal: impl Fn(&EnvState) -> bool,
-        max_depth: usize,
-    ) -> Option<Vec<EnvAction>> {
-        let init = self.init_state();
-        if goal(&init) {
-            return Some(vec![]);
-        }
-        let mut parent: HashMap<u64, (u64, EnvAction)> = HashMap::new();
-        let mut seen: HashSet<u64> = HashSet::new();
-        let root = Self::fingerprint(&init);
-        seen.insert(root);
-        let mut frontier = vec![(root, init)];
-        let mut actions = Vec::new();
-        for _ in 0..max_depth {
-            let mut next_frontier = Vec::new();
-            for (fp, s) in &frontier {
-                actions.clear();
-                self.actions(s, &mut actions);
-                for a in actions.drain(..) {
-                    let Some(n) = self.next_state(s, a.clone()) else {
-                        continue;
-                    };
-                    if !self.within_boundary(&n) {
-                        continue;
-                    }
-                    let nfp = Self::fingerprint(&n);
-                    if !seen.insert(nfp) {
-                        continue;
-                    }
-                    parent.insert(nfp, (*fp, a));
-                    if goal(&n) {
-                        let mut path = Vec::new();
-                        let mut cur = nfp;
-                        while let Some((p, a)) = parent.get(&cur) {
-                            path.push(a.clone());
-                            cur = *p;
-                        }
-                        path.reverse();
-                        return Some(path);
-                    }
-                    next_frontier.push((nfp, n));
-                }
-            }
-            if next_frontier.is_empty() {
-                return None;
-            }
-            frontier = next_frontier;
-        }
-        None
     }
 }
 
@@ -592,11 +612,39 @@ pub fn format_action(m: &McxModel, a: &EnvAction) -> String {
             token.id(),
             m.service(*service)
         ),
+        EnvAction::Reprotect { token, service } => format!(
+            "Attacker re-protects {} under its own CSK for {}",
+            token.id(),
+            m.service(*service)
+        ),
+        EnvAction::ReplaySealed {
+            sealed,
+            strip_upload,
+        } => format!(
+            "Attacker replays the protected {} for {}{}",
+            sealed.token.id(),
+            m.service(sealed.service),
+            if *strip_upload {
+                " without its I_MESSAGE"
+            } else {
+                " whole"
+            }
+        ),
         EnvAction::ForgePai { impu } => {
             format!("Attacker PUBLISH direct, forged PAI {}", m.impu(*impu))
         }
+        EnvAction::AttackerRegister => "Attacker re-REGISTER".into(),
         EnvAction::Tick => "tick".into(),
         EnvAction::Restart => "server restart".into(),
+        EnvAction::Crash => "server kill -9 and restart from its store".into(),
+        EnvAction::Settle => "settle (fair from here on)".into(),
+        EnvAction::BeginLogOn { ue, user } => {
+            format!(
+                "{} user {} starts to log on",
+                ue_name(*ue),
+                user_name(*user)
+            )
+        }
     }
 }
 
@@ -662,6 +710,19 @@ pub fn format_state(m: &McxModel, s: &EnvState) -> String {
     if !s.captured.is_empty() {
         let ids: Vec<String> = s.captured.iter().map(Tok::id).collect();
         let _ = writeln!(t, "attacker saw: {}", ids.join(", "));
+    }
+    if !s.sealed.is_empty() {
+        let ids: Vec<String> = s.sealed.iter().map(|x| x.token.id()).collect();
+        let _ = writeln!(t, "attacker captured protected: {}", ids.join(", "));
+    }
+    t.push_str("CSKs at the server:\n");
+    for (id, c) in s.server.csks() {
+        let _ = writeln!(
+            t,
+            "  {id} -> {} at {}",
+            c.mc_id,
+            c.impu.as_ref().map_or("-".to_string(), |i| i.to_string())
+        );
     }
     t
 }
@@ -747,7 +808,7 @@ impl Trace {
                         );
                         let _ = writeln!(t, "    MCX-->>ATT: {}", sanitize(&response_text(st)));
                     } else {
-                        let _ = writeln!(t, "    ATT->>CORE: {}. {req} [replayed token]", st.step);
+                        let _ = writeln!(t, "    ATT->>CORE: {}. {req} [attacker]", st.step);
                         let _ = writeln!(t, "    CORE->>MCX: {req}");
                         let mut resp = sanitize(&response_text(st));
                         if !st.events.is_empty() {

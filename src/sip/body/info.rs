@@ -155,7 +155,18 @@ pub fn read_info(service: Service, body: &[u8]) -> Result<McInfo, BodyError> {
                     Some(other) => return err(format!("<{local}> has type={other:?}")),
                 };
                 if empty {
-                    return err(format!("<{local}> is empty"));
+                    // `<… type="Encrypted"/>`: protected but without its EncryptedData; the
+                    // opener says so (a failed protection, 403/101), not the body reader.
+                    let Some(p) = prot else {
+                        return err(format!("<{local}> is empty"));
+                    };
+                    let v = InfoValue::Protected(p);
+                    match field {
+                        Field::Token => info.access_token = Some(v),
+                        Field::ClientId => info.client_id = Some(v),
+                        Field::RequestUri => info.request_uri = Some(v),
+                    }
+                    continue;
                 }
                 current = Some((field, xml.depth, prot, None));
             }

@@ -15,7 +15,7 @@
 //!
 //! One module per concern: [`multipart`] splits, [`xml`] is the one bounded XML reader,
 //! [`info`] reads MC info bodies, [`settings`] poc-settings bodies, [`message_sip`] the UE
-//! REGISTER inside a third-party REGISTER. Header semantics (feature tags, ICSIs) live in
+//! REGISTER inside a third-party REGISTER, and [`write`] writes what they read. Header semantics (feature tags, ICSIs) live in
 //! [`super::headers`].
 
 use std::fmt;
@@ -24,6 +24,7 @@ pub mod info;
 pub mod message_sip;
 pub mod multipart;
 pub mod settings;
+pub mod write;
 pub mod xml;
 
 pub use info::{read_info, InfoValue, McInfo, NotReadable, ProtectedElement};
@@ -67,8 +68,8 @@ pub enum BodyKind {
     MessageSip,
     /// `multipart/mixed` with its boundary.
     Multipart,
-    /// Parts of a protected body set that the edge does not read yet (TS 33.180 clause 9):
-    /// `application/vnd.3gpp.mcptt-signed+xml` (and twins) and `application/mikey`.
+    /// Parts of a protected body set (TS 33.180 clause 9 and 5.4), which the edge hands to the
+    /// runtime: `application/vnd.3gpp.mcptt-signed+xml` (and twins) and `application/mikey`.
     ProtectionPart,
     /// Anything else.
     Other,

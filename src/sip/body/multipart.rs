@@ -14,6 +14,19 @@ pub struct Part<'a> {
     pub body: &'a [u8],
 }
 
+impl Part<'_> {
+    /// Whether the sender lets a receiver that does not understand this part ignore it:
+    /// `Content-Disposition: …;handling=optional` (RFC 3261 20.11; without the parameter,
+    /// handling is "required").
+    pub fn is_optional(&self) -> bool {
+        self.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("Content-Disposition")
+                && crate::sip::parse::header_param(v, "handling")
+                    .is_some_and(|h| h.eq_ignore_ascii_case("optional"))
+        })
+    }
+}
+
 /// Splits a `multipart/mixed` body (RFC 2046 5.1.1): the preamble before the first delimiter
 /// and the epilogue after the close delimiter are ignored, as is transport padding (linear
 /// white space) after a boundary. The first delimiter may start the body; every later one is

@@ -1,0 +1,239 @@
+//! The PostgreSQL store (issue 13, first step): the same batches as the embedded store, one
+//! transaction per group commit, committed with PostgreSQL's default `synchronous_commit = on`
+//! (the commit returns once its WAL is flushed; with a synchronous standby, once the standby
+//! has it too), so a 2xx still waits for a commit a crash cannot lose.
+//!
+//! Schema (`mcx-authz store migrate` creates it; [`SCHEMA`]): one row per IMPU (`mcx_impu`: the
+//! aggregate as `jsonb`, and a `version` raised by every write), the CSK ties, the replay
+//! window's token owners, the accepted I_MESSAGEs and `mcx_meta` (format tag, last durable
+//! sequence number).
+//!
+//! **One server instance per database for now.** The `version` column is there for the
+//! per-IMPU compare-and-set that several instances need (`UPDATE … WHERE impu = $1 AND version
+//! = $2`, reload the IMPU and run the input again on a conflict); that conflict path, and expiry
+//! sweeps shared by several instances, are not built yet (docs/ARCHITECTURE.md).
+
+use anyhow::{bail, Context};
+use mcx_model::{
+    Change, Csk, CskId, Impu, ImpuRecord, KeyMessageId, Persist, Seq, Snapshot, TokenId, UnixTime,
+};
+use postgres::{Client, NoTls};
+
+/// The schema, idempotent (`CREATE … IF NOT EXISTS`).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS mcx_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS mcx_impu (
+    impu text PRIMARY KEY,
+    record jsonb NOT NULL,
+    version bigint NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS mcx_csk (csk_id text PRIMARY KEY, tie jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS mcx_token_owner (
+    token_id text PRIMARY KEY,
+    impu text NOT NULL,
+    until_s bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mcx_key_message (message_id text PRIMARY KEY, until_s bigint NOT NULL);
+INSERT INTO mcx_meta (key, value) VALUES ('format', 'mcx-authz store v1'), ('seq', '0')
+    ON CONFLICT (key) DO NOTHING;
+";
+
+/// Creates (or confirms) the schema at `url`.
+pub fn migrate(url: &str) -> anyhow::Result<String> {
+    let mut client = connect(url)?;
+    client
+        .batch_execute(SCHEMA)
+        .with_context(|| format!("creating the schema at {}", location(url)))?;
+    Ok(location(url))
+}
+
+/// The server and database `url` names, without credentials.
+pub fn location(url: &str) -> String {
+    match url.parse::<postgres::Config>() {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default();
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "postgresql://{host}:{port}/{}",
+                c.get_dbname().unwrap_or_default()
+            )
+        }
+        Err(_) => "postgresql (unparsable url)".into(),
+    }
+}
+
+fn connect(url: &str) -> anyhow::Result<Client> {
+    Client::connect(url, NoTls).with_context(|| format!("connecting to {}", location(url)))
+}
+
+/// The PostgreSQL store, connected.
+pub struct PgStore {
+    client: Client,
+    location: String,
+}
+
+impl PgStore {
+    /// Connects, checks the schema and reads everything.
+    pub fn open(url: &str) -> anyhow::Result<(PgStore, Snapshot)> {
+        let location = location(url);
+        let mut store = PgStore {
+            client: connect(url)?,
+            location: location.clone(),
+        };
+        let snapshot = store.read_all().with_context(|| {
+            format!("reading the store at {location} (run `mcx-authz store migrate --url …` once to create it)")
+        })?;
+        Ok((store, snapshot))
+    }
+
+    /// The server and database, without credentials.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn read_all(&mut self) -> anyhow::Result<Snapshot> {
+        let format: Option<String> = self
+            .client
+            .query_opt("SELECT value FROM mcx_meta WHERE key = 'format'", &[])?
+            .map(|r| r.get(0));
+        if format.as_deref() != Some(super::redb::FORMAT) {
+            bail!("format tag {format:?}, expected {:?}", super::redb::FORMAT);
+        }
+        let seq: String = self
+            .client
+            .query_one("SELECT value FROM mcx_meta WHERE key = 'seq'", &[])?
+            .get(0);
+        let mut snapshot = Snapshot {
+            seq: Seq(seq.parse().context("mcx_meta seq")?),
+            ..Snapshot::default()
+        };
+        for row in self
+            .client
+            .query("SELECT impu, record FROM mcx_impu ORDER BY impu", &[])?
+        {
+            let impu: String = row.get(0);
+            let record: ImpuRecord = serde_json::from_value(row.get(1))
+                .with_context(|| format!("impu record {impu:?}"))?;
+            snapshot.impus.push((Impu::new(impu), record));
+        }
+        for row in self
+            .client
+            .query("SELECT csk_id, tie FROM mcx_csk ORDER BY csk_id", &[])?
+        {
+            let id: String = row.get(0);
+            let csk: Csk =
+                serde_json::from_value(row.get(1)).with_context(|| format!("csk {id:?}"))?;
+            snapshot.csks.push((CskId::new(id), csk));
+        }
+        for row in self.client.query(
+            "SELECT token_id, impu, until_s FROM mcx_token_owner ORDER BY token_id",
+            &[],
+        )? {
+            let (t, i, u): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            snapshot
+                .token_owners
+                .push((TokenId::new(t), Impu::new(i), UnixTime(u.max(0) as u64)));
+        }
+        for row in self.client.query(
+            "SELECT message_id, until_s FROM mcx_key_message ORDER BY message_id",
+            &[],
+        )? {
+            let (m, u): (String, i64) = (row.get(0), row.get(1));
+            snapshot
+                .key_messages
+                .push((KeyMessageId::new(m), UnixTime(u.max(0) as u64)));
+        }
+        Ok(snapshot)
+    }
+}
+
+fn secs(t: UnixTime) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+impl super::Writer for PgStore {
+    fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
+        let mut tx = self.client.transaction()?;
+        for b in batches {
+            for c in &b.changes {
+                match c {
+                    Change::Impu { impu, record } => match record {
+                        Some(r) => {
+                            tx.execute(
+                                "INSERT INTO mcx_impu (impu, record) VALUES ($1, $2) \
+                                 ON CONFLICT (impu) DO UPDATE \
+                                 SET record = EXCLUDED.record, version = mcx_impu.version + 1",
+                                &[&impu.as_str(), &serde_json::to_value(r)?],
+                            )?;
+                        }
+                        None => {
+                            tx.execute("DELETE FROM mcx_impu WHERE impu = $1", &[&impu.as_str()])?;
+                        }
+                    },
+                    Change::Csk { csk_id, csk } => match csk {
+                        Some(c) => {
+                            tx.execute(
+                                "INSERT INTO mcx_csk (csk_id, tie) VALUES ($1, $2) \
+                                 ON CONFLICT (csk_id) DO UPDATE SET tie = EXCLUDED.tie",
+                                &[&csk_id.as_str(), &serde_json::to_value(c)?],
+                            )?;
+                        }
+                        None => {
+                            tx.execute(
+                                "DELETE FROM mcx_csk WHERE csk_id = $1",
+                                &[&csk_id.as_str()],
+                            )?;
+                        }
+                    },
+                    Change::TokenOwner {
+                        token_id,
+                        impu,
+                        until,
+                    } => {
+                        tx.execute(
+                            "INSERT INTO mcx_token_owner (token_id, impu, until_s) VALUES ($1, $2, $3) \
+                             ON CONFLICT (token_id) DO UPDATE SET impu = EXCLUDED.impu, until_s = EXCLUDED.until_s",
+                            &[&token_id.as_str(), &impu.as_str(), &secs(*until)],
+                        )?;
+                    }
+                    Change::KeyMessage { message_id, until } => {
+                        tx.execute(
+                            "INSERT INTO mcx_key_message (message_id, until_s) VALUES ($1, $2) \
+                             ON CONFLICT (message_id) DO UPDATE SET until_s = EXCLUDED.until_s",
+                            &[&message_id.as_str(), &secs(*until)],
+                        )?;
+                    }
+                    Change::ClearReplay => {
+                        tx.batch_execute(
+                            "DELETE FROM mcx_token_owner; DELETE FROM mcx_key_message;",
+                        )?;
+                    }
+                }
+            }
+        }
+        if let Some(now) = gc {
+            tx.execute(
+                "DELETE FROM mcx_token_owner WHERE until_s <= $1",
+                &[&secs(now)],
+            )?;
+            tx.execute(
+                "DELETE FROM mcx_key_message WHERE until_s <= $1",
+                &[&secs(now)],
+            )?;
+        }
+        let seq = batches.last().map_or(0, |b| b.seq.0);
+        tx.execute(
+            "UPDATE mcx_meta SET value = $1 WHERE key = 'seq'",
+            &[&seq.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
