@@ -13,7 +13,7 @@ use mcx_model::{
 };
 
 use super::config::SipConfig;
-use super::state::{Shared, TransactionState};
+use super::state::{Shared, TransactionState, TxKey};
 use crate::mikey::Pending;
 use crate::protection::KeyStore;
 use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext, Sealed};
@@ -216,7 +216,7 @@ impl Pipeline {
     /// [`Pipeline::admit`], [`Pipeline::verify`] off the ordered path, [`Pipeline::step`].)
     pub fn handle(&self, req: &SipRequest, src: SocketAddr, transport: Transport) -> Option<Reply> {
         match self.admit(req, src, transport) {
-            Admission::New { tx, now } => self.step(req, src, transport, tx, now, None),
+            Admission::New(admitted) => self.step(req, src, transport, admitted, None),
             Admission::Absorb => None,
             Admission::Retransmit(reply) => Some(reply),
         }
@@ -230,7 +230,7 @@ impl Pipeline {
             .then(|| transaction_key(req, src))
             .flatten();
         let mut s = self.lock();
-        if let Some(key) = &key {
+        if let Some(key) = key {
             match s.transactions.begin(key, Instant::now()) {
                 TransactionState::New => {}
                 TransactionState::Absorb => return Admission::Absorb,
@@ -240,10 +240,11 @@ impl Pipeline {
                 }
             }
         }
-        Admission::New {
+        Admission::New(Admitted {
             tx: key,
+            fresh_etag: s.etags.fresh(),
             now: s.clock.now(),
-        }
+        })
     }
 
     /// Whether the request carries access tokens whose signatures [`Pipeline::verify`] should
@@ -321,11 +322,14 @@ impl Pipeline {
         req: &SipRequest,
         src: SocketAddr,
         transport: Transport,
-        key: Option<String>,
-        now: UnixTime,
+        admitted: Admitted,
         verdicts: Option<Verdicts>,
     ) -> Option<Reply> {
-        let fresh_etag = self.lock().etags.fresh();
+        let Admitted {
+            tx: key,
+            fresh_etag,
+            now,
+        } = admitted;
         let mut verdicts = verdicts.unwrap_or_default();
         // Token signatures not checked ahead are checked here, outside the lock, and only for
         // requests from a trusted SIP core (the edge does not read an untrusted body). Over TLS
@@ -431,7 +435,7 @@ impl Pipeline {
             Edge::Absorb => (None, 0, "absorbed".into(), None, None),
         };
         let mut s = self.lock();
-        if let Some(key) = &key {
+        if let Some(key) = key {
             match &reply {
                 Some(bytes) => s.transactions.complete(key, bytes, wait_for),
                 None => s.transactions.abandon(key),
@@ -505,18 +509,22 @@ impl Pipeline {
 
 /// What the transaction check made of a request.
 pub enum Admission {
-    /// A new transaction (named by `tx` on UDP): process it at `now` (one clock reading per
-    /// request).
-    New {
-        /// The transaction's key (UDP only).
-        tx: Option<String>,
-        /// The clock reading the validator and the machine use for this request.
-        now: UnixTime,
-    },
+    /// A new transaction: process it.
+    New(Admitted),
     /// A retransmission of a request still in progress: drop it.
     Absorb,
     /// A retransmission of an answered request: send its response again (once durable).
     Retransmit(Reply),
+}
+
+/// An admitted request's transaction, entity-tag and clock reading, taken under one lock.
+pub struct Admitted {
+    /// The transaction's key (UDP only).
+    pub tx: Option<TxKey>,
+    /// The SIP-ETag the machine may hand out for this request (RFC 3903 step 6).
+    pub fresh_etag: mcx_model::ETag,
+    /// The clock reading the validator and the machine use for this request (one per request).
+    pub now: UnixTime,
 }
 
 /// What [`Pipeline::verify`] checked ahead of the ordered step: token verdicts by a hash of the
@@ -562,7 +570,7 @@ pub fn shard_key(req: &SipRequest) -> u64 {
 
 /// RFC 3261 17.2.3: a server transaction is named by the top Via's branch (with the magic
 /// cookie), its sent-by and the method. Requests without an RFC 3261 branch are not cached.
-fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<String> {
+fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<TxKey> {
     let branch = req
         .top_branch
         .as_deref()
@@ -571,7 +579,17 @@ fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<String> {
         .vias
         .first()
         .map_or("", |v| v.split(';').next().unwrap_or(""));
-    Some(format!("{branch}|{sent_by}|{}|{src}", req.cseq_method))
+    let (ip, port) = match src {
+        SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), a.port()),
+        SocketAddr::V6(a) => (a.ip().octets(), a.port()),
+    };
+    Some(TxKey::new(&[
+        branch.as_bytes(),
+        sent_by.as_bytes(),
+        req.cseq_method.as_bytes(),
+        &ip,
+        &port.to_be_bytes(),
+    ]))
 }
 
 fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {

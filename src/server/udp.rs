@@ -33,11 +33,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use mcx_model::UnixTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::pipeline::{self, Admission, Parsed, Reply, Transport, Verdicts};
+use super::pipeline::{self, Admission, Admitted, Parsed, Reply, Transport, Verdicts};
 use super::sequencer::Sequencer;
 use super::vitals::{Fault, ListenerId};
 use super::{request_panicked, stopped, Ctx};
@@ -54,8 +53,7 @@ pub const MAX_PENDING: usize = 4096;
 struct Job {
     req: Box<SipRequest>,
     src: SocketAddr,
-    tx: Option<String>,
-    now: UnixTime,
+    admitted: Admitted,
     /// What the verifier checked ahead; `Err(())`: verifying panicked, drop the request.
     verdicts: Result<Option<Verdicts>, ()>,
     /// Held while the request is pending.
@@ -164,7 +162,7 @@ impl Out {
             self.ctx.vitals.faults.trip(Fault::WorkerPanic);
             self.ctx
                 .pipeline
-                .step(&job.req, job.src, Transport::Udp, job.tx, job.now, verdicts)
+                .step(&job.req, job.src, Transport::Udp, job.admitted, verdicts)
         }));
         match stepped {
             Ok(Some(reply)) => send_reply(&self.ctx, &self.socket, &self.rt, reply, job.src),
@@ -230,12 +228,12 @@ pub(super) async fn serve(
                 }
             };
             match ctx.pipeline.admit(&req, src, Transport::Udp) {
-                Admission::New { tx, now } => Ok((req, tx, now)),
+                Admission::New(admitted) => Ok((req, admitted)),
                 Admission::Absorb => Err(None),
                 Admission::Retransmit(reply) => Err(Some(reply)),
             }
         }));
-        let (req, tx, now) = match admitted {
+        let (req, admitted) = match admitted {
             Ok(Ok(x)) => x,
             Ok(Err(Some(reply))) => {
                 send_reply(&ctx, &socket, &rt, reply, src);
@@ -257,8 +255,7 @@ pub(super) async fn serve(
         let job = Job {
             req,
             src,
-            tx,
-            now,
+            admitted,
             verdicts: Ok(None),
             _permit: permit,
         };
@@ -271,7 +268,7 @@ pub(super) async fn serve(
                     out.ctx.vitals.faults.trip(Fault::WorkerPanic);
                     out.ctx
                         .pipeline
-                        .verify(&job.req, job.src, Transport::Udp, job.now)
+                        .verify(&job.req, job.src, Transport::Udp, job.admitted.now)
                 }))
                 .map(Some)
                 .map_err(|panic| request_panicked(&out.ctx, out.id, job.src, &*panic));
