@@ -557,9 +557,9 @@ pub enum Parsed {
 }
 
 /// Which IMPU a request concerns, by the very rule the edge uses for the machine's input
-/// ([`crate::sip::adapter::identity_of`]), hashed: requests with the same key are handled in
-/// arrival order by one worker, so RFC 3903's in-order processing per resource holds while
-/// different IMPUs are handled in parallel.
+/// ([`crate::sip::adapter::identity_of`]), hashed: requests with the same key take their ordered
+/// step in arrival order (on UDP, the [`super::sequencer::Sequencer`] sees to it), so RFC 3903's
+/// in-order processing per resource holds while different IMPUs are handled in parallel.
 pub fn shard_key(req: &SipRequest) -> u64 {
     use std::hash::{Hash, Hasher};
     let identity = crate::sip::adapter::identity_of(req).unwrap_or_default();
