@@ -7,7 +7,15 @@
 # Servers (TARGETS, in this order by default):
 #   kamailio-stateless     Kamailio answering every request with a stateless 200 (the SIP-stack
 #                          ceiling of this machine; tokens are not looked at)
-#   mcx-es256 / mcx-rs256  `mcx-authz serve`, PUBLISHes carrying distinct ES256 / RS256 tokens
+#   mcx-es256 / mcx-rs256  `mcx-authz serve`, PUBLISHes carrying distinct ES256 / RS256 tokens,
+#                          state in memory (`[store] backend = "memory"`, as `--in-memory`;
+#                          STORE=redb makes these durable too)
+#   mcx-es256-redb / mcx-rs256-redb
+#                          the same with the default durable store (redb, group commit; no 2xx
+#                          before its state is on disk), a fresh data dir per start
+#   mcxb-es256[-redb] / mcxb-rs256[-redb]
+#                          the same served by MCX_BEFORE (another build, e.g. main before a
+#                          change), measured in the same run with the same driver
 #   kamailio-pyjwt-es256 / kamailio-pyjwt-rs256
 #                          Kamailio + registrar + app_python3/PyJWT verifying the same tokens
 #                          (bench/kamailio-pyjwt.cfg, bench/kamailio_jwt.py)
@@ -35,7 +43,8 @@
 # Environment: QUICK, TARGETS, RATES, STEP_SECS [5], USERS [100000], WARM [300], P99_MS [10],
 # RETRY [1], HALF_RATE, UDP_RCVBUF [4194304], KAMAILIO_WORKERS [4], PORT_BASE [25170],
 # SKIP_BUILD=1, WORK (work dir; the CSVs are kept there between runs), CHRT [auto|0], MCX_BIN
-# (another mcx-authz binary to serve, e.g. a build before a change; the driver stays the same).
+# (another mcx-authz binary to serve, e.g. a build before a change; the driver stays the same),
+# MCX_BEFORE (the binary the mcxb-* targets serve, beside this build's in one run).
 # Loopback only; every process is started here and stopped by its PID (trap on exit).
 set -euo pipefail
 
@@ -52,7 +61,7 @@ else
   STEP_SECS=${STEP_SECS:-5}
   USERS=${USERS:-100000}
 fi
-TARGETS=${TARGETS:-"kamailio-stateless mcx-es256 mcx-rs256 kamailio-pyjwt-es256 kamailio-pyjwt-rs256"}
+TARGETS=${TARGETS:-"kamailio-stateless mcx-es256 mcx-es256-redb mcx-rs256 mcx-rs256-redb kamailio-pyjwt-es256 kamailio-pyjwt-rs256"}
 P99_MS=${P99_MS:-10}
 RETRY=${RETRY:-1}
 WARM=${WARM:-300}
@@ -119,10 +128,11 @@ done
 max_calls=$(( USERS - WARM ))
 
 # --- servers ----------------------------------------------------------------------------------
-alg_of() { case $1 in *-es256) echo es256 ;; *-rs256) echo rs256 ;; *) echo es256 ;; esac; }
+alg_of() { case $1 in *-es256*) echo es256 ;; *-rs256*) echo rs256 ;; *) echo es256 ;; esac; }
 port_of() {
   local i=0 t
-  for t in kamailio-stateless mcx-es256 mcx-rs256 kamailio-pyjwt-es256 kamailio-pyjwt-rs256; do
+  for t in kamailio-stateless mcx-es256 mcx-rs256 kamailio-pyjwt-es256 kamailio-pyjwt-rs256 \
+    mcx-es256-redb mcx-rs256-redb mcxb-es256 mcxb-rs256 mcxb-es256-redb mcxb-rs256-redb; do
     [[ $t == "$1" ]] && { echo $(( PORT_BASE + 2 * i )); return; }
     i=$(( i + 1 ))
   done
@@ -134,7 +144,7 @@ start_server() { # target logfile
   port=$(port_of "$target")
   alg=$(alg_of "$target")
   case $target in
-    mcx-*)
+    mcx-*|mcxb-*)
       # The load CSV carries tokens in clear (as Kamailio's does): post-cr with clause 9
       # protection optional, so the comparison measures the same work.
       cat >"$WORK/mcx-$port.toml" <<EOF
@@ -153,12 +163,19 @@ token_protection = "optional"
 EOF
       # The store: in memory unless STORE=redb (durable, a fresh data dir per start); STORE=omit
       # writes no [store] table, for an MCX_BIN built before issue 13.
-      case ${STORE:-memory} in
+      local store=${STORE:-memory}
+      [[ $target == *-redb ]] && store=redb
+      case $store in
         omit) ;;
         redb) printf '\n[store]\ndir = "%s"\n' "$(mktemp -d "$WORK/store.XXXXXX")" >>"$WORK/mcx-$port.toml" ;;
         *) printf '\n[store]\nbackend = "memory"\n' >>"$WORK/mcx-$port.toml" ;;
       esac
-      RUST_LOG=${RUST_LOG:-warn} "${MCX_BIN:-$bin}" serve --data-dir "$idms" --config "$WORK/mcx-$port.toml" >"$out" 2>&1 &
+      local serve_bin=${MCX_BIN:-$bin}
+      if [[ $target == mcxb-* ]]; then
+        [[ -n ${MCX_BEFORE:-} ]] || die "$target needs MCX_BEFORE (the other build)"
+        serve_bin=$MCX_BEFORE
+      fi
+      RUST_LOG=${RUST_LOG:-warn} "$serve_bin" serve --data-dir "$idms" --config "$WORK/mcx-$port.toml" >"$out" 2>&1 &
       ;;
     kamailio-stateless)
       mkdir -p "$WORK/krun"
@@ -261,7 +278,7 @@ done
 # --- the crypto-bound ceiling of mcx-authz ----------------------------------------------------
 declare -A verify_us
 for alg in es256 rs256; do
-  if [[ " $TARGETS " == *" mcx-$alg "* ]]; then
+  if [[ " $TARGETS " == *" mcx"*"-$alg"* ]]; then
     v=$("$bin" load --csv "$WORK/users-$alg.csv" --data-dir "$idms" --verify-cost 3000)
     verify_us[$alg]=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["cpu_us_per_verification"])' "$v")
   fi
@@ -291,21 +308,21 @@ ratio() { awk -v a="${best[$1]:-0}" -v b="${best[$2]:-0}" 'BEGIN{ if (b > 0 && a
     printf '%-22s %-36s %-36s %-36s\n' "$t" "${lat_reg[$t]}" "${lat_pub[$t]}" "${lat_dereg[$t]}"
   done
   echo
-  for alg in es256 rs256; do
-    ALG=$(tr 'a-z' 'A-Z' <<<"$alg")
-    if [[ " $TARGETS " == *" mcx-$alg "* ]]; then
-      [[ " $TARGETS " == *" kamailio-stateless "* ]] && echo "ratio mcx-authz $ALG / Kamailio stateless:     $(ratio "mcx-$alg" kamailio-stateless)"
-      [[ " $TARGETS " == *" kamailio-pyjwt-$alg "* ]] && echo "ratio mcx-authz $ALG / Kamailio + PyJWT $ALG: $(ratio "mcx-$alg" "kamailio-pyjwt-$alg")"
-    fi
+  for t in $TARGETS; do
+    [[ $t == mcx* ]] || continue
+    alg=$(alg_of "$t")
+    [[ " $TARGETS " == *" kamailio-stateless "* ]] && printf 'ratio %-16s / Kamailio stateless:       %s\n' "$t" "$(ratio "$t" kamailio-stateless)"
+    [[ " $TARGETS " == *" kamailio-pyjwt-$alg "* ]] && printf 'ratio %-16s / Kamailio + PyJWT %s: %s\n' "$t" "${alg^^}" "$(ratio "$t" "kamailio-pyjwt-$alg")"
   done
   echo
-  for alg in es256 rs256; do
-    t=mcx-$alg
+  for t in $TARGETS; do
+    [[ $t == mcx* ]] || continue
+    alg=$(alg_of "$t")
     [[ -n ${verify_us[$alg]:-} && ${cpu_pair[$t]:-"-"} != - ]] || continue
-    awk -v v="${verify_us[$alg]}" -v s="${cpu_pair[$t]}" -v g="${gen_pair[$t]}" -v best="${best[$t]}" -v name="$alg" 'BEGIN{
+    awk -v v="${verify_us[$alg]}" -v s="${cpu_pair[$t]}" -v g="${gen_pair[$t]}" -v best="${best[$t]}" -v name="$t" 'BEGIN{
       nc = s - v; if (nc < 0) nc = 0
       crypto_only = 2e6 / (v + g); cpu_bound = 2e6 / (s + g)
-      printf "ceiling %s: one verification %.1f CPU µs; server %.1f µs/pair (non-crypto %.1f); driver %.1f µs/pair\n", toupper(name), v, s, nc, g
+      printf "ceiling %s: one verification %.1f CPU µs; server %.1f µs/pair (non-crypto %.1f); driver %.1f µs/pair\n", name, v, s, nc, g
       printf "  2 cores / (verification + driver) = %.0f pairs/s; 2 cores / (server + driver) = %.0f pairs/s; held %d = %.0f %% of the latter\n", crypto_only, cpu_bound, best, 100 * best / cpu_bound
     }'
   done

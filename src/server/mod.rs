@@ -7,14 +7,15 @@
 pub mod admin;
 pub mod config;
 pub mod pipeline;
+pub mod sequencer;
 pub mod state;
 pub mod tls;
+pub mod udp;
 pub mod vitals;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,15 +30,11 @@ pub use pipeline::{Parsed, Pipeline, Reply, Transport};
 pub use state::Shared;
 pub use vitals::Vitals;
 
-use crate::sip::framing::{frame_datagram, StreamFramer};
-use crate::sip::SipRequest;
+use crate::sip::framing::StreamFramer;
 use crate::token::Validator;
 use config::SipConfig;
 use tls::TlsListener;
-use vitals::{panic_message, Fault, ListenerId, RateLimiter, Refusal, Timeout};
-
-/// Largest UDP datagram read; bigger messages are truncated by the kernel and then refused.
-const UDP_BUFFER: usize = 65_535;
+use vitals::{panic_message, ListenerId, RateLimiter, Refusal, Timeout};
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -364,7 +361,7 @@ impl Server {
                 id,
                 name,
                 stop_rx.clone(),
-                move || serve_udp(socket.clone(), c.clone(), id, stop.clone()),
+                move || udp::serve(socket.clone(), c.clone(), id, stop.clone()),
             ));
         }
         let streams = self
@@ -501,95 +498,6 @@ async fn tick(shared: Arc<Mutex<Shared>>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One UDP socket: this task frames and parses datagrams in arrival order and hands each request
-/// to the worker its IMPU hashes to ([`pipeline::shard_key`]); the workers check tokens and step
-/// the machine in parallel, each in arrival order for its IMPUs (RFC 3903 R-35). Datagrams from
-/// untrusted sources pass the per-source rate limit first. A panic while parsing or handling one
-/// request is caught: logged, counted (`/metrics`, `/healthz`), the request dropped, and the
-/// worker carries on with the next.
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    ctx: Arc<Ctx>,
-    id: ListenerId,
-    mut stop: watch::Receiver<bool>,
-) {
-    let workers = udp_workers();
-    let mut queues = Vec::with_capacity(workers);
-    let mut tasks = JoinSet::new();
-    for _ in 0..workers {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Box<SipRequest>, SocketAddr)>(UDP_QUEUE);
-        queues.push(tx);
-        let (socket, ctx) = (socket.clone(), ctx.clone());
-        tasks.spawn(async move {
-            while let Some((req, src)) = rx.recv().await {
-                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    ctx.vitals.faults.trip(Fault::WorkerPanic);
-                    ctx.pipeline.handle(&req, src, Transport::Udp)
-                }));
-                match handled {
-                    // Issue 13: persist, then send. A reply whose state is not durable yet goes
-                    // to a task that waits for the commit, so this worker takes the next
-                    // request at once (it joins the same group commit).
-                    Ok(Some(reply)) if ctx.pipeline.is_durable(reply.wait_for) => {
-                        send_udp(&socket, &reply.bytes, src).await
-                    }
-                    Ok(Some(reply)) => {
-                        let (socket, pipeline) = (socket.clone(), ctx.pipeline.clone());
-                        tokio::spawn(async move {
-                            pipeline.durable(reply.wait_for).await;
-                            send_udp(&socket, &reply.bytes, src).await;
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(panic) => request_panicked(&ctx, id, src, &*panic),
-                }
-            }
-        });
-    }
-    let mut buf = vec![0u8; UDP_BUFFER];
-    loop {
-        let (n, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP port unreachable from an earlier send shows up here on some systems.
-                    tracing::debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
-        };
-        // Outside the per-request guard on purpose: this takes the whole listener down.
-        ctx.vitals.faults.trip(Fault::ListenerPanic);
-        if !ctx.admit(src, ctx.sip.is_trusted(src.ip())) {
-            continue;
-        }
-        let parsed =
-            std::panic::catch_unwind(AssertUnwindSafe(|| match frame_datagram(&buf[..n]) {
-                Ok(frame) => ctx.pipeline.parse(&frame, src),
-                Err(e) => Parsed::Reply(ctx.pipeline.framing_error(&e, src, Transport::Udp)),
-            }));
-        match parsed {
-            Ok(Parsed::Reply(Some(bytes))) => send_udp(&socket, &bytes, src).await,
-            Ok(Parsed::Reply(None)) => {}
-            Ok(Parsed::Request(req)) => {
-                let shard = (pipeline::shard_key(&req) % workers as u64) as usize;
-                // A full queue pushes back on this loop (and so on the socket buffer) rather
-                // than dropping: the kernel drops, SIP retransmits.
-                if queues[shard].send((req, src)).await.is_err() {
-                    // A worker is gone (it cannot panic past its guard, so this is a bug):
-                    // end the listener and let the supervisor start it again.
-                    tracing::error!("a UDP worker ended");
-                    break;
-                }
-            }
-            Err(panic) => request_panicked(&ctx, id, src, &*panic),
-        }
-    }
-    drop(queues);
-    while tasks.join_next().await.is_some() {}
-}
-
 fn request_panicked(
     ctx: &Ctx,
     id: ListenerId,
@@ -652,14 +560,6 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
-}
-
-/// Requests waiting per UDP worker.
-const UDP_QUEUE: usize = 1024;
-
-/// One UDP worker per core the runtime has (at least one).
-fn udp_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 async fn send_udp(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {

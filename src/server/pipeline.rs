@@ -2,17 +2,18 @@
 //! token validator) → the machine → response bytes. Transport-independent; `mod.rs` feeds it
 //! frames from UDP datagrams and TCP streams.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use mcx_model::{
     AssertedIdentity, Input, KeyUpload, KeyUploadFailure, ProtectionFailure, PublishBody,
-    PublishTarget, Response, Seq, TokenVerdict,
+    PublishTarget, Response, Seq, TokenVerdict, UnixTime,
 };
 
 use super::config::SipConfig;
-use super::state::{Shared, TransactionState};
+use super::state::{Shared, TransactionState, TxKey};
 use crate::mikey::Pending;
 use crate::protection::KeyStore;
 use crate::sip::adapter::{classify, Edge, EdgeConfig, EdgeContext, Sealed};
@@ -211,39 +212,155 @@ impl Pipeline {
 
     /// The second stage: the transaction check, the token validator, the machine, the response.
     /// Requests of one IMPU must reach this stage in arrival order (RFC 3903 R-35); see
-    /// [`shard_key`].
+    /// [`shard_key`]. (The UDP hot path, `udp.rs`, runs the same three steps apart:
+    /// [`Pipeline::admit`], [`Pipeline::verify`] off the ordered path, [`Pipeline::step`].)
     pub fn handle(&self, req: &SipRequest, src: SocketAddr, transport: Transport) -> Option<Reply> {
+        match self.admit(req, src, transport) {
+            Admission::New(admitted) => self.step(req, src, transport, admitted, None),
+            Admission::Absorb => None,
+            Admission::Retransmit(reply) => Some(reply),
+        }
+    }
+
+    /// The transaction check (RFC 3261 17.2.2), in arrival order, before any work: a
+    /// retransmission is answered from the cache, once durable (issue 13), or absorbed, and
+    /// costs no signature check. Takes the request's one clock reading.
+    pub fn admit(&self, req: &SipRequest, src: SocketAddr, transport: Transport) -> Admission {
         let key = (transport == Transport::Udp)
             .then(|| transaction_key(req, src))
             .flatten();
-        // One clock reading per request: the validator and the machine see the same `now`.
-        let (now, fresh_etag) = {
-            let mut s = self.lock();
-            if let Some(key) = &key {
-                match s.transactions.begin(key, Instant::now()) {
-                    TransactionState::New => {}
-                    TransactionState::Absorb => return None,
-                    TransactionState::Retransmit(bytes, wait_for) => {
-                        tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
-                        return Some(Reply { bytes, wait_for });
-                    }
+        let mut s = self.lock();
+        if let Some(key) = key {
+            match s.transactions.begin(key, Instant::now()) {
+                TransactionState::New => {}
+                TransactionState::Absorb => return Admission::Absorb,
+                TransactionState::Retransmit(bytes, wait_for) => {
+                    tracing::debug!(%src, method = %req.method, "retransmission answered from the transaction");
+                    return Admission::Retransmit(Reply { bytes, wait_for });
                 }
             }
-            (s.clock.now(), s.etags.fresh())
+        }
+        Admission::New(Admitted {
+            tx: key,
+            fresh_etag: s.etags.fresh(),
+            now: s.clock.now(),
+        })
+    }
+
+    /// Whether the request carries access tokens whose signatures [`Pipeline::verify`] should
+    /// check ahead of its ordered step: a PUBLISH with a body from a trusted SIP core (the edge
+    /// reads no untrusted body).
+    pub fn needs_verification(
+        &self,
+        req: &SipRequest,
+        src: SocketAddr,
+        transport: Transport,
+    ) -> bool {
+        req.method == crate::sip::parse::Method::Publish
+            && !req.body.is_empty()
+            && (transport.trusted_peer() || self.sip.is_trusted(src.ip()))
+    }
+
+    /// The request's expensive checks at `now` (its admission's clock reading), off the ordered
+    /// path and in parallel with other requests: the edge reads the body as in
+    /// [`Pipeline::step`] and every token signature it asks for is checked, as is the first CSK
+    /// upload (TS 33.180 5.4; its CSK opens the token here as in the step). Each result is a pure
+    /// function of the bytes and `now`, so the step uses it in place of checking again. The
+    /// edge's answer here is thrown away: it decides nothing, and neither does this.
+    pub fn verify(
+        &self,
+        req: &SipRequest,
+        src: SocketAddr,
+        transport: Transport,
+        now: UnixTime,
+    ) -> Verdicts {
+        let mut verdicts = Verdicts::default();
+        let tokens = std::cell::RefCell::new(Vec::new());
+        let mut validate = |token: &str| {
+            let v = self.validator.validate(token, now);
+            tokens.borrow_mut().push((token_hash(token), v.clone()));
+            v
         };
-        // Token signatures are checked here, outside the lock, and only for requests from a
-        // trusted SIP core (the edge does not read an untrusted body). Over TLS a trusted client
-        // certificate makes a trusted core too.
+        let upload = std::cell::RefCell::new(Pending::None);
+        let first_part = std::cell::Cell::new(None);
+        let mut key_transport = |part: &[u8]| {
+            if matches!(*upload.borrow(), Pending::None) {
+                first_part.set(Some(token_hash_bytes(part)));
+            }
+            let receiver = self.keys.as_deref().and_then(KeyStore::uploads);
+            upload.borrow_mut().receive(receiver, part, now.0);
+        };
+        let mut open = |s: &Sealed<'_>| match &self.keys {
+            Some(keys) => keys.open_with(s, upload.borrow().entry().as_ref()),
+            None => Err(ProtectionFailure::NotSupported),
+        };
+        let _ = classify(
+            req,
+            &mut EdgeContext {
+                config: &self.edge,
+                trusted_source: transport.trusted_peer() || self.sip.is_trusted(src.ip()),
+                validate: &mut validate,
+                open: &mut open,
+                key_transport: &mut key_transport,
+                fresh_etag: mcx_model::ETag::new(""),
+            },
+        );
+        verdicts.tokens = tokens.into_inner();
+        // Only the first part is ever checked (a second makes the request's upload `Many`).
+        if let (Some(hash), Pending::One(checked)) = (first_part.get(), upload.into_inner()) {
+            verdicts.upload = Some((hash, checked));
+        }
+        verdicts
+    }
+
+    /// The ordered step of an admitted request: the edge (with the results of
+    /// [`Pipeline::verify`], if it ran; anything it did not check is checked here), the machine,
+    /// the response, the transaction record. `now` is the admission's clock reading: the
+    /// validator and the machine see the same one.
+    pub fn step(
+        &self,
+        req: &SipRequest,
+        src: SocketAddr,
+        transport: Transport,
+        admitted: Admitted,
+        verdicts: Option<Verdicts>,
+    ) -> Option<Reply> {
+        let Admitted {
+            tx: key,
+            fresh_etag,
+            now,
+        } = admitted;
+        let mut verdicts = verdicts.unwrap_or_default();
+        // Token signatures not checked ahead are checked here, outside the lock, and only for
+        // requests from a trusted SIP core (the edge does not read an untrusted body). Over TLS
+        // a trusted client certificate makes a trusted core too.
         let trusted_source = transport.trusted_peer() || self.sip.is_trusted(src.ip());
-        let mut validate = |token: &str| self.validator.validate(token, now);
+        let mut ahead = std::mem::take(&mut verdicts.tokens);
+        let mut validate = |token: &str| {
+            let h = token_hash(token);
+            match ahead.iter().position(|(k, _)| *k == h) {
+                Some(i) => ahead.swap_remove(i).1,
+                None => self.validator.validate(token, now),
+            }
+        };
         // TS 33.180 clause 9: protected values are opened with the CSK store, outside the lock;
         // under `token_protection = off` they are not opened at all. The machine decides.
         // TS 33.180 5.4: a CSK upload (`application/mikey` part) is checked before the token is
         // opened, and its CSK may open the same PUBLISH's token; the machine decides the rest.
         let upload = std::cell::RefCell::new(Pending::None);
+        let mut checked_ahead = verdicts.upload.take();
         let mut key_transport = |part: &[u8]| {
+            let mut u = upload.borrow_mut();
+            if matches!(*u, Pending::None) {
+                if let Some((_, checked)) =
+                    checked_ahead.take_if(|(h, _)| *h == token_hash_bytes(part))
+                {
+                    *u = Pending::One(checked);
+                    return;
+                }
+            }
             let receiver = self.keys.as_deref().and_then(KeyStore::uploads);
-            upload.borrow_mut().receive(receiver, part, now.0);
+            u.receive(receiver, part, now.0);
         };
         let mut open = |s: &Sealed<'_>| match &self.keys {
             Some(keys) => keys.open_with(s, upload.borrow().entry().as_ref()),
@@ -262,12 +379,14 @@ impl Pipeline {
         );
         let mut wait_for = Seq::ZERO;
         let uploaded = self.attach_upload(&mut edge, upload.into_inner(), src);
-        let (reply, status, outcome, impu, service) = match edge {
+        // The per-request log line's fields are built only when it is written.
+        let info = tracing::enabled!(tracing::Level::INFO);
+        let (reply, status, outcome, impu, service): (_, _, Cow<'static, str>, _, _) = match edge {
             Edge::Machine { input, notes } => {
                 for note in notes {
                     tracing::info!(%src, method = %req.method, note, "edge note");
                 }
-                let (impu, service) = describe(&input);
+                let (impu, service) = if info { describe(&input) } else { (None, None) };
                 let response: Option<Response> = {
                     let mut s = self.lock();
                     // The uploaded CSK, for the key store to keep if the machine accepts it.
@@ -283,7 +402,11 @@ impl Pipeline {
                 (
                     Some(bytes),
                     response.status(),
-                    response.outcome.label(),
+                    if info {
+                        response.outcome.label().into()
+                    } else {
+                        "".into()
+                    },
                     impu,
                     service,
                 )
@@ -312,7 +435,7 @@ impl Pipeline {
             Edge::Absorb => (None, 0, "absorbed".into(), None, None),
         };
         let mut s = self.lock();
-        if let Some(key) = &key {
+        if let Some(key) = key {
             match &reply {
                 Some(bytes) => s.transactions.complete(key, bytes, wait_for),
                 None => s.transactions.abandon(key),
@@ -328,7 +451,7 @@ impl Pipeline {
             impu = impu.as_deref().unwrap_or("-"),
             service = service.unwrap_or("-"),
             status,
-            outcome,
+            outcome = &*outcome,
             "request"
         );
         reply.map(|bytes| Reply { bytes, wait_for })
@@ -384,6 +507,47 @@ impl Pipeline {
     }
 }
 
+/// What the transaction check made of a request.
+pub enum Admission {
+    /// A new transaction: process it.
+    New(Admitted),
+    /// A retransmission of a request still in progress: drop it.
+    Absorb,
+    /// A retransmission of an answered request: send its response again (once durable).
+    Retransmit(Reply),
+}
+
+/// An admitted request's transaction, entity-tag and clock reading, taken under one lock.
+pub struct Admitted {
+    /// The transaction's key (UDP only).
+    pub tx: Option<TxKey>,
+    /// The SIP-ETag the machine may hand out for this request (RFC 3903 step 6).
+    pub fresh_etag: mcx_model::ETag,
+    /// The clock reading the validator and the machine use for this request (one per request).
+    pub now: UnixTime,
+}
+
+/// What [`Pipeline::verify`] checked ahead of the ordered step: token verdicts by a hash of the
+/// token text, and the first CSK upload's check by a hash of its part.
+#[derive(Default)]
+pub struct Verdicts {
+    tokens: Vec<(u64, TokenVerdict)>,
+    upload: Option<(u64, Box<crate::mikey::Checked>)>,
+}
+
+/// A keyed hash of a token, to find its verdict again. A collision only matters between two
+/// tokens of one request, and a sender cannot steer one without the process's random keys.
+fn token_hash(token: &str) -> u64 {
+    token_hash_bytes(token.as_bytes())
+}
+
+fn token_hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(bytes)
+}
+
 /// What the first stage made of a message.
 pub enum Parsed {
     /// Answered (or dropped) already.
@@ -393,9 +557,9 @@ pub enum Parsed {
 }
 
 /// Which IMPU a request concerns, by the very rule the edge uses for the machine's input
-/// ([`crate::sip::adapter::identity_of`]), hashed: requests with the same key are handled in
-/// arrival order by one worker, so RFC 3903's in-order processing per resource holds while
-/// different IMPUs are handled in parallel.
+/// ([`crate::sip::adapter::identity_of`]), hashed: requests with the same key take their ordered
+/// step in arrival order (on UDP, the [`super::sequencer::Sequencer`] sees to it), so RFC 3903's
+/// in-order processing per resource holds while different IMPUs are handled in parallel.
 pub fn shard_key(req: &SipRequest) -> u64 {
     use std::hash::{Hash, Hasher};
     let identity = crate::sip::adapter::identity_of(req).unwrap_or_default();
@@ -406,7 +570,7 @@ pub fn shard_key(req: &SipRequest) -> u64 {
 
 /// RFC 3261 17.2.3: a server transaction is named by the top Via's branch (with the magic
 /// cookie), its sent-by and the method. Requests without an RFC 3261 branch are not cached.
-fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<String> {
+fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<TxKey> {
     let branch = req
         .top_branch
         .as_deref()
@@ -415,7 +579,17 @@ fn transaction_key(req: &SipRequest, src: SocketAddr) -> Option<String> {
         .vias
         .first()
         .map_or("", |v| v.split(';').next().unwrap_or(""));
-    Some(format!("{branch}|{sent_by}|{}|{src}", req.cseq_method))
+    let (ip, port) = match src {
+        SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), a.port()),
+        SocketAddr::V6(a) => (a.ip().octets(), a.port()),
+    };
+    Some(TxKey::new(&[
+        branch.as_bytes(),
+        sent_by.as_bytes(),
+        req.cseq_method.as_bytes(),
+        &ip,
+        &port.to_be_bytes(),
+    ]))
 }
 
 fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {

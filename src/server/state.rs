@@ -85,15 +85,50 @@ impl Default for EtagSource {
 /// (keys and cached responses), the oldest entry going first.
 #[derive(Debug)]
 pub struct TransactionCache {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<TxKey, Entry>,
     /// Sequence number → (start, key): the eviction and expiry order. An entry that is forgotten
     /// early ([`TransactionCache::abandon`]) leaves this order too.
-    order: BTreeMap<u64, (Instant, String)>,
+    order: BTreeMap<u64, (Instant, TxKey)>,
     next_seq: u64,
     bytes: usize,
     capacity: usize,
     max_bytes: usize,
     evictions: u64,
+}
+
+/// A server transaction's name (RFC 3261 17.2.3: top Via branch, sent-by, method, and the
+/// source address) as the first 128 bits of its SHA-256: fixed size, so the hot path keeps no
+/// per-request string for it (issue 15), and collision-resistant, so no sender can make its
+/// request pass for another's retransmission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TxKey(u128);
+
+impl TxKey {
+    /// The key of these name parts (each length-prefixed, so no two part lists collide).
+    pub fn new(parts: &[&[u8]]) -> TxKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        TxKey(u128::from_be_bytes(b))
+    }
+}
+
+impl From<&str> for TxKey {
+    fn from(name: &str) -> TxKey {
+        TxKey::new(&[name.as_bytes()])
+    }
+}
+
+impl From<&String> for TxKey {
+    fn from(name: &String) -> TxKey {
+        TxKey::from(name.as_str())
+    }
 }
 
 #[derive(Debug)]
@@ -124,12 +159,12 @@ pub enum TransactionState {
 
 const TIMER_J: Duration = Duration::from_secs(32);
 
-/// Bytes an entry costs beyond its key (twice: map and order) and response: the map slot, the
+/// Bytes an entry costs beyond its response: the key (twice: map and order), the map slot, the
 /// order node and the `Instant`, roughly.
-const ENTRY_OVERHEAD: usize = 96;
+const ENTRY_OVERHEAD: usize = 96 + 2 * std::mem::size_of::<TxKey>();
 
-fn entry_cost(key: &str, response: usize) -> usize {
-    2 * key.len() + response + ENTRY_OVERHEAD
+fn entry_cost(response: usize) -> usize {
+    response + ENTRY_OVERHEAD
 }
 
 impl TransactionCache {
@@ -147,26 +182,27 @@ impl TransactionCache {
     }
 
     /// Looks `key` up; a new key is recorded as proceeding.
-    pub fn begin(&mut self, key: &str, now: Instant) -> TransactionState {
+    pub fn begin(&mut self, key: impl Into<TxKey>, now: Instant) -> TransactionState {
+        let key = key.into();
         self.expire(now);
-        match self.entries.get(key).map(|e| &e.state) {
+        match self.entries.get(&key).map(|e| &e.state) {
             Some(CachedTransaction::Proceeding) => TransactionState::Absorb,
             Some(CachedTransaction::Completed(bytes, seq)) => {
                 TransactionState::Retransmit(bytes.clone(), *seq)
             }
             None => {
-                let cost = entry_cost(key, 0);
+                let cost = entry_cost(0);
                 self.make_room(cost);
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.entries.insert(
-                    key.to_owned(),
+                    key,
                     Entry {
                         seq,
                         state: CachedTransaction::Proceeding,
                     },
                 );
-                self.order.insert(seq, (now, key.to_owned()));
+                self.order.insert(seq, (now, key));
                 self.bytes += cost;
                 TransactionState::New
             }
@@ -174,8 +210,8 @@ impl TransactionCache {
     }
 
     /// Records the final response of `key`, to be sent once `wait_for` is durable.
-    pub fn complete(&mut self, key: &str, response: &[u8], wait_for: Seq) {
-        let Some(e) = self.entries.get_mut(key) else {
+    pub fn complete(&mut self, key: impl Into<TxKey>, response: &[u8], wait_for: Seq) {
+        let Some(e) = self.entries.get_mut(&key.into()) else {
             return;
         };
         let old = match &e.state {
@@ -199,8 +235,8 @@ impl TransactionCache {
 
     /// Forgets `key` (a request dropped without response): from the table and from the
     /// eviction order.
-    pub fn abandon(&mut self, key: &str) {
-        if let Some(e) = self.entries.get(key) {
+    pub fn abandon(&mut self, key: impl Into<TxKey>) {
+        if let Some(e) = self.entries.get(&key.into()) {
             let seq = e.seq;
             self.remove_seq(seq);
         }
@@ -244,7 +280,7 @@ impl TransactionCache {
                     CachedTransaction::Completed(b, _) => b.len(),
                     CachedTransaction::Proceeding => 0,
                 };
-                self.bytes -= entry_cost(&key, response);
+                self.bytes -= entry_cost(response);
             }
         }
     }
@@ -465,6 +501,13 @@ mod tests {
         let later = t0 + TIMER_J + Duration::from_secs(1);
         assert_eq!(c.begin("z", later), TransactionState::New);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn transaction_keys_do_not_run_parts_together() {
+        assert_ne!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"a", b"bc"]));
+        assert_eq!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"ab", b"c"]));
+        assert_ne!(TxKey::new(&[b"ab", b"c"]), TxKey::new(&[b"ab", b"c", b""]));
     }
 
     #[test]
