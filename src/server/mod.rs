@@ -44,6 +44,8 @@ pub struct Server {
     ctx: Arc<Ctx>,
     /// The durable store and how many IMPUs it held at start-up.
     store: Option<(Arc<crate::store::Store>, usize)>,
+    /// The shared PostgreSQL store's location and how many IMPUs it held at start-up.
+    shared_store: Option<(std::path::PathBuf, usize)>,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     tls: Vec<(TcpListener, TlsListener)>,
@@ -155,6 +157,12 @@ impl Server {
             .await
             .context("opening the store")??;
         state.store = opened.store.clone();
+        let shared_location = opened.shared.as_ref().map(|s| s.location().to_owned());
+        if shared_location.is_some() && state.machine.policy().max_devices_per_mc_id.is_some() {
+            // Q-18 counts bindings across IMPUs: no per-IMPU compare-and-set guards that count.
+            anyhow::bail!("[policy] max_devices_per_mc_id cannot be enforced across instances: unset it, or use [store] shared = false (one instance)");
+        }
+        state.shared_store = opened.shared;
         let loaded = opened.snapshot.impus.len();
         let now = state.clock.now();
         state.step(now, mcx_model::Input::Load(Box::new(opened.snapshot)));
@@ -257,6 +265,7 @@ impl Server {
         Ok(Server {
             ctx: Arc::new(ctx),
             store,
+            shared_store: shared_location.map(|l| (std::path::PathBuf::from(l), loaded)),
             http,
             udp,
             tcp,
@@ -301,6 +310,11 @@ impl Server {
         self.store
             .as_ref()
             .map(|(s, n)| (s.kind(), s.path().to_owned(), *n))
+            .or_else(|| {
+                self.shared_store
+                    .as_ref()
+                    .map(|(p, n)| ("postgres (shared)", p.clone(), *n))
+            })
     }
 
     /// The runtime counters and listener health.

@@ -433,6 +433,10 @@ fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {
             },
         ),
         Input::ThirdPartyRegister(r) => (impu(&r.impu), None),
-        Input::Tick | Input::Restart | Input::Load(_) | Input::ProvisionCsk { .. } => (None, None),
+        Input::Tick
+        | Input::Restart
+        | Input::Load(_)
+        | Input::Reload(_)
+        | Input::ProvisionCsk { .. } => (None, None),
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod postgres;
 pub mod redb;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,7 @@ use serde::Deserialize;
 /// backend = "redb"        # the default; "memory" (nothing survives a restart); "postgres"
 /// dir = "mcx-data"        # redb: the data directory (the file is <dir>/mcx.redb)
 /// url = "host=127.0.0.1 port=5432 user=mcx dbname=mcx"   # postgres (`mcx-authz store migrate`)
+/// shared = false          # postgres: true when several instances share the database
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +49,10 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// The PostgreSQL connection string (libpq key=value or URL), for `backend = "postgres"`.
     pub url: Option<String>,
+    /// PostgreSQL only: several `serve` instances share the database ([`shared`]): every input
+    /// reads its keys first and writes with a per-IMPU compare-and-set. Default `false`: one
+    /// instance, blind writes, group commit.
+    pub shared: bool,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +61,7 @@ impl Default for StoreConfig {
             backend: Backend::Redb,
             dir: PathBuf::from("mcx-data"),
             url: None,
+            shared: false,
         }
     }
 }
@@ -74,6 +81,7 @@ impl StoreConfig {
             backend: Backend::Redb,
             dir: dir.into(),
             url: None,
+            shared: false,
         }
     }
 }
@@ -86,8 +94,8 @@ pub enum Backend {
     Redb,
     /// Nothing is kept: a restart loses everything (the pre-issue-13 behaviour).
     Memory,
-    /// PostgreSQL at [`StoreConfig::url`] (one instance per database for now: see
-    /// [`postgres`]).
+    /// PostgreSQL at [`StoreConfig::url`]: one instance ([`postgres`]), or several with
+    /// [`StoreConfig::shared`] ([`shared`]).
     Postgres,
 }
 
@@ -137,10 +145,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// What opening a store gives: the store (`None` for `memory`) and what it held.
+/// What opening a store gives: the store (`None` for `memory` and a shared PostgreSQL) and what
+/// it held.
 pub struct Opened {
     /// The store, to submit batches to.
     pub store: Option<Arc<Store>>,
+    /// The shared PostgreSQL store (`[store] shared = true`), which the machine's inputs run
+    /// against ([`shared::SharedPg::step`]).
+    pub shared: Option<shared::SharedPg>,
     /// Its content, for [`mcx_model::Input::Load`].
     pub snapshot: Snapshot,
 }
@@ -151,6 +163,7 @@ impl Store {
         match config.backend {
             Backend::Memory => Ok(Opened {
                 store: None,
+                shared: None,
                 snapshot: Snapshot::default(),
             }),
             Backend::Redb => {
@@ -159,6 +172,7 @@ impl Store {
                 let store = Store::start(Box::new(db), "redb", path, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
+                    shared: None,
                     snapshot,
                 })
             }
@@ -166,11 +180,20 @@ impl Store {
                 let url = config.url.as_deref().ok_or_else(|| {
                     anyhow::anyhow!("[store] backend = \"postgres\" needs [store] url")
                 })?;
+                if config.shared {
+                    let (db, snapshot) = shared::SharedPg::open(url)?;
+                    return Ok(Opened {
+                        store: None,
+                        shared: Some(db),
+                        snapshot,
+                    });
+                }
                 let (db, snapshot) = postgres::PgStore::open(url)?;
                 let where_ = PathBuf::from(db.location());
                 let store = Store::start(Box::new(db), "postgres", where_, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
+                    shared: None,
                     snapshot,
                 })
             }
@@ -317,7 +340,7 @@ impl Drop for Store {
 }
 
 /// How often lapsed replay-window entries are swept from the store.
-const GC_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const GC_EVERY: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
