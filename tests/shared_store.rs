@@ -197,3 +197,270 @@ fn stored(cluster: &Cluster, impu: &str) -> Option<mcx_model::ImpuRecord> {
         .expect("select")?;
     Some(serde_json::from_value(row.get(0)).expect("an ImpuRecord"))
 }
+
+/// One request of the proptest, for IMPU `impu` (0..2) of the case.
+#[derive(Clone, Debug)]
+enum Op {
+    Register {
+        impu: usize,
+        expires: u32,
+    },
+    Publish {
+        impu: usize,
+        user: usize,
+        client: usize,
+    },
+    /// Body-less refresh with the last SIP-ETag this IMPU got (or a tag never issued).
+    Refresh {
+        impu: usize,
+    },
+    /// Removal (`Expires: 0`) with the last SIP-ETag.
+    Remove {
+        impu: usize,
+    },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = (Op, bool)> {
+    use proptest::prelude::*;
+    let op = prop_oneof![
+        (0..2usize, prop_oneof![Just(0u32), Just(3600u32)])
+            .prop_map(|(impu, expires)| Op::Register { impu, expires }),
+        (0..2usize, 0..2usize, 0..2usize).prop_map(|(impu, user, client)| Op::Publish {
+            impu,
+            user,
+            client
+        }),
+        (0..2usize).prop_map(|impu| Op::Refresh { impu }),
+        (0..2usize).prop_map(|impu| Op::Remove { impu }),
+    ];
+    (op, any::<bool>())
+}
+
+/// Requests through either instance, one at a time, against one `Machine` fed the same
+/// requests: the statuses are the machine's, and the store ends as the machine's snapshot (for
+/// registrations and (service, client, MC service ID) of every binding; SIP-ETags are drawn by
+/// each side and mapped).
+#[test]
+fn interleaved_requests_through_both_instances_answer_as_one_machine() {
+    use mcx_model::{
+        AssertedIdentity, Authorization, ClientId, ETag, EventPackage, IfMatch, Impu, Input,
+        Machine, McId, Policy, Protection, Publish, PublishBody, PublishTarget, RegisterTarget,
+        Service, ServiceSet, ThirdPartyRegister, TokenId, TokenProtection, TokenVerdict,
+        VerifiedClaims,
+    };
+    use proptest::test_runner::{Config, TestRunner};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let cluster = Cluster::start();
+    let (a, b) = two_instances(&cluster);
+    let case = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&proptest::collection::vec(op(), 1..14), |ops| {
+            // Fresh IMPUs and tokens per case (shrinking runs again): the cases share the store
+            // and the replay window.
+            let n = case.fetch_add(1, Ordering::Relaxed);
+            let impus: Vec<String> = (0..2)
+                .map(|i| format!("sip:c{n}i{i}@ims.example.org"))
+                .collect();
+            let users: Vec<String> = (0..2)
+                .map(|u| format!("sip:c{n}u{u}@mcx.example.org"))
+                .collect();
+            let tokens: Vec<String> = users.iter().map(|u| a.token(u, 3600)).collect();
+            let now = a.now();
+            let mut oracle = Machine::new(Policy {
+                token_protection: TokenProtection::Optional,
+                ..Policy::default()
+            });
+            // Last SIP-ETag per IMPU: (the servers', the oracle's).
+            let mut tags: Vec<Option<(String, ETag)>> = vec![None, None];
+            let mut fresh = 0u32;
+            let (ca, cb) = (a.udp_client(), b.udp_client());
+            for (op, via_b) in ops {
+                fresh += 1;
+                let fresh_etag = ETag::new(format!("oracle-{fresh}"));
+                let client = if via_b { &cb } else { &ca };
+                let trusted = |i: usize| AssertedIdentity::Trusted(Impu::new(impus[i].clone()));
+                let publish = |i: usize, if_match: IfMatch, expires: u32, body: PublishBody| {
+                    Input::Publish(Publish {
+                        target: PublishTarget::Service(Service::Mcptt),
+                        event: EventPackage::PocSettings,
+                        impu: trusted(i),
+                        if_match,
+                        expires: Some(expires),
+                        body,
+                        key_upload: None,
+                        fresh_etag: fresh_etag.clone(),
+                    })
+                };
+                let tag_of = |i: usize| -> (String, IfMatch) {
+                    match &tags[i] {
+                        Some((s, o)) => (s.clone(), IfMatch::One(o.clone())),
+                        None => (
+                            "never-issued".into(),
+                            IfMatch::One(ETag::new("never-issued")),
+                        ),
+                    }
+                };
+                let (msg, input, impu) = match op {
+                    Op::Register { impu, expires } => (
+                        third_party_register(&impus[impu], expires),
+                        Input::ThirdPartyRegister(ThirdPartyRegister {
+                            target: RegisterTarget::Ours,
+                            impu: trusted(impu),
+                            expires: Some(expires),
+                            services: None,
+                            embedded: Vec::new(),
+                        }),
+                        impu,
+                    ),
+                    Op::Publish { impu, user, client } => {
+                        let client_id = format!("client-{client}");
+                        let mc_id = McId::new(users[user].clone());
+                        let claims = VerifiedClaims {
+                            mcptt_id: Some(mc_id.clone()),
+                            mcvideo_id: Some(mc_id.clone()),
+                            mcdata_id: Some(mc_id),
+                            scopes: ServiceSet::ALL,
+                            exp: now.plus(3600),
+                            token_id: TokenId::new(format!("jti-{user}")),
+                        };
+                        (
+                            publish_auth(&impus[impu], &tokens[user], &client_id, None, 3600),
+                            publish(
+                                impu,
+                                IfMatch::Absent,
+                                3600,
+                                PublishBody::Authorization(Authorization {
+                                    token: TokenVerdict::Verified(claims),
+                                    protection: Protection::Clear,
+                                    client_id: ClientId::new(client_id.clone()),
+                                    settings: None,
+                                }),
+                            ),
+                            impu,
+                        )
+                    }
+                    Op::Refresh { impu } | Op::Remove { impu } => {
+                        let expires = if matches!(op, Op::Remove { .. }) {
+                            0
+                        } else {
+                            3600
+                        };
+                        let (server_tag, if_match) = tag_of(impu);
+                        (
+                            publish_empty(&impus[impu], &server_tag, expires),
+                            publish(impu, if_match, expires, PublishBody::Empty),
+                            impu,
+                        )
+                    }
+                };
+                let got = client.send(&msg);
+                let predicted = oracle
+                    .handle(now, input)
+                    .into_iter()
+                    .find_map(|o| match o {
+                        mcx_model::Output::Response(r) => Some(r),
+                        _ => None,
+                    })
+                    .expect("a response");
+                proptest::prop_assert_eq!(
+                    got.status,
+                    predicted.status(),
+                    "{:?} via {}: {}",
+                    op,
+                    if via_b { "B" } else { "A" },
+                    got.raw
+                );
+                if let (Some(s), Some(o)) = (got.etag(), predicted.etag.clone()) {
+                    tags[impu] = Some((s, o));
+                }
+            }
+            // The store ends as the oracle's snapshot (tags aside).
+            let shape = |r: &mcx_model::ImpuRecord| {
+                (
+                    r.registration.is_some(),
+                    r.bindings
+                        .iter()
+                        .map(|(s, c, b)| (*s, c.as_str().to_owned(), b.mc_id.as_str().to_owned()))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let snapshot = oracle.snapshot();
+            for impu in &impus {
+                let want = snapshot
+                    .impus
+                    .iter()
+                    .find(|(i, _)| i.as_str() == impu)
+                    .map(|(_, r)| shape(r));
+                proptest::prop_assert_eq!(
+                    stored(&cluster, impu).as_ref().map(shape),
+                    want,
+                    "{}",
+                    impu
+                );
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let m = a.metrics() + &b.metrics();
+    assert_eq!(metric(&m, "mcx_store_gave_up_total"), 0);
+}
+
+/// RFC 3903 across instances: the same current SIP-ETag refreshed through A and B at the same
+/// moment succeeds once (the other gets 412): the compare-and-set turns the loser's stale
+/// decision into a conflict, a reload, and the 412 one server would give. A blind write would
+/// fork the publication (both 200, two "current" tags).
+#[test]
+fn racing_refreshes_of_one_tag_through_both_instances_succeed_once() {
+    let cluster = Cluster::start();
+    let (a, b) = two_instances(&cluster);
+    let impu = "sip:dave@ims.example.org";
+    let ca = a.udp_client();
+    assert_eq!(ca.send(&third_party_register(impu, 3600)).status, 200);
+    let token = a.token("sip:dave@mcx.example.org", 3600);
+    let first = ca.send(&publish_auth(impu, &token, "client-1", None, 3600));
+    assert_eq!(first.status, 200);
+    let mut tag = first.etag().unwrap();
+    let servers = [a.udp, b.udp];
+    let clients: Vec<common::UdpClient> =
+        servers.iter().map(|s| common::UdpClient::new(*s)).collect();
+    for round in 0..30 {
+        let barrier = std::sync::Barrier::new(2);
+        let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = clients
+                .iter()
+                .map(|c| {
+                    let (barrier, tag) = (&barrier, &tag);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let r = c.send(&publish_empty(impu, tag, 3600));
+                        (r.status, r.etag())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let ok: Vec<_> = statuses.iter().filter(|(s, _)| *s == 200).collect();
+        assert_eq!(ok.len(), 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().any(|(s, _)| *s == 412),
+            "round {round}: {statuses:?}"
+        );
+        tag = ok[0].1.clone().unwrap();
+    }
+    let stored_tag = stored(&cluster, impu).unwrap().bindings[0]
+        .2
+        .publication
+        .clone()
+        .unwrap()
+        .etag;
+    assert_eq!(stored_tag.as_str(), tag);
+    let conflicts = metric(&a.metrics(), "mcx_store_conflicts_total")
+        + metric(&b.metrics(), "mcx_store_conflicts_total");
+    eprintln!("30 racing refresh pairs: {conflicts} conflict(s)");
+}

@@ -66,7 +66,8 @@ pub struct SharedStats {
 
 /// An instance's connection to the shared store and what it last saw of each IMPU row.
 pub struct SharedPg {
-    client: Client,
+    /// `None` only while dropping.
+    client: Option<Client>,
     location: String,
     /// The `version` of each IMPU row as this instance last read or wrote it; absent: the
     /// instance believes the IMPU has no row. Mirrors the machine's IMPUs (an entry goes when the
@@ -76,6 +77,17 @@ pub struct SharedPg {
     last_gc: Instant,
     /// Counters.
     pub stats: SharedStats,
+}
+
+impl Drop for SharedPg {
+    /// The blocking client's drop closes the connection on its own runtime, which must not run
+    /// on an async runtime's thread (where the server drops its state): it is dropped on a
+    /// thread of its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::spawn(move || drop(client)).join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SharedPg {
@@ -193,6 +205,11 @@ impl From<serde_json::Error> for Failed {
     }
 }
 
+/// The client (`None` only while the store is dropped).
+fn connected(client: &mut Option<Client>) -> &mut Client {
+    client.as_mut().expect("the client is taken only by drop")
+}
+
 fn secs(t: UnixTime) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
 }
@@ -222,7 +239,7 @@ impl SharedPg {
         };
         Ok((
             SharedPg {
-                client,
+                client: Some(client),
                 location,
                 versions: versions.into_iter().collect(),
                 last_gc: Instant::now(),
@@ -314,8 +331,7 @@ impl SharedPg {
         {
             return Ok(read);
         }
-        let mut tx = self
-            .client
+        let mut tx = connected(&mut self.client)
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
@@ -411,7 +427,7 @@ impl SharedPg {
     /// Writes `batches` in one transaction, each change a compare-and-set (module docs); on
     /// success, the versions held become the written rows'.
     fn commit(&mut self, batches: &[&Persist], read: &Read, now: UnixTime) -> Result<(), Failed> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = connected(&mut self.client).transaction()?;
         let mut written: Vec<(Impu, Option<i64>)> = Vec::new();
         for c in batches.iter().flat_map(|b| &b.changes) {
             match c {
