@@ -42,7 +42,7 @@ use mcx_model::{
     KeyUpload, Machine, Output, Persist, Protection, PublishBody, Reload, TokenId, TokenVerdict,
     UnixTime,
 };
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
 /// How many times one input runs against conflicts before it is dropped.
 pub const MAX_ATTEMPTS: u32 = 16;
@@ -73,6 +73,7 @@ pub struct SharedPg {
     /// instance believes the IMPU has no row. Mirrors the machine's IMPUs (an entry goes when the
     /// row goes), so it is bounded as the machine's tables are.
     versions: HashMap<Impu, i64>,
+    statements: Statements,
     /// When lapsed replay-window rows were last collected.
     last_gc: Instant,
     /// Counters.
@@ -96,6 +97,77 @@ impl std::fmt::Debug for SharedPg {
             .field("location", &self.location)
             .field("impus", &self.versions.len())
             .finish()
+    }
+}
+
+/// The statements one input runs, prepared once per connection (each `&str` query would be
+/// parsed again: one more round trip).
+struct Statements {
+    read: Statement,
+    impu_update: Statement,
+    impu_insert: Statement,
+    impu_delete: Statement,
+    impu_exists: Statement,
+    csk_insert_new: Statement,
+    csk_update_if: Statement,
+    csk_delete_if: Statement,
+    csk_upsert: Statement,
+    csk_delete: Statement,
+    token_owner: Statement,
+    key_message_again: Statement,
+    key_message_new: Statement,
+}
+
+impl Statements {
+    fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            read: c.prepare(
+                "SELECT 'i', impu, record, version FROM mcx_impu WHERE impu = ANY($1) \
+                 UNION ALL SELECT 'c', csk_id, tie, NULL FROM mcx_csk WHERE csk_id = ANY($2) \
+                 UNION ALL SELECT 't', token_id, to_jsonb(impu), until_s FROM mcx_token_owner \
+                     WHERE token_id = ANY($3) \
+                 UNION ALL SELECT 'm', message_id, NULL, until_s FROM mcx_key_message \
+                     WHERE message_id = ANY($4)",
+            )?,
+            impu_update: c.prepare(
+                "UPDATE mcx_impu SET record = $2, version = nextval('mcx_version') \
+                 WHERE impu = $1 AND version = $3 RETURNING version",
+            )?,
+            impu_insert: c.prepare(
+                "INSERT INTO mcx_impu (impu, record, version) \
+                 VALUES ($1, $2, nextval('mcx_version')) \
+                 ON CONFLICT (impu) DO NOTHING RETURNING version",
+            )?,
+            impu_delete: c.prepare("DELETE FROM mcx_impu WHERE impu = $1 AND version = $2")?,
+            impu_exists: c.prepare("SELECT 1 FROM mcx_impu WHERE impu = $1")?,
+            csk_insert_new: c.prepare(
+                "INSERT INTO mcx_csk (csk_id, tie) VALUES ($1, $2) ON CONFLICT (csk_id) DO NOTHING",
+            )?,
+            csk_update_if: c
+                .prepare("UPDATE mcx_csk SET tie = $2 WHERE csk_id = $1 AND tie = $3")?,
+            csk_delete_if: c.prepare("DELETE FROM mcx_csk WHERE csk_id = $1 AND tie = $2")?,
+            csk_upsert: c.prepare(
+                "INSERT INTO mcx_csk (csk_id, tie) VALUES ($1, $2) \
+                 ON CONFLICT (csk_id) DO UPDATE SET tie = EXCLUDED.tie",
+            )?,
+            csk_delete: c.prepare("DELETE FROM mcx_csk WHERE csk_id = $1")?,
+            token_owner: c.prepare(
+                "INSERT INTO mcx_token_owner (token_id, impu, until_s) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token_id) DO UPDATE \
+                 SET impu = EXCLUDED.impu, until_s = EXCLUDED.until_s \
+                 WHERE mcx_token_owner.impu = EXCLUDED.impu OR mcx_token_owner.until_s <= $4",
+            )?,
+            key_message_again: c.prepare(
+                "INSERT INTO mcx_key_message (message_id, until_s) VALUES ($1, $2) \
+                 ON CONFLICT (message_id) DO UPDATE \
+                 SET until_s = GREATEST(mcx_key_message.until_s, EXCLUDED.until_s)",
+            )?,
+            key_message_new: c.prepare(
+                "INSERT INTO mcx_key_message (message_id, until_s) VALUES ($1, $2) \
+                 ON CONFLICT (message_id) DO UPDATE SET until_s = EXCLUDED.until_s \
+                 WHERE mcx_key_message.until_s <= $3",
+            )?,
+        })
     }
 }
 
@@ -239,6 +311,8 @@ impl SharedPg {
         };
         Ok((
             SharedPg {
+                statements: Statements::prepare(&mut client)
+                    .with_context(|| format!("preparing statements at {location}"))?,
                 client: Some(client),
                 location,
                 versions: versions.into_iter().collect(),
@@ -321,9 +395,15 @@ impl SharedPg {
         std::process::exit(70);
     }
 
-    /// Reads the rows of `keys`, in one repeatable-read transaction (one snapshot).
+    /// Reads the rows of `keys` with one prepared statement (one round trip; one statement sees
+    /// one snapshot of every table).
     fn read(&mut self, keys: &Keys) -> anyhow::Result<Read> {
-        let mut read = Read::default();
+        let mut read = Read {
+            impus: keys.impus.iter().map(|i| (i.clone(), None)).collect(),
+            csks: keys.csks.iter().map(|i| (i.clone(), None)).collect(),
+            tokens: keys.tokens.iter().map(|i| (i.clone(), None)).collect(),
+            messages: keys.messages.iter().map(|i| (i.clone(), None)).collect(),
+        };
         if keys.impus.is_empty()
             && keys.csks.is_empty()
             && keys.tokens.is_empty()
@@ -331,63 +411,38 @@ impl SharedPg {
         {
             return Ok(read);
         }
-        let mut tx = connected(&mut self.client)
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        if !keys.impus.is_empty() {
-            let names: Vec<&str> = keys.impus.iter().map(|i| i.as_str()).collect();
-            read.impus = keys.impus.iter().map(|i| (i.clone(), None)).collect();
-            for row in tx.query(
-                "SELECT impu, record, version FROM mcx_impu WHERE impu = ANY($1)",
-                &[&names],
-            )? {
-                let impu: String = row.get(0);
-                let record: ImpuRecord = serde_json::from_value(row.get(1))
-                    .with_context(|| format!("impu record {impu:?}"))?;
-                read.impus
-                    .insert(Impu::new(impu), Some((record, row.get::<_, i64>(2))));
+        let names =
+            |set: &mut dyn Iterator<Item = &str>| set.map(str::to_owned).collect::<Vec<_>>();
+        let impus = names(&mut keys.impus.iter().map(|k| k.as_str()));
+        let csks = names(&mut keys.csks.iter().map(|k| k.as_str()));
+        let tokens = names(&mut keys.tokens.iter().map(|k| k.as_str()));
+        let messages = names(&mut keys.messages.iter().map(|k| k.as_str()));
+        let rows = connected(&mut self.client)
+            .query(&self.statements.read, &[&impus, &csks, &tokens, &messages])?;
+        for row in rows {
+            let (kind, key): (&str, String) = (row.get(0), row.get(1));
+            let doc: Option<serde_json::Value> = row.get(2);
+            let number: Option<i64> = row.get(3);
+            match (kind, doc, number) {
+                ("i", Some(doc), Some(version)) => {
+                    let record: ImpuRecord = serde_json::from_value(doc)
+                        .with_context(|| format!("impu record {key:?}"))?;
+                    read.impus.insert(Impu::new(key), Some((record, version)));
+                }
+                ("c", Some(doc), _) => {
+                    read.csks.insert(CskId::new(key), Some(doc));
+                }
+                ("t", Some(serde_json::Value::String(impu)), Some(until)) => {
+                    read.tokens
+                        .insert(TokenId::new(key), Some((Impu::new(impu), time(until))));
+                }
+                ("m", _, Some(until)) => {
+                    read.messages
+                        .insert(KeyMessageId::new(key), Some(time(until)));
+                }
+                other => anyhow::bail!("unexpected row {other:?} reading {key:?}"),
             }
         }
-        if !keys.csks.is_empty() {
-            let ids: Vec<&str> = keys.csks.iter().map(|i| i.as_str()).collect();
-            read.csks = keys.csks.iter().map(|i| (i.clone(), None)).collect();
-            for row in tx.query(
-                "SELECT csk_id, tie FROM mcx_csk WHERE csk_id = ANY($1)",
-                &[&ids],
-            )? {
-                read.csks
-                    .insert(CskId::new(row.get::<_, String>(0)), Some(row.get(1)));
-            }
-        }
-        if !keys.tokens.is_empty() {
-            let ids: Vec<&str> = keys.tokens.iter().map(|i| i.as_str()).collect();
-            read.tokens = keys.tokens.iter().map(|i| (i.clone(), None)).collect();
-            for row in tx.query(
-                "SELECT token_id, impu, until_s FROM mcx_token_owner WHERE token_id = ANY($1)",
-                &[&ids],
-            )? {
-                read.tokens.insert(
-                    TokenId::new(row.get::<_, String>(0)),
-                    Some((Impu::new(row.get::<_, String>(1)), time(row.get(2)))),
-                );
-            }
-        }
-        if !keys.messages.is_empty() {
-            let ids: Vec<&str> = keys.messages.iter().map(|i| i.as_str()).collect();
-            read.messages = keys.messages.iter().map(|i| (i.clone(), None)).collect();
-            for row in tx.query(
-                "SELECT message_id, until_s FROM mcx_key_message WHERE message_id = ANY($1)",
-                &[&ids],
-            )? {
-                read.messages.insert(
-                    KeyMessageId::new(row.get::<_, String>(0)),
-                    Some(time(row.get(1))),
-                );
-            }
-        }
-        tx.commit()?;
         Ok(read)
     }
 
@@ -427,6 +482,7 @@ impl SharedPg {
     /// Writes `batches` in one transaction, each change a compare-and-set (module docs); on
     /// success, the versions held become the written rows'.
     fn commit(&mut self, batches: &[&Persist], read: &Read, now: UnixTime) -> Result<(), Failed> {
+        let st = &self.statements;
         let mut tx = connected(&mut self.client).transaction()?;
         let mut written: Vec<(Impu, Option<i64>)> = Vec::new();
         for c in batches.iter().flat_map(|b| &b.changes) {
@@ -437,26 +493,18 @@ impl SharedPg {
                     let version: Option<i64> = match (record, held) {
                         (Some(r), Some(v)) => {
                             let row = tx.query_opt(
-                                "UPDATE mcx_impu SET record = $2, version = nextval('mcx_version') \
-                                 WHERE impu = $1 AND version = $3 RETURNING version",
+                                &st.impu_update,
                                 &[&name, &serde_json::to_value(r)?, &v],
                             )?;
                             Some(row.ok_or(Failed::Conflict)?.get(0))
                         }
                         (Some(r), None) => {
-                            let row = tx.query_opt(
-                                "INSERT INTO mcx_impu (impu, record, version) \
-                                 VALUES ($1, $2, nextval('mcx_version')) \
-                                 ON CONFLICT (impu) DO NOTHING RETURNING version",
-                                &[&name, &serde_json::to_value(r)?],
-                            )?;
+                            let row =
+                                tx.query_opt(&st.impu_insert, &[&name, &serde_json::to_value(r)?])?;
                             Some(row.ok_or(Failed::Conflict)?.get(0))
                         }
                         (None, Some(v)) => {
-                            let n = tx.execute(
-                                "DELETE FROM mcx_impu WHERE impu = $1 AND version = $2",
-                                &[&name, &v],
-                            )?;
+                            let n = tx.execute(&st.impu_delete, &[&name, &v])?;
                             if n != 1 {
                                 return Err(Failed::Conflict);
                             }
@@ -464,10 +512,7 @@ impl SharedPg {
                         }
                         (None, None) => {
                             // Believed absent and still absent: nothing to write.
-                            if tx
-                                .query_opt("SELECT 1 FROM mcx_impu WHERE impu = $1", &[&name])?
-                                .is_some()
-                            {
+                            if tx.query_opt(&st.impu_exists, &[&name])?.is_some() {
                                 return Err(Failed::Conflict);
                             }
                             None
@@ -480,29 +525,17 @@ impl SharedPg {
                     let new = csk.as_ref().map(serde_json::to_value).transpose()?;
                     let n = match (read.csks.get(csk_id), new) {
                         // Read before deciding: compare with what was read.
-                        (Some(None), Some(new)) => tx.execute(
-                            "INSERT INTO mcx_csk (csk_id, tie) VALUES ($1, $2) \
-                             ON CONFLICT (csk_id) DO NOTHING",
-                            &[&id, &new],
-                        )?,
-                        (Some(Some(old)), Some(new)) => tx.execute(
-                            "UPDATE mcx_csk SET tie = $2 WHERE csk_id = $1 AND tie = $3",
-                            &[&id, &new, old],
-                        )?,
-                        (Some(Some(old)), None) => tx.execute(
-                            "DELETE FROM mcx_csk WHERE csk_id = $1 AND tie = $2",
-                            &[&id, old],
-                        )?,
+                        (Some(None), Some(new)) => tx.execute(&st.csk_insert_new, &[&id, &new])?,
+                        (Some(Some(old)), Some(new)) => {
+                            tx.execute(&st.csk_update_if, &[&id, &new, old])?
+                        }
+                        (Some(Some(old)), None) => tx.execute(&st.csk_delete_if, &[&id, old])?,
                         (Some(None), None) => 1,
                         // Not read (a tick's or a release's drop, a provisioned key): rides the
                         // compare-and-set of the IMPU it is tied to, in this transaction.
-                        (None, Some(new)) => tx.execute(
-                            "INSERT INTO mcx_csk (csk_id, tie) VALUES ($1, $2) \
-                             ON CONFLICT (csk_id) DO UPDATE SET tie = EXCLUDED.tie",
-                            &[&id, &new],
-                        )?,
+                        (None, Some(new)) => tx.execute(&st.csk_upsert, &[&id, &new])?,
                         (None, None) => {
-                            tx.execute("DELETE FROM mcx_csk WHERE csk_id = $1", &[&id])?;
+                            tx.execute(&st.csk_delete, &[&id])?;
                             1
                         }
                     };
@@ -518,11 +551,13 @@ impl SharedPg {
                     // Dossier Q-6 across instances: the token is ours to bind only if nobody
                     // else holds it within its window.
                     let n = tx.execute(
-                        "INSERT INTO mcx_token_owner (token_id, impu, until_s) VALUES ($1, $2, $3) \
-                         ON CONFLICT (token_id) DO UPDATE \
-                         SET impu = EXCLUDED.impu, until_s = EXCLUDED.until_s \
-                         WHERE mcx_token_owner.impu = EXCLUDED.impu OR mcx_token_owner.until_s <= $4",
-                        &[&token_id.as_str(), &impu.as_str(), &secs(*until), &secs(now)],
+                        &st.token_owner,
+                        &[
+                            &token_id.as_str(),
+                            &impu.as_str(),
+                            &secs(*until),
+                            &secs(now),
+                        ],
                     )?;
                     if n != 1 {
                         return Err(Failed::Conflict);
@@ -539,16 +574,12 @@ impl SharedPg {
                         .is_some_and(|u| u > now);
                     let n = if seen {
                         tx.execute(
-                            "INSERT INTO mcx_key_message (message_id, until_s) VALUES ($1, $2) \
-                             ON CONFLICT (message_id) DO UPDATE \
-                             SET until_s = GREATEST(mcx_key_message.until_s, EXCLUDED.until_s)",
+                            &st.key_message_again,
                             &[&message_id.as_str(), &secs(*until)],
                         )?
                     } else {
                         tx.execute(
-                            "INSERT INTO mcx_key_message (message_id, until_s) VALUES ($1, $2) \
-                             ON CONFLICT (message_id) DO UPDATE SET until_s = EXCLUDED.until_s \
-                             WHERE mcx_key_message.until_s <= $3",
+                            &st.key_message_new,
                             &[&message_id.as_str(), &secs(*until), &secs(now)],
                         )?
                     };

@@ -413,6 +413,9 @@ pub const SHARED_PROPERTIES: [(&str, &str); 4] = [
     ),
 ];
 
+/// The default model's unique state count (`mcx-authz check --shared-store` prints it).
+pub const PINNED_STATES: usize = 1027;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +461,3 @@ mod tests {
         assert!(failing.contains(&"a-conflict-is-reloaded"), "{failing:?}");
     }
 }
-
-/// The default model's unique state count (`mcx-authz check --shared-store` prints it).
-pub const PINNED_STATES: usize = 1027;
