@@ -382,6 +382,7 @@ impl Shared {
                 }
             }
         };
+        let mut persist = Vec::new();
         for output in outputs {
             match output {
                 Output::Response(r) => {
@@ -396,12 +397,9 @@ impl Shared {
                 }
                 Output::Binding(event) => self.record(&event),
                 // Issue 13: queued in the order the machine numbered them (this lock orders
-                // them); the response waits for it.
-                Output::Persist(batch) => {
-                    if let Some(store) = &self.store {
-                        store.submit(batch, now);
-                    }
-                }
+                // them); the response waits for it. Submitted after the other outputs, so that
+                // the CSK an accepted upload keeps is sealed into the same batch as its tie.
+                Output::Persist(batch) => persist.push(batch),
                 Output::Csk(event) => {
                     // The key store is the shell's: it keeps an accepted upload's CSK (staged by
                     // the pipeline with this request) and forgets (zeroizes) a dropped one.
@@ -422,6 +420,36 @@ impl Shared {
                     };
                     *self.metrics.binding_events.entry(kind.into()).or_default() += 1;
                 }
+            }
+        }
+        let sealed = self
+            .keys
+            .as_ref()
+            .map(|k| k.take_sealed())
+            .unwrap_or_default();
+        if let (Some(db), false) = (self.shared_store.as_mut(), sealed.is_empty()) {
+            // Shared store: the tie is committed already; its sealed key follows before the
+            // response (a crash between leaves a tie without a key: it fails closed).
+            let ran = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| db.store_sealed(&sealed))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            if let Err(e) = ran {
+                tracing::error!(error = %format!("{e:#}"), "storing an uploaded CSK's sealed key failed: stopping (fail-stop)");
+                eprintln!("mcx-authz: storing an uploaded CSK's sealed key failed: {e:#}; stopping (fail-stop)");
+                std::process::exit(70);
+            }
+            return response;
+        }
+        if let Some(store) = &self.store {
+            // The machine emits one batch per input; the sealed keys ride the last.
+            let last = persist.len().saturating_sub(1);
+            let mut sealed = Some(sealed);
+            for (i, batch) in persist.into_iter().enumerate() {
+                let keys = if i == last { sealed.take() } else { None };
+                store.submit(batch, keys.unwrap_or_default(), now);
             }
         }
         response

@@ -293,11 +293,13 @@ fn time(s: i64) -> UnixTime {
 impl SharedPg {
     /// Connects, checks the schema and reads everything, with each IMPU row's version, in one
     /// repeatable-read transaction (records and versions from the same instant).
-    pub fn open(url: &str) -> anyhow::Result<(SharedPg, mcx_model::Snapshot)> {
+    pub fn open(
+        url: &str,
+    ) -> anyhow::Result<(SharedPg, mcx_model::Snapshot, Vec<super::SealedCsk>)> {
         let location = super::postgres::location(url);
         let mut client =
             Client::connect(url, NoTls).with_context(|| format!("connecting to {location}"))?;
-        let (snapshot, versions) = {
+        let (snapshot, versions, sealed) = {
             let mut tx = client
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -306,8 +308,20 @@ impl SharedPg {
             let read = super::postgres::read_all(&mut tx).with_context(|| {
                 format!("reading the store at {location} (run `mcx-authz store migrate --url …` once to create it)")
             })?;
+            let sealed = tx
+                .query(
+                    "SELECT csk_id, sealed FROM mcx_csk_key ORDER BY csk_id",
+                    &[],
+                )
+                .with_context(|| format!("reading the sealed CSKs at {location}"))?
+                .iter()
+                .map(|r| super::SealedCsk {
+                    csk_id: CskId::new(r.get::<_, String>(0)),
+                    sealed: r.get(1),
+                })
+                .collect::<Vec<_>>();
             tx.commit()?;
-            read
+            (read.0, read.1, sealed)
         };
         Ok((
             SharedPg {
@@ -320,6 +334,7 @@ impl SharedPg {
                 stats: SharedStats::default(),
             },
             snapshot,
+            sealed,
         ))
     }
 
@@ -393,6 +408,21 @@ impl SharedPg {
             self.location
         );
         std::process::exit(70);
+    }
+
+    /// Stores uploaded CSKs' sealed keys, after the transaction that committed their ties (a
+    /// key whose tie is gone again is skipped).
+    pub fn store_sealed(&mut self, sealed: &[super::SealedCsk]) -> anyhow::Result<()> {
+        let client = connected(&mut self.client);
+        for s in sealed {
+            client.execute(
+                "INSERT INTO mcx_csk_key (csk_id, sealed) \
+                 SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM mcx_csk WHERE csk_id = $1) \
+                 ON CONFLICT (csk_id) DO UPDATE SET sealed = EXCLUDED.sealed",
+                &[&s.csk_id.as_str(), &s.sealed],
+            )?;
+        }
+        Ok(())
     }
 
     /// Reads the rows of `keys` with one prepared statement (one round trip; one statement sees
