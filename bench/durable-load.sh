@@ -7,8 +7,11 @@
 #   bench/durable-load.sh                 # RATES="500 1000 2000 3000 4000", 5 s steps
 #   RATES="1000 2000" STEP_SECS=3 bench/durable-load.sh
 #   PG_URL="host=127.0.0.1 port=25432 user=mcx dbname=postgres" bench/durable-load.sh
-#       # adds a third mode, PostgreSQL (schema by `mcx-authz store migrate`; its tables are
-#       # emptied with psql before each start)
+#       # adds three PostgreSQL modes (schema by `mcx-authz store migrate`; its tables are
+#       # emptied with psql before each start): `postgres` (one instance, group commit),
+#       # `pg-sh1` (one instance, `[store] shared = true`: read first, compare-and-set per input)
+#       # and `pg-sh2` (two shared instances on the one database, each offered half the rate by
+#       # its own `mcx-authz load` with its own half of the users; the figures are the sums)
 #
 # A step passes when every call got its two 200s, nothing was retransmitted and the PUBLISH p99
 # (from the scheduled send time) is at most P99_MS. Per durable step the server's /metrics give
@@ -37,19 +40,29 @@ users=$(( max_rate * STEP_SECS ))
 "$bin" token mint-csv --users "$users" --data-dir "$WORK/lab" --out "$WORK/users.csv" >/dev/null
 log "minted $users users in $WORK/users.csv; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-server_pid=""
+server_pids=()
 stop_server() {
-  if [[ -n $server_pid ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  fi
+  for pid in "${server_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  server_pids=()
 }
 trap stop_server EXIT
 
-start_server() { # mode
-  local mode=$1 store
-  if [[ $mode == redb ]]; then
+start_server() { # mode [instance: 0, 1]
+  local mode=$1 i=${2:-0} store port
+  port=$(( PORT + 10 * i ))
+  if [[ $mode == pg-sh* ]]; then
+    if [[ $i == 0 ]]; then
+      "$bin" store migrate --url "$PG_URL" >/dev/null
+      psql "$PG_URL" -q -c "TRUNCATE mcx_impu, mcx_csk, mcx_token_owner, mcx_key_message; UPDATE mcx_meta SET value = '0' WHERE key = 'seq'"
+    fi
+    store="[store]
+backend = \"postgres\"
+url = \"$PG_URL\"
+shared = true"
+  elif [[ $mode == redb ]]; then
     store="[store]
 dir = \"$(mktemp -d "$WORK/store.XXXXXX")\""
   elif [[ $mode == postgres ]]; then
@@ -62,13 +75,13 @@ url = \"$PG_URL\""
     store="[store]
 backend = \"memory\""
   fi
-  cat >"$WORK/mcx.toml" <<EOF
+  cat >"$WORK/mcx$i.toml" <<EOF
 [sip]
-udp = ["127.0.0.1:$PORT"]
-tcp = ["127.0.0.1:$PORT"]
+udp = ["127.0.0.1:$port"]
+tcp = ["127.0.0.1:$port"]
 
 [admin]
-listen = "127.0.0.1:$(( PORT + 1 ))"
+listen = "127.0.0.1:$(( port + 1 ))"
 
 [http]
 enabled = false
@@ -78,40 +91,71 @@ token_protection = "optional"
 
 $store
 EOF
-  RUST_LOG=warn "$bin" serve --data-dir "$WORK/lab" --config "$WORK/mcx.toml" >"$WORK/serve.out" 2>"$WORK/serve.err" &
-  server_pid=$!
+  RUST_LOG=warn "$bin" serve --data-dir "$WORK/lab" --config "$WORK/mcx$i.toml" >"$WORK/serve$i.out" 2>"$WORK/serve$i.err" &
+  server_pids+=($!)
   for _ in $(seq 100); do
-    grep -q '^policy' "$WORK/serve.out" 2>/dev/null && return 0
+    grep -q '^policy' "$WORK/serve$i.out" 2>/dev/null && return 0
     sleep 0.05
   done
-  log "server did not start: $(cat "$WORK/serve.err")"
+  log "server did not start: $(cat "$WORK/serve$i.err")"
   exit 1
 }
 
-metric() { # name
-  curl -s "http://127.0.0.1:$(( PORT + 1 ))/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+metric() { # name: summed over the running instances
+  local sum=0 v
+  for i in $(seq 0 $(( ${#server_pids[@]} - 1 ))); do
+    v=$(curl -s "http://127.0.0.1:$(( PORT + 10 * i + 1 ))/metrics" | awk -v n="$1" '$1 == n { print $2 }')
+    sum=$(( sum + ${v:-0} ))
+  done
+  echo "$sum"
 }
 
-printf '%-6s %-7s %-5s %9s %9s %9s %7s %10s %9s %9s\n' rate mode pass ok retrans "p99 ms" "p50 ms" commits/s "mean grp" "max grp"
+# The users, and each half for the two-instance mode.
+{ head -1 "$WORK/users.csv"; tail -n +2 "$WORK/users.csv" | awk 'NR % 2 == 1'; } >"$WORK/users0.csv"
+{ head -1 "$WORK/users.csv"; tail -n +2 "$WORK/users.csv" | awk 'NR % 2 == 0'; } >"$WORK/users1.csv"
+
+printf '%-6s %-7s %-5s %9s %9s %9s %7s %10s %9s %9s %9s\n' rate mode pass ok retrans "p99 ms" "p50 ms" commits/s "mean grp" "max grp" conflicts
 for rate in $RATES; do
   calls=$(( rate * STEP_SECS ))
   modes="memory redb"
-  [[ -n ${PG_URL:-} ]] && modes="$modes postgres"
+  [[ -n ${PG_URL:-} ]] && modes="$modes postgres pg-sh1 pg-sh2"
   for mode in $modes; do
-    start_server "$mode"
-    json="$WORK/load-$rate-$mode.json"
-    # Users from the top of the CSV; each step uses its own server, so reuse is fine.
-    "$bin" load "127.0.0.1:$PORT" --scenario register-publish --rate "$rate" --calls "$calls" \
-      --csv "$WORK/users.csv" --json "$json" >/dev/null 2>&1 || true
-    read -r ok retrans p99 p50 <<<"$(python3 - "$json" <<'PY'
+    if [[ $mode == pg-sh2 ]]; then
+      start_server "$mode" 0
+      start_server "$mode" 1
+      # Each instance is offered half the rate, with its own half of the users.
+      lpids=()
+      for i in 0 1; do
+        "$bin" load "127.0.0.1:$(( PORT + 10 * i ))" --scenario register-publish --rate $(( rate / 2 )) \
+          --calls $(( calls / 2 )) --csv "$WORK/users$i.csv" --json "$WORK/load-$rate-$mode-$i.json" >/dev/null 2>&1 &
+        lpids+=($!)
+      done
+      wait "${lpids[@]}" || true
+      jsons=("$WORK/load-$rate-$mode-0.json" "$WORK/load-$rate-$mode-1.json")
+      calls=$(( calls / 2 * 2 ))
+    else
+      start_server "$mode"
+      jsons=("$WORK/load-$rate-$mode.json")
+      # Users from the top of the CSV; each step uses its own server, so reuse is fine.
+      "$bin" load "127.0.0.1:$PORT" --scenario register-publish --rate "$rate" --calls "$calls" \
+        --csv "$WORK/users.csv" --json "${jsons[0]}" >/dev/null 2>&1 || true
+    fi
+    # Summed over the load generators; the p99 and p50 are the worse generator's.
+    read -r ok retrans p99 p50 <<<"$(python3 - "${jsons[@]}" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-p = r["methods"]["PUBLISH"]["latency_us"]
-print(r["calls_ok"], r["retransmissions"], p["p99"] / 1000, p["p50"] / 1000)
+rs = [json.load(open(f)) for f in sys.argv[1:]]
+ps = [r["methods"]["PUBLISH"]["latency_us"] for r in rs]
+print(sum(r["calls_ok"] for r in rs), sum(r["retransmissions"] for r in rs),
+      max(p["p99"] for p in ps) / 1000, max(p["p50"] for p in ps) / 1000)
 PY
 )"
-    cps="-"; mean="-"; maxg="-"
-    if [[ $mode != memory ]]; then
+    cps="-"; mean="-"; maxg="-"; conflicts="-"
+    if [[ $mode == pg-sh* ]]; then
+      # One commit per state-changing input (no group commit); conflicts re-run the input.
+      commits=$(metric mcx_store_commits_total); conflicts=$(metric mcx_store_conflicts_total)
+      cps=$(python3 -c "print(round(${commits:-0} / $STEP_SECS))")
+      mean=1; maxg=1
+    elif [[ $mode != memory ]]; then
       commits=$(metric mcx_store_commits_total); batches=$(metric mcx_store_batches_total)
       maxg=$(metric mcx_store_max_group)
       cps=$(python3 -c "print(round(${commits:-0} / $STEP_SECS))")
@@ -121,7 +165,8 @@ PY
     if [[ $ok == "$calls" && $retrans == 0 ]] && python3 -c "import sys; sys.exit(0 if $p99 <= $P99_MS else 1)"; then
       pass=yes
     fi
-    printf '%-6s %-7s %-5s %9s %9s %9s %7s %10s %9s %9s\n' "$rate" "$mode" "$pass" "$ok/$calls" "$retrans" "$p99" "$p50" "$cps" "$mean" "$maxg"
+    printf '%-6s %-7s %-5s %9s %9s %9s %7s %10s %9s %9s %9s\n' "$rate" "$mode" "$pass" "$ok/$calls" "$retrans" "$p99" "$p50" "$cps" "$mean" "$maxg" "$conflicts"
+    calls=$(( rate * STEP_SECS ))
     stop_server
   done
 done

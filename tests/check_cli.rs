@@ -87,3 +87,48 @@ fn the_axis_flags_reach_the_model() {
     assert_eq!(mixed["config"]["policy"]["csk_tie"], "ignored");
     assert_eq!(mixed["config"]["ue_protection"], "on");
 }
+
+/// Issue 13: `check --shared-store` runs the two-instance model: its properties hold with the
+/// compare-and-set at the pinned state count, and the blind-write mutation breaks
+/// one-mc-id-per-client-across-instances with a counterexample (exit 1).
+#[test]
+fn check_shared_store_holds_and_its_mutation_fails() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcx-authz"))
+            .args(["check", "--shared-store", "--json", "--threads", "2"])
+            .args(extra)
+            .output()
+            .expect("run mcx-authz check");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), json)
+    };
+    let verdict = |json: &serde_json::Value, name: &str| {
+        json["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {json:#}"))["verdict"]
+            .clone()
+    };
+    let (code, cas) = run(&[]);
+    assert_eq!(code, 0, "{cas:#}");
+    assert_eq!(cas["unique_states"], cas["pinned_states"]);
+    assert_eq!(cas["unique_states"], mcx_model::env::shared::PINNED_STATES);
+    assert_eq!(
+        verdict(&cas, "one-mc-id-per-client-across-instances"),
+        "holds"
+    );
+    assert_eq!(verdict(&cas, "a-conflict-is-reloaded"), "holds");
+    let (code, blind) = run(&["--blind-write"]);
+    assert_eq!(code, 1, "{blind:#}");
+    assert_eq!(
+        verdict(&blind, "one-mc-id-per-client-across-instances"),
+        "fails"
+    );
+    let path = blind["properties"][0]["path"]
+        .as_array()
+        .expect("a counterexample");
+    assert!(path.len() >= 6, "{path:?}");
+}

@@ -105,6 +105,33 @@ pub struct Snapshot {
     pub key_messages: Vec<(KeyMessageId, UnixTime)>,
 }
 
+/// Several instances on one store (issue 13): what the shared store holds *now* for some keys,
+/// fed as [`crate::Input::Reload`] before an input is decided from them (the instance's cached
+/// copy may be older than another instance's write) and after a compare-and-set conflict (the
+/// instance's own speculative change is undone). `None`: the store has no such key. Keys not
+/// listed keep what the machine holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Reload {
+    /// Per-IMPU aggregates.
+    pub impus: Vec<(Impu, Option<ImpuRecord>)>,
+    /// CSK ties.
+    pub csks: Vec<(CskId, Option<Csk>)>,
+    /// Replay-window token owners: (IMPU, until).
+    pub token_owners: Vec<(TokenId, Option<(Impu, UnixTime)>)>,
+    /// Accepted or spent I_MESSAGEs: until when.
+    pub key_messages: Vec<(KeyMessageId, Option<UnixTime>)>,
+}
+
+impl Reload {
+    /// Whether it lists nothing.
+    pub fn is_empty(&self) -> bool {
+        self.impus.is_empty()
+            && self.csks.is_empty()
+            && self.token_owners.is_empty()
+            && self.key_messages.is_empty()
+    }
+}
+
 /// A store held in memory: the [`Persist`] batches applied in order. The model's durable state,
 /// the server's `memory` backend and the embedded store's test oracle.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

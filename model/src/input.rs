@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::Snapshot;
+use crate::durable::{Reload, Snapshot};
 use crate::ids::{ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, UnixTime};
 use crate::token::TokenVerdict;
 
@@ -26,6 +26,13 @@ pub enum Input {
     /// Start-up with a durable store (issue 13): the store's content replaces the machine's
     /// state; deadlines are armed again from `now`, and whatever ran out meanwhile ends at once.
     Load(Box<Snapshot>),
+    /// Several instances on one store (issue 13): the store's current content for the keys
+    /// listed replaces the machine's for them (an instance's cached state may be older than
+    /// another instance's write; a compare-and-set conflict undoes this instance's own change).
+    /// Not a decision: it emits nothing, persists nothing (what it carries is durable) and
+    /// re-arms the deadlines of what it carries; whatever ran out ends at the next
+    /// [`Input::Tick`].
+    Reload(Box<Reload>),
     /// A CSK provisioned out of band for one MC service ID (the server's lab table of CSKs; in a
     /// deployment CSKs arrive by MIKEY-SAKKE, [`Publish::key_upload`]). The machine ties it to
     /// `mc_id` now and to the IMPU it is first used from (TS 33.180 5.4).

@@ -34,7 +34,7 @@ mod output;
 mod policy;
 mod token;
 
-pub use durable::{Change, Image, ImpuRecord, Persist, Seq, Snapshot};
+pub use durable::{Change, Image, ImpuRecord, Persist, Reload, Seq, Snapshot};
 pub use env::{
     EnvAction, EnvState, Expectation, McxModel, ModelConfig, NetworkKind, PropertyInfo,
     PropertyKind, TokenKind, Trace, TraceStep, Verdict,

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{Change, ImpuRecord, Persist, Seq, Snapshot};
+use crate::durable::{Change, ImpuRecord, Persist, Reload, Seq, Snapshot};
 use crate::ids::{
     ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime,
 };
@@ -125,6 +125,12 @@ impl<K: Ord + Clone, V> Expiring<K, V> {
             self.by_time.remove(&(old, k.clone()));
         }
         self.by_time.insert((until, k));
+    }
+
+    fn remove(&mut self, k: &K) {
+        if let Some((_, until)) = self.entries.remove(k) {
+            self.by_time.remove(&(until, k.clone()));
+        }
     }
 
     fn forget_until(&mut self, now: UnixTime) {
@@ -353,6 +359,10 @@ impl Machine {
                 self.load(now, *snapshot, &mut out);
                 None
             }
+            Input::Reload(reload) => {
+                self.reload(*reload);
+                None
+            }
             Input::ProvisionCsk { csk_id, mc_id } => {
                 if !self.csks.contains_key(&csk_id) {
                     self.journal.csks.insert(csk_id.clone());
@@ -436,6 +446,50 @@ impl Machine {
             ..Journal::default()
         };
         self.tick(now, out);
+    }
+
+    /// Several instances on one store: the listed keys take the store's current value (see
+    /// [`Input::Reload`]). Deadlines follow the tables (`put_*`/`take_*`); nothing is journaled,
+    /// since what a reload carries is what the store holds.
+    fn reload(&mut self, reload: Reload) {
+        for (impu, record) in reload.impus {
+            self.take_registration(&impu);
+            let keys: Vec<BindingKey> = self.bindings_of(&impu).map(|(k, _)| k.clone()).collect();
+            for k in keys {
+                self.take_binding(&k);
+            }
+            let Some(record) = record else { continue };
+            if let Some(r) = record.registration {
+                self.put_registration(impu.clone(), r);
+            }
+            for (service, client_id, b) in record.bindings {
+                let key = BindingKey {
+                    impu: impu.clone(),
+                    service,
+                    client_id,
+                };
+                self.put_binding(key, b);
+            }
+        }
+        for (csk_id, csk) in reload.csks {
+            match csk {
+                Some(c) => self.csks.insert(csk_id, c),
+                None => self.csks.remove(&csk_id),
+            };
+        }
+        for (token_id, owner) in reload.token_owners {
+            self.token_owners.remove(&token_id);
+            if let Some((impu, until)) = owner {
+                self.token_owners.insert(token_id, impu, until);
+            }
+        }
+        for (message_id, until) in reload.key_messages {
+            self.key_messages.remove(&message_id);
+            if let Some(until) = until {
+                self.key_messages.insert(message_id, (), until);
+            }
+        }
+        self.journal.impus.clear();
     }
 
     // TS 24.229 5.4.1.7 (third-party REGISTER); TS 24.379 7.3.2; dossier R-24.

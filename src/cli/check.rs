@@ -258,6 +258,14 @@ pub struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Check the two-instance shared-store model instead (issue 13: two servers, one versioned
+    /// store, compare-and-set; `--variant` and the size flags do not apply).
+    #[arg(long)]
+    pub shared_store: bool,
+    /// With `--shared-store`: the mutation, a blind write instead of the compare-and-set (its
+    /// counterexample is printed; exit 1).
+    #[arg(long, requires = "shared_store")]
+    pub blind_write: bool,
 }
 
 /// One property's result.
@@ -423,6 +431,9 @@ fn threads(t: Option<usize>) -> usize {
 /// Runs `mcx-authz check`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = threads(args.threads);
+    if args.shared_store {
+        return check_shared_store(&args, threads);
+    }
     let mut reports = Vec::new();
     for v in &args.variant.0 {
         let cfg = args.model.config(*v)?;
@@ -623,4 +634,105 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let model: McxModel = cfg.into_model();
     let _checker = model.checker().threads(threads(None)).serve(addr);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mcx-authz check --shared-store`: the two-instance model ([`mcx_model::env::shared`]).
+fn check_shared_store(args: &Args, threads: usize) -> anyhow::Result<ExitCode> {
+    use mcx_model::env::shared::{SharedStoreModel, WriteRule, PINNED_STATES, SHARED_PROPERTIES};
+    let model = SharedStoreModel {
+        write: if args.blind_write {
+            WriteRule::Blind
+        } else {
+            WriteRule::CompareAndSet
+        },
+        ..SharedStoreModel::default()
+    };
+    let start = Instant::now();
+    let checker = model.clone().checker().threads(threads).spawn_bfs().join();
+    let seconds = start.elapsed().as_secs_f64();
+    let found = checker.discoveries();
+    let mut properties = Vec::new();
+    let mut as_expected = true;
+    for p in model.properties() {
+        let discovered = found.get(p.name);
+        let (kind, verdict) = match p.expectation {
+            stateright::Expectation::Sometimes => (
+                "sometimes",
+                if discovered.is_some() {
+                    "holds"
+                } else {
+                    "fails"
+                },
+            ),
+            _ => (
+                "always",
+                if discovered.is_some() {
+                    "fails"
+                } else {
+                    "holds"
+                },
+            ),
+        };
+        as_expected &= verdict == "holds";
+        let meaning = SHARED_PROPERTIES
+            .iter()
+            .find(|(n, _)| *n == p.name)
+            .map_or("", |(_, m)| *m);
+        // A counterexample (always, violated) or a witness (sometimes), as the actions taken.
+        let path = discovered.map(|path| {
+            path.clone()
+                .into_actions()
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+        });
+        properties.push(serde_json::json!({
+            "name": p.name, "kind": kind, "meaning": meaning, "verdict": verdict,
+            "expected": "holds", "path": path,
+        }));
+    }
+    let states = checker.unique_state_count();
+    let report = serde_json::json!({
+        "model": "shared-store",
+        "write": if args.blind_write { "blind" } else { "compare-and-set" },
+        "requests": format!("{:?}", model.requests),
+        "unique_states": states,
+        "pinned_states": PINNED_STATES,
+        "max_depth": checker.max_depth(),
+        "seconds": (seconds * 100.0).round() / 100.0,
+        "as_expected": as_expected,
+        "properties": properties,
+    });
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "shared-store model (two instances, one store, {}): {states} unique states (pinned {PINNED_STATES}), depth {}, {seconds:.2} s",
+            report["write"].as_str().unwrap_or_default(),
+            checker.max_depth()
+        )?;
+        for p in &properties {
+            writeln!(
+                out,
+                "  {:<40} {:<9} {}  ({})",
+                p["name"].as_str().unwrap_or_default(),
+                p["kind"].as_str().unwrap_or_default(),
+                p["verdict"].as_str().unwrap_or_default(),
+                p["meaning"].as_str().unwrap_or_default()
+            )?;
+            if p["kind"] == "always" && p["verdict"] == "fails" {
+                for step in p["path"].as_array().into_iter().flatten() {
+                    writeln!(out, "      {}", step.as_str().unwrap_or_default())?;
+                }
+            }
+        }
+    }
+    Ok(if as_expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

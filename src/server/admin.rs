@@ -154,6 +154,47 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     };
     let token = app.pipeline.validator().stats();
     let mut out = String::new();
+    let shared_stats = lock(&app.shared).shared_store.as_ref().map(|db| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &db.stats;
+        [
+            (
+                "mcx_store_commits_total",
+                "Durable store commits (write transactions, each fsync'd).",
+                st.commits.load(Relaxed),
+            ),
+            (
+                "mcx_store_commit_micros_total",
+                "Time spent in store commits, in microseconds.",
+                st.commit_micros.load(Relaxed),
+            ),
+            (
+                "mcx_store_attempts_total",
+                "Shared store: inputs run (each re-run after a conflict counts).",
+                st.attempts.load(Relaxed),
+            ),
+            (
+                "mcx_store_conflicts_total",
+                "Shared store: compare-and-set conflicts (rolled back, reloaded, re-run).",
+                st.conflicts.load(Relaxed),
+            ),
+            (
+                "mcx_store_reloaded_impus_total",
+                "Shared store: IMPU aggregates replaced by a fresher row.",
+                st.reloaded_impus.load(Relaxed),
+            ),
+            (
+                "mcx_store_gave_up_total",
+                "Shared store: inputs dropped after too many conflicts.",
+                st.gave_up.load(Relaxed),
+            ),
+        ]
+    });
+    for (name, help, v) in shared_stats.into_iter().flatten() {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
     if let Some(store) = lock(&app.shared).store.clone() {
         use std::sync::atomic::Ordering::Relaxed;
         let st = store.stats();

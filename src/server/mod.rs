@@ -41,6 +41,8 @@ pub struct Server {
     ctx: Arc<Ctx>,
     /// The durable store and how many IMPUs it held at start-up.
     store: Option<(Arc<crate::store::Store>, usize)>,
+    /// The shared PostgreSQL store's location and how many IMPUs it held at start-up.
+    shared_store: Option<(std::path::PathBuf, usize)>,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     tls: Vec<(TcpListener, TlsListener)>,
@@ -164,6 +166,12 @@ impl Server {
         // If anything below fails (restoring the CSKs, binding a listener), the store is closed
         // again (its file lock released), so that a caller may try again in the same process.
         let mut close_on_error = CloseOnDrop(opened.store.clone());
+        let shared_location = opened.shared.as_ref().map(|s| s.location().to_owned());
+        if shared_location.is_some() && state.machine.policy().max_devices_per_mc_id.is_some() {
+            // Q-18 counts bindings across IMPUs: no per-IMPU compare-and-set guards that count.
+            anyhow::bail!("[policy] max_devices_per_mc_id cannot be enforced across instances: unset it, or use [store] shared = false (one instance)");
+        }
+        state.shared_store = opened.shared;
         // The config's CSKs (`[[protection.csk]]`) are the ones provisioned: listed before the
         // uploaded ones join the key store, so that no upload is ever re-fed as provisioned.
         let provisioning = keys.as_ref().map(|k| k.provisioning()).unwrap_or_default();
@@ -292,6 +300,7 @@ impl Server {
         Ok(Server {
             ctx: Arc::new(ctx),
             store,
+            shared_store: shared_location.map(|l| (std::path::PathBuf::from(l), loaded)),
             http,
             udp,
             tcp,
@@ -336,6 +345,11 @@ impl Server {
         self.store
             .as_ref()
             .map(|(s, n)| (s.kind(), s.path().to_owned(), *n))
+            .or_else(|| {
+                self.shared_store
+                    .as_ref()
+                    .map(|(p, n)| ("postgres (shared)", p.clone(), *n))
+            })
     }
 
     /// The runtime counters and listener health.

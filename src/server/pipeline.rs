@@ -394,7 +394,11 @@ impl Pipeline {
                     s.step(now, input)
                 };
                 let Some(response) = response else {
-                    tracing::error!("the machine gave no response to a request (bug)");
+                    tracing::error!("no response to a request: dropped after shared-store contention (mcx_sip_dropped_total{{reason=\"store_contention\"}}), else a bug");
+                    // Forget the transaction, so that the client's retransmission runs again.
+                    if let Some(key) = &key {
+                        self.lock().transactions.abandon(*key);
+                    }
                     return None;
                 };
                 let bytes = response::build_response(req, &response, &self.response);
@@ -607,6 +611,10 @@ fn describe(input: &Input) -> (Option<String>, Option<&'static str>) {
             },
         ),
         Input::ThirdPartyRegister(r) => (impu(&r.impu), None),
-        Input::Tick | Input::Restart | Input::Load(_) | Input::ProvisionCsk { .. } => (None, None),
+        Input::Tick
+        | Input::Restart
+        | Input::Load(_)
+        | Input::Reload(_)
+        | Input::ProvisionCsk { .. } => (None, None),
     }
 }

@@ -369,6 +369,9 @@ pub struct Shared {
     /// The durable store the machine's [`Output::Persist`] batches go to (issue 13); `None`:
     /// nothing is kept (`[store] backend = "memory"`).
     pub store: Option<std::sync::Arc<crate::store::Store>>,
+    /// Several instances on one PostgreSQL (`[store] shared = true`): every input runs against
+    /// it (read first, compare-and-set, reload and re-run on a conflict); `store` is then `None`.
+    pub shared_store: Option<crate::store::shared::SharedPg>,
 }
 
 impl Shared {
@@ -386,6 +389,7 @@ impl Shared {
             metrics: Metrics::default(),
             keys: None,
             store: None,
+            shared_store: None,
         }
     }
 
@@ -393,8 +397,29 @@ impl Shared {
     /// logs the binding events and returns the response, if the input was a request.
     pub fn step(&mut self, now: UnixTime, input: Input) -> Option<Response> {
         let mut response = None;
+        let outputs = match self.shared_store.as_mut() {
+            None => self.machine.handle(now, input),
+            Some(db) => {
+                // Committed (compare-and-set) before this returns; `Persist` below is then
+                // already durable. The blocking client runs off the async runtime's thread.
+                let machine = &mut self.machine;
+                let ran = std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || db.step(machine, now, input))
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                });
+                match ran {
+                    Ok(outputs) => outputs,
+                    Err(crate::store::shared::Contention) => {
+                        *self.metrics.dropped.entry("store_contention").or_default() += 1;
+                        return None;
+                    }
+                }
+            }
+        };
         let mut persist = Vec::new();
-        for output in self.machine.handle(now, input) {
+        for output in outputs {
             match output {
                 Output::Response(r) => {
                     if let mcx_model::Outcome::ServiceAuthorisationFailed(reason) = &r.outcome {
@@ -438,6 +463,22 @@ impl Shared {
             .as_ref()
             .map(|k| k.take_sealed())
             .unwrap_or_default();
+        if let (Some(db), false) = (self.shared_store.as_mut(), sealed.is_empty()) {
+            // Shared store: the tie is committed already; its sealed key follows before the
+            // response (a crash between leaves a tie without a key: it fails closed).
+            let ran = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| db.store_sealed(&sealed))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            if let Err(e) = ran {
+                tracing::error!(error = %format!("{e:#}"), "storing an uploaded CSK's sealed key failed: stopping (fail-stop)");
+                eprintln!("mcx-authz: storing an uploaded CSK's sealed key failed: {e:#}; stopping (fail-stop)");
+                std::process::exit(70);
+            }
+            return response;
+        }
         if let Some(store) = &self.store {
             // The machine emits one batch per input; the sealed keys ride the last.
             let last = persist.len().saturating_sub(1);

@@ -21,6 +21,7 @@
 
 pub mod postgres;
 pub mod redb;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,7 @@ use serde::Deserialize;
 /// dir = "mcx-data"        # redb: the data directory (the file is <dir>/mcx.redb)
 /// url = "host=127.0.0.1 port=5432 user=mcx dbname=mcx"   # postgres (`mcx-authz store migrate`)
 /// key_file = "mcx-data/csk-at-rest.key"   # seals uploaded CSKs (default: <dir>/csk-at-rest.key)
+/// shared = false          # postgres: true when several instances share the database
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +55,10 @@ pub struct StoreConfig {
     /// first use); default `<dir>/csk-at-rest.key`. Several instances on one PostgreSQL need
     /// the same file.
     pub key_file: Option<PathBuf>,
+    /// PostgreSQL only: several `serve` instances share the database ([`shared`]): every input
+    /// reads its keys first and writes with a per-IMPU compare-and-set. Default `false`: one
+    /// instance, blind writes, group commit.
+    pub shared: bool,
 }
 
 impl Default for StoreConfig {
@@ -62,6 +68,7 @@ impl Default for StoreConfig {
             dir: PathBuf::from("mcx-data"),
             url: None,
             key_file: None,
+            shared: false,
         }
     }
 }
@@ -82,6 +89,7 @@ impl StoreConfig {
             dir: dir.into(),
             url: None,
             key_file: None,
+            shared: false,
         }
     }
 
@@ -160,8 +168,8 @@ pub enum Backend {
     Redb,
     /// Nothing is kept: a restart loses everything (the pre-issue-13 behaviour).
     Memory,
-    /// PostgreSQL at [`StoreConfig::url`] (one instance per database for now: see
-    /// [`postgres`]).
+    /// PostgreSQL at [`StoreConfig::url`]: one instance ([`postgres`]), or several with
+    /// [`StoreConfig::shared`] ([`shared`]).
     Postgres,
 }
 
@@ -259,10 +267,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// What opening a store gives: the store (`None` for `memory`) and what it held.
+/// What opening a store gives: the store (`None` for `memory` and a shared PostgreSQL) and what
+/// it held.
 pub struct Opened {
     /// The store, to submit batches to.
     pub store: Option<Arc<Store>>,
+    /// The shared PostgreSQL store (`[store] shared = true`), which the machine's inputs run
+    /// against ([`shared::SharedPg::step`]).
+    pub shared: Option<shared::SharedPg>,
     /// Its content, for [`mcx_model::Input::Load`].
     pub snapshot: Snapshot,
     /// The uploaded CSKs' sealed keys (the shell opens them for its key store).
@@ -275,6 +287,7 @@ impl Store {
         match config.backend {
             Backend::Memory => Ok(Opened {
                 store: None,
+                shared: None,
                 snapshot: Snapshot::default(),
                 sealed: Vec::new(),
             }),
@@ -290,6 +303,7 @@ impl Store {
                 let store = Store::start(Box::new(db), "redb", path, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
+                    shared: None,
                     snapshot,
                     sealed,
                 })
@@ -298,12 +312,22 @@ impl Store {
                 let url = config.url.as_deref().ok_or_else(|| {
                     anyhow::anyhow!("[store] backend = \"postgres\" needs [store] url")
                 })?;
+                if config.shared {
+                    let (db, snapshot, sealed) = shared::SharedPg::open(url)?;
+                    return Ok(Opened {
+                        store: None,
+                        shared: Some(db),
+                        snapshot,
+                        sealed,
+                    });
+                }
                 let (mut db, snapshot) = postgres::PgStore::open(url)?;
                 let sealed = db.sealed_csks()?;
                 let where_ = PathBuf::from(db.location());
                 let store = Store::start(Box::new(db), "postgres", where_, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
+                    shared: None,
                     snapshot,
                     sealed,
                 })
@@ -459,7 +483,7 @@ impl Drop for Store {
 }
 
 /// How often lapsed replay-window entries are swept from the store.
-const GC_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const GC_EVERY: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -8,22 +8,23 @@
 //! window's token owners, the accepted I_MESSAGEs and `mcx_meta` (format tag, last durable
 //! sequence number).
 //!
-//! **One server instance per database for now.** The `version` column is there for the
-//! per-IMPU compare-and-set that several instances need (`UPDATE … WHERE impu = $1 AND version
-//! = $2`, reload the IMPU and run the input again on a conflict); that conflict path, and expiry
-//! sweeps shared by several instances, are not built yet (docs/ARCHITECTURE.md).
+//! **One writer per database in this mode** (`[store] shared = false`, the default): batches
+//! are written blind, group-committed. Several instances on one database use `shared = true`
+//! ([`super::shared`]): per-IMPU compare-and-set on `version` (drawn from the sequence
+//! `mcx_version`, never reused), reload and re-run on a conflict.
 
 use anyhow::{bail, Context};
 use mcx_model::{
     Change, Csk, CskId, Impu, ImpuRecord, KeyMessageId, Persist, Seq, Snapshot, TokenId, UnixTime,
 };
-use postgres::{Client, NoTls};
+use postgres::{Client, GenericClient, NoTls};
 
 use super::SealedCsk;
 
 /// The schema, idempotent (`CREATE … IF NOT EXISTS`).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS mcx_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS mcx_version;
 CREATE TABLE IF NOT EXISTS mcx_impu (
     impu text PRIMARY KEY,
     record jsonb NOT NULL,
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS mcx_csk_key (
 );
 INSERT INTO mcx_meta (key, value) VALUES ('format', 'mcx-authz store v1'), ('seq', '0')
     ON CONFLICT (key) DO NOTHING;
+SELECT setval('mcx_version', GREATEST((SELECT last_value FROM mcx_version),
+    (SELECT coalesce(max(version), 1) FROM mcx_impu)));
 ";
 
 /// Creates (or confirms) the schema at `url`.
@@ -93,7 +96,7 @@ impl PgStore {
             client: connect(url)?,
             location: location.clone(),
         };
-        let snapshot = store.read_all().with_context(|| {
+        let (snapshot, _) = read_all(&mut store.client).with_context(|| {
             format!("reading the store at {location} (run `mcx-authz store migrate --url …` once to create it)")
         })?;
         Ok((store, snapshot))
@@ -121,61 +124,61 @@ impl PgStore {
             })
             .collect())
     }
+}
 
-    fn read_all(&mut self) -> anyhow::Result<Snapshot> {
-        let format: Option<String> = self
-            .client
-            .query_opt("SELECT value FROM mcx_meta WHERE key = 'format'", &[])?
-            .map(|r| r.get(0));
-        if format.as_deref() != Some(super::redb::FORMAT) {
-            bail!("format tag {format:?}, expected {:?}", super::redb::FORMAT);
-        }
-        let seq: String = self
-            .client
-            .query_one("SELECT value FROM mcx_meta WHERE key = 'seq'", &[])?
-            .get(0);
-        let mut snapshot = Snapshot {
-            seq: Seq(seq.parse().context("mcx_meta seq")?),
-            ..Snapshot::default()
-        };
-        for row in self
-            .client
-            .query("SELECT impu, record FROM mcx_impu ORDER BY impu", &[])?
-        {
-            let impu: String = row.get(0);
-            let record: ImpuRecord = serde_json::from_value(row.get(1))
-                .with_context(|| format!("impu record {impu:?}"))?;
-            snapshot.impus.push((Impu::new(impu), record));
-        }
-        for row in self
-            .client
-            .query("SELECT csk_id, tie FROM mcx_csk ORDER BY csk_id", &[])?
-        {
-            let id: String = row.get(0);
-            let csk: Csk =
-                serde_json::from_value(row.get(1)).with_context(|| format!("csk {id:?}"))?;
-            snapshot.csks.push((CskId::new(id), csk));
-        }
-        for row in self.client.query(
-            "SELECT token_id, impu, until_s FROM mcx_token_owner ORDER BY token_id",
-            &[],
-        )? {
-            let (t, i, u): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
-            snapshot
-                .token_owners
-                .push((TokenId::new(t), Impu::new(i), UnixTime(u.max(0) as u64)));
-        }
-        for row in self.client.query(
-            "SELECT message_id, until_s FROM mcx_key_message ORDER BY message_id",
-            &[],
-        )? {
-            let (m, u): (String, i64) = (row.get(0), row.get(1));
-            snapshot
-                .key_messages
-                .push((KeyMessageId::new(m), UnixTime(u.max(0) as u64)));
-        }
-        Ok(snapshot)
+/// Reads the whole store (and each IMPU row's version) through `client`: a connection, or a
+/// transaction (the shared store reads in one repeatable-read transaction).
+pub(super) fn read_all(
+    client: &mut impl GenericClient,
+) -> anyhow::Result<(Snapshot, Vec<(Impu, i64)>)> {
+    let format: Option<String> = client
+        .query_opt("SELECT value FROM mcx_meta WHERE key = 'format'", &[])?
+        .map(|r| r.get(0));
+    if format.as_deref() != Some(super::redb::FORMAT) {
+        bail!("format tag {format:?}, expected {:?}", super::redb::FORMAT);
     }
+    let seq: String = client
+        .query_one("SELECT value FROM mcx_meta WHERE key = 'seq'", &[])?
+        .get(0);
+    let mut snapshot = Snapshot {
+        seq: Seq(seq.parse().context("mcx_meta seq")?),
+        ..Snapshot::default()
+    };
+    let mut versions = Vec::new();
+    for row in client.query(
+        "SELECT impu, record, version FROM mcx_impu ORDER BY impu",
+        &[],
+    )? {
+        let impu: String = row.get(0);
+        let record: ImpuRecord =
+            serde_json::from_value(row.get(1)).with_context(|| format!("impu record {impu:?}"))?;
+        versions.push((Impu::new(impu.clone()), row.get::<_, i64>(2)));
+        snapshot.impus.push((Impu::new(impu), record));
+    }
+    for row in client.query("SELECT csk_id, tie FROM mcx_csk ORDER BY csk_id", &[])? {
+        let id: String = row.get(0);
+        let csk: Csk = serde_json::from_value(row.get(1)).with_context(|| format!("csk {id:?}"))?;
+        snapshot.csks.push((CskId::new(id), csk));
+    }
+    for row in client.query(
+        "SELECT token_id, impu, until_s FROM mcx_token_owner ORDER BY token_id",
+        &[],
+    )? {
+        let (t, i, u): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        snapshot
+            .token_owners
+            .push((TokenId::new(t), Impu::new(i), UnixTime(u.max(0) as u64)));
+    }
+    for row in client.query(
+        "SELECT message_id, until_s FROM mcx_key_message ORDER BY message_id",
+        &[],
+    )? {
+        let (m, u): (String, i64) = (row.get(0), row.get(1));
+        snapshot
+            .key_messages
+            .push((KeyMessageId::new(m), UnixTime(u.max(0) as u64)));
+    }
+    Ok((snapshot, versions))
 }
 
 fn secs(t: UnixTime) -> i64 {
@@ -196,9 +199,9 @@ impl super::Writer for PgStore {
                     Change::Impu { impu, record } => match record {
                         Some(r) => {
                             tx.execute(
-                                "INSERT INTO mcx_impu (impu, record) VALUES ($1, $2) \
+                                "INSERT INTO mcx_impu (impu, record, version) VALUES ($1, $2, nextval('mcx_version')) \
                                  ON CONFLICT (impu) DO UPDATE \
-                                 SET record = EXCLUDED.record, version = mcx_impu.version + 1",
+                                 SET record = EXCLUDED.record, version = nextval('mcx_version')",
                                 &[&impu.as_str(), &serde_json::to_value(r)?],
                             )?;
                         }

@@ -533,3 +533,126 @@ pub fn tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A throw-away PostgreSQL cluster: `initdb` in a scratch dir, the postmaster on a loopback
+/// port (as the `postgres` user when the test runs as root, which `initdb` refuses), stopped by
+/// its PID (fast shutdown, then SIGKILL) when dropped.
+pub struct Cluster {
+    pub port: u16,
+    postmaster: std::process::Child,
+    _dir: Scratch,
+}
+
+/// A PostgreSQL server program: from Debian's versioned directory (the newest), else `PATH`.
+pub fn pg_tool(tool: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|r| r.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join(tool))
+        .find(|p| p.exists())
+        .or_else(|| find_tool(tool))
+        .unwrap_or_else(|| {
+            panic!("{tool} is not installed: bash .ci/install-deps.sh installs the Debian package postgresql")
+        })
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = Scratch::new("pg");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let as_postgres = |tool: &str| {
+            let mut c = if root {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+                    .arg(pg_tool(tool));
+                c
+            } else {
+                Command::new(pg_tool(tool))
+            };
+            c.stdin(std::process::Stdio::null());
+            c
+        };
+        if root {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir.path)
+                .status()
+                .expect("chown");
+            assert!(chown.success());
+        }
+        let data = dir.join("data");
+        let init = run_bounded(
+            "initdb",
+            as_postgres("initdb").arg("-D").arg(&data).args([
+                "-A",
+                "trust",
+                "-U",
+                "mcx",
+                "--no-sync",
+            ]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(init.code(), Some(0), "initdb: {init:?}");
+        let port = free_ports(1);
+        let log = std::fs::File::create(dir.join("postgres.log")).expect("log");
+        let postmaster = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir.path)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        let cluster = Cluster {
+            port,
+            postmaster,
+            _dir: dir,
+        };
+        // Ready when the schema can be made (and `store migrate` is idempotent: twice).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ok = 0;
+        while ok < 2 {
+            let m = run_bounded(
+                "mcx-authz store migrate",
+                Command::new(mcx_bin()).args(["store", "migrate", "--url", &cluster.url()]),
+                Duration::from_secs(30),
+            );
+            if m.code() == Some(0) {
+                assert!(m.stdout.contains("schema ready"), "{m:?}");
+                ok += 1;
+            } else {
+                assert!(Instant::now() < deadline, "postgres did not come up: {m:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=mcx dbname=postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pid = self.postmaster.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.postmaster.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.postmaster.kill();
+        let _ = self.postmaster.wait();
+    }
+}

@@ -43,6 +43,7 @@ mod network;
 mod properties;
 mod scenarios;
 mod search;
+pub mod shared;
 mod trace;
 mod ue;
 
