@@ -61,7 +61,8 @@ pub(super) fn initial_store(crash: bool, server: &Machine) -> Option<Image> {
 /// The driver's writer: a batch becomes durable before the response that waits for it is sent
 /// (the environment hands the response to the UE after this).
 pub(super) fn persisted(s: &mut EnvState, batch: &Persist) {
-    if let Some(store) = &mut s.store {
+    if let Some(store) = s.store.as_mut().filter(|_| !batch.changes.is_empty()) {
+        let store = store.make_mut();
         for c in &batch.changes {
             store.apply_change(c);
         }
@@ -77,8 +78,8 @@ impl McxModel {
         let now = UnixTime(u64::from(s.now));
         let mut server = Machine::new(self.cfg.machine_policy());
         let out = server.handle(now, Input::Load(Box::new(store.snapshot())));
-        s.server = server;
-        effect.input = Some(Input::Load(Box::new(store.snapshot())));
+        s.server = super::Shared::new(server);
+        effect.record(|| Input::Load(Box::new(store.snapshot())));
         for o in out {
             match o {
                 Output::Binding(e) => effect.events.push(e),
@@ -101,8 +102,17 @@ impl McxModel {
 }
 
 /// Property **acknowledged-implies-durable**: every registration and binding the server holds
-/// is in the store, as the server holds it (vacuous when crashes are not explored).
+/// is in the store, as the server holds it (vacuous when crashes are not explored). Judged on
+/// [`EnvState::durable_gap`], which each step that changes the server or the store recomputes
+/// with [`server_in_store`] (the comparison takes a snapshot of the machine: too dear for every
+/// state when most steps change neither).
 pub(super) fn acknowledged_durable(_: &McxModel, s: &EnvState) -> bool {
+    !s.durable_gap
+}
+
+/// Whether every registration and binding the server holds is in the store, as the server holds
+/// it (true when crashes are not explored).
+pub(super) fn server_in_store(s: &EnvState) -> bool {
     let Some(store) = &s.store else {
         return true;
     };
@@ -184,6 +194,7 @@ mod tests {
     fn a_crash_loses_nothing_the_machine_persisted() {
         let (model, s) = bound_state();
         assert!(acknowledged_durable(&model, &s));
+        assert!(server_in_store(&s));
         let after = model.next_state(&s, EnvAction::Crash).expect("crash");
         assert!(no_binding_lost(&model, &after));
         assert_eq!(after, s, "a crash that loses nothing is a self-loop");
@@ -202,8 +213,9 @@ mod tests {
         s.store
             .as_mut()
             .unwrap()
+            .make_mut()
             .apply_change(&crate::durable::Change::Impu { impu, record: None });
-        assert!(!acknowledged_durable(&model, &s));
+        assert!(!server_in_store(&s));
         let after = model.next_state(&s, EnvAction::Crash).expect("crash");
         assert!(
             !no_binding_lost(&model, &after),
