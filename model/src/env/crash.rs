@@ -25,7 +25,10 @@
 //! A crash that loses nothing leads back to the very state it left (the step facts included):
 //! exploring crashes costs no state when the properties hold.
 
-use super::{EnvState, McxModel, StepEffect};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{EnvState, McxModel, Shared, StepEffect};
 use crate::durable::{Image, Persist};
 use crate::ids::UnixTime;
 use crate::input::Input;
@@ -58,6 +61,50 @@ pub(super) fn initial_store(crash: bool, server: &Machine) -> Option<Image> {
     })
 }
 
+/// What [`Input::Load`] of a store makes at a time: the same for every state that holds that
+/// store at that time (most steps change neither), so the checker loads each (store, time) once.
+/// Bounded: forgotten wholesale past [`Loads::CAPACITY`] entries.
+#[derive(Debug, Default)]
+pub(super) struct Loads {
+    memo: Mutex<HashMap<(u64, u8), Vec<LoadEntry>>>,
+}
+
+type LoadEntry = (Shared<Image>, Shared<Machine>, Vec<Output>);
+
+impl Loads {
+    const CAPACITY: usize = 1 << 14;
+
+    /// The machine (and its outputs) that loading `store` at tick `now` makes; `load` computes
+    /// it the first time.
+    fn load(
+        &self,
+        store: &Shared<Image>,
+        now: u8,
+        load: impl FnOnce() -> (Machine, Vec<Output>),
+    ) -> (Shared<Machine>, Vec<Output>) {
+        let key = (store.digest(), now);
+        if let Ok(memo) = self.memo.lock() {
+            if let Some((_, m, out)) = memo
+                .get(&key)
+                .and_then(|v| v.iter().find(|(s, _, _)| s == store))
+            {
+                return (m.clone(), out.clone());
+            }
+        }
+        let (machine, out) = load();
+        let machine = Shared::new(machine);
+        if let Ok(mut memo) = self.memo.lock() {
+            if memo.len() >= Self::CAPACITY {
+                memo.clear();
+            }
+            memo.entry(key)
+                .or_default()
+                .push((store.clone(), machine.clone(), out.clone()));
+        }
+        (machine, out)
+    }
+}
+
 /// The driver's writer: a batch becomes durable before the response that waits for it is sent
 /// (the environment hands the response to the UE after this).
 pub(super) fn persisted(s: &mut EnvState, batch: &Persist) {
@@ -76,10 +123,18 @@ impl McxModel {
             return;
         };
         let now = UnixTime(u64::from(s.now));
-        let mut server = Machine::new(self.cfg.machine_policy());
-        let out = server.handle(now, Input::Load(Box::new(store.snapshot())));
-        s.server = super::Shared::new(server);
+        let (server, out) = self.loads.load(store, s.now, || {
+            let mut server = Machine::new(self.cfg.machine_policy());
+            let out = server.handle(now, Input::Load(Box::new(store.snapshot())));
+            (server, out)
+        });
         effect.record(|| Input::Load(Box::new(store.snapshot())));
+        // Most crashes lose nothing and load the very machine they killed: keep sharing it.
+        s.server = if server == last.server {
+            last.server.clone()
+        } else {
+            server
+        };
         for o in out {
             match o {
                 Output::Binding(e) => effect.events.push(e),
@@ -94,7 +149,7 @@ impl McxModel {
         });
         if lost {
             s.step |= LOST_BINDING;
-        } else if s.server == last.server {
+        } else if s.server.same(&last.server) {
             // Nothing lost, nothing changed: the very state the crash left (facts included).
             s.step = last.step;
         }

@@ -279,6 +279,8 @@ pub struct McxModel {
     impu_index: HashMap<Impu, u8>,
     mc_id_user: HashMap<McId, u8>,
     service_set: ServiceSet,
+    /// Crash restarts already computed, shared by the checker's threads (see [`crash::Loads`]).
+    loads: std::sync::Arc<crash::Loads>,
 }
 
 impl McxModel {
@@ -325,6 +327,7 @@ impl McxModel {
             impu_index,
             mc_id_user,
             service_set,
+            loads: Default::default(),
         }
     }
 

@@ -46,6 +46,11 @@ impl<T: Hash> Shared<T> {
         }
     }
 
+    /// The digest the fingerprint hashes (computed now if a change left it unknown).
+    pub fn digest(&self) -> u64 {
+        self.digest.unwrap_or_else(|| digest(&*self.inner))
+    }
+
     /// Whether `self` and `other` are the very same part (not merely equal).
     pub fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
