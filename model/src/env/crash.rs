@@ -256,6 +256,31 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_is_loaded_once_per_store_and_time_and_the_same_as_a_fresh_load() {
+        let (model, s) = bound_state();
+        let first = model.next_state(&s, EnvAction::Crash).expect("crash");
+        let calls = std::cell::Cell::new(0);
+        let store = s.store.as_ref().expect("crashes explored");
+        let fresh = || {
+            calls.set(calls.get() + 1);
+            let mut m = Machine::new(model.config().machine_policy());
+            let out = m.handle(
+                UnixTime(u64::from(s.now)),
+                Input::Load(Box::new(store.snapshot())),
+            );
+            (m, out)
+        };
+        // The crash above filled the memo: the same store at the same time is not loaded again.
+        let (memo, _) = model.loads.load(store, s.now, fresh);
+        assert_eq!(calls.get(), 0);
+        assert_eq!(*memo, fresh().0);
+        assert_eq!(*first.server, *memo);
+        // Another time is another entry.
+        let (_, _) = model.loads.load(store, s.now + 1, fresh);
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
     fn a_change_left_out_of_the_store_is_caught_by_both_properties() {
         let (model, mut s) = bound_state();
         // As if the driver had sent the 2xx without persisting: the store lacks the binding.
