@@ -134,6 +134,12 @@ impl UploadReceiver {
         self.receiver.uri()
     }
 
+    /// The key that seals accepted uploads for the durable store (derived from the server's
+    /// RSK: [`mcx_sec::csk_at_rest`]).
+    pub fn storage_key(&self) -> mcx_sec::csk_at_rest::StorageKey {
+        self.receiver.storage_key()
+    }
+
     /// The KMS certificates trusted.
     pub fn certificates(&self) -> &[KmsCertificate] {
         &self.certs

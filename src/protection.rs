@@ -197,6 +197,10 @@ pub struct KeyStore {
     /// The CSK uploaded with the request the machine is handling now (set and cleared while
     /// the shared state is locked, so it is one request's): [`KeyStore::accept`] keeps it.
     staged: std::sync::Mutex<Option<CskEntry>>,
+    /// Seals accepted uploads for the durable store (issue 13); with the upload receiver.
+    at_rest: Option<mcx_sec::csk_at_rest::StorageKey>,
+    /// Uploads accepted by the step in progress, sealed, for the store batch of that step.
+    sealed: std::sync::Mutex<Vec<crate::store::SealedCsk>>,
 }
 
 /// Clears [`KeyStore`]'s staged upload when dropped.
@@ -240,13 +244,70 @@ impl KeyStore {
             reading,
             uploads: None,
             staged: std::sync::Mutex::new(None),
+            at_rest: None,
+            sealed: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// The same store, reading CSK uploads with `uploads` (TS 33.180 5.4).
     pub fn with_uploads(mut self, uploads: crate::mikey::UploadReceiver) -> KeyStore {
+        self.at_rest = Some(uploads.storage_key());
         self.uploads = Some(uploads);
         self
+    }
+
+    /// The uploads accepted since the last call, sealed: the store writes them with the batch
+    /// that ties them, so a 2xx never acknowledges a CSK a crash could lose (issue 13).
+    pub fn take_sealed(&self) -> Vec<crate::store::SealedCsk> {
+        std::mem::take(&mut *self.sealed.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts back the uploaded CSKs a restarted server finds in its store: each sealed key is
+    /// opened for the tie the machine's snapshot holds (TS 33.180 5.4: CSK-ID, MC service ID).
+    /// A key without a tie is left alone (the tie is what the machine checks); a key that does
+    /// not open (the server's RSK changed, or the row was altered) stops the start: nothing is
+    /// silently dropped. Without upload material (MIKEY-SAKKE off) nothing can be opened, and
+    /// the count is returned for the caller to warn about. Returns (restored, not openable for
+    /// want of a key).
+    pub fn restore(
+        &self,
+        ties: &[(mcx_model::CskId, mcx_model::Csk)],
+        sealed: &[crate::store::SealedCsk],
+    ) -> anyhow::Result<(usize, usize)> {
+        let Some(key) = &self.at_rest else {
+            return Ok((0, sealed.len()));
+        };
+        let mut restored = 0;
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        for s in sealed {
+            let Some((_, tie)) = ties.iter().find(|(id, _)| *id == s.csk_id) else {
+                continue;
+            };
+            let id: CskId = s
+                .csk_id
+                .as_str()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("stored CSK-ID {:?}: {e}", s.csk_id.as_str()))?;
+            let mc_id = tie.mc_id.as_str();
+            let csk = key.open(id, mc_id, &s.sealed).map_err(|e| {
+                anyhow::anyhow!(
+                    "stored CSK {id} (MC service ID {mc_id}): {e}; the store was written by a server with another MIKEY-SAKKE key set, or altered. Inspect it with `mcx-authz store check`"
+                )
+            })?;
+            if mcx_sec::csk::CskStore::csk(&*table, id).is_some() {
+                // A `[[protection.csk]]` of the config has this CSK-ID: the config's wins.
+                continue;
+            }
+            table
+                .insert(CskEntry {
+                    id,
+                    csk,
+                    mc_id: mc_id.to_owned(),
+                })
+                .map_err(|e| anyhow::anyhow!("restoring CSK {id}: {e}"))?;
+            restored += 1;
+        }
+        Ok((restored, 0))
     }
 
     /// What reads CSK uploads, if the server has MIKEY-SAKKE material.
@@ -276,6 +337,16 @@ impl KeyStore {
             return false;
         };
         entry.mc_id = mc_id.as_str().to_owned();
+        if let Some(key) = &self.at_rest {
+            let sealed = key.seal(&entry, rand::random::<[u8; 12]>());
+            self.sealed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(crate::store::SealedCsk {
+                    csk_id: mcx_model::CskId::new(id.to_string()),
+                    sealed,
+                });
+        }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         table.remove(id);
         table.insert(entry).is_ok()

@@ -28,37 +28,64 @@ const SERVER: &str = "sip:mcx.example.org";
 const NS: &str = "urn:3gpp:ns:mcsecKMSInterface:1.0";
 
 struct Lab {
-    server: TestServer,
+    /// `None` only between the stop and the start of [`Lab::restart`].
+    running: Option<TestServer>,
     dir: std::path::PathBuf,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.running = None;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Post-cr as served, with the lab KMS in a fresh data dir (created by the server at start, as
 /// `serve` does) that the KMS resource server serves too.
-fn start(tag: &str) -> Lab {
+fn start(tag: &str, durable: bool) -> Lab {
     let dir = std::env::temp_dir().join(format!("mcx-mikey-upload-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.clone();
-    let server = TestServer::start(move |c| {
-        c.policy.overrides.remove("token_protection");
-        c.http.data_dir = Some(d.clone());
-        c.mikey.kms_dir = Some(d.join("kms"));
-        c.mikey.lab_create = Some(true);
-    });
+    let server = serve_in(&dir, durable);
     assert!(
         dir.join("kms/certificate.toml").exists(),
         "serve made the lab KMS"
     );
-    Lab { server, dir }
+    Lab {
+        running: Some(server),
+        dir,
+    }
+}
+
+/// `serve` post-cr as served, its lab KMS in `dir/kms` (made on the first start, reused after);
+/// with `durable`, its store in `dir/data` (redb, the default backend).
+fn serve_in(dir: &std::path::Path, durable: bool) -> TestServer {
+    let d = dir.to_path_buf();
+    TestServer::start(move |c| lab_config(c, &d, durable))
+}
+
+fn lab_config(c: &mut mcx_authz::server::ServerConfig, dir: &std::path::Path, durable: bool) {
+    c.policy.overrides.remove("token_protection");
+    c.http.data_dir = Some(dir.to_path_buf());
+    c.mikey.kms_dir = Some(dir.join("kms"));
+    c.mikey.lab_create = Some(true);
+    if durable {
+        c.store = mcx_authz::store::StoreConfig::redb(dir.join("data"));
+    }
 }
 
 impl Lab {
+    fn server(&self) -> &TestServer {
+        self.running.as_ref().expect("server running")
+    }
+
+    /// Stops the server (its store closed, the file lock released) and starts another on the
+    /// same directories, durable.
+    fn restart(&mut self) {
+        self.running = None;
+        self.running = Some(serve_in(&self.dir, true));
+    }
+
     fn kms(&self) -> std::path::PathBuf {
         self.dir.join("kms")
     }
@@ -69,19 +96,19 @@ impl Lab {
             mcx_authz::mikey::read_toml(&self.kms().join("certificate.toml")).unwrap();
         let secrets: KmsSecrets =
             mcx_authz::mikey::read_toml(&self.kms().join("secrets.toml")).unwrap();
-        mcx_authz::mikey::provision(&self.kms(), &cert, &secrets, uri, self.server.now().0)
+        mcx_authz::mikey::provision(&self.kms(), &cert, &secrets, uri, self.server().now().0)
             .unwrap();
     }
 
     /// A token of `mc_id` for MCPTT and its key management (the KMS scope).
     fn token(&self, mc_id: &str) -> String {
-        let mut req = MintRequest::all_services(mc_id, self.server.now());
+        let mut req = MintRequest::all_services(mc_id, self.server().now());
         req.scopes = Some(vec![
             "openid".into(),
             "3gpp:mc:ptt_service".into(),
             "3gpp:mc:ptt_key_management_service".into(),
         ]);
-        self.server.lab.mint(&req).expect("mint")
+        self.server().lab.mint(&req).expect("mint")
     }
 
     /// POST to the KMS (TS 33.180 D.2) with the bearer token; the XML body.
@@ -93,7 +120,7 @@ impl Lab {
             .into();
         let url = format!(
             "http://{}/keymanagement/identity/v1/{what}",
-            self.server.http.expect("KMS listener")
+            self.server().http.expect("KMS listener")
         );
         let mut r = agent
             .post(&url)
@@ -205,12 +232,106 @@ fn rows(s: &TestServer) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Issue 13 for uploaded CSKs: the key a user uploaded (TS 33.180 5.4) is kept in the durable
+/// store with its tie, sealed (never in the clear), and written before the 200; after a restart
+/// the user's next PUBLISH protected under it binds as before, and the tie still holds it to its
+/// IMPU. A sealed key that was altered stops the next start with an error that names
+/// `store check`: the server does not start without a CSK it acknowledged.
+#[test]
+fn an_uploaded_csk_survives_a_restart_sealed_in_the_store() {
+    let mut lab = start("restart", true);
+    lab.provision(ALICE);
+    let c = lab.server().udp_client();
+    for impu in [UE1, UE2] {
+        assert_eq!(c.send(&third_party_register(impu, 600)).status, 200);
+    }
+    let token = lab.token(ALICE);
+    let (cert, keys) = lab.fetch(&token);
+    let now = lab.server().now().0;
+    let (id, csk, message) = mcx_authz::mikey::upload_with(&cert, &keys, SERVER, now).unwrap();
+    let entry = CskEntry {
+        id,
+        csk,
+        mc_id: ALICE.into(),
+    };
+    let (ct, body) = upload_body(&message, &entry, &token);
+    let r = c.send(&publish(UE1, &ct, body));
+    assert_eq!(r.status, 200, "{}", r.raw);
+    drop(c);
+
+    lab.restart();
+    let store = lab.dir.join("data").join(mcx_authz::store::redb::FILE);
+    let bytes = std::fs::read(&store).expect("the store file");
+    assert!(
+        !bytes.windows(16).any(|w| w == entry.csk.octets()),
+        "the CSK is not in the store in the clear"
+    );
+    let s = lab.server();
+    assert_eq!(
+        rows(s),
+        vec![(UE1.into(), ALICE.into())],
+        "bound after restart"
+    );
+    let c = s.udp_client();
+    let (info, sig) = protected(&entry, &lab.token(ALICE));
+    let (ct2, body2) = upload_multipart_without_mikey(&info, &sig);
+    let r = c.send(&publish(UE1, &ct2, body2.clone()));
+    assert_eq!(r.status, 200, "the uploaded CSK after a restart: {}", r.raw);
+    // Still tied to UE1 (TS 33.180 5.4).
+    refused(
+        &c.send(&publish(UE2, &ct2, body2)),
+        "the CSK from another IMPU",
+    );
+    assert_eq!(rejections(s, "csk_other_impu"), 1);
+    drop(c);
+
+    // Alter the sealed key (one octet of its ciphertext) while the server is stopped.
+    lab.running = None;
+    {
+        let db = redb::Database::open(&store).expect("open the store");
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("csk_key");
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(table).unwrap();
+            let key = id.to_string();
+            let mut sealed = redb::ReadableTable::get(&t, key.as_str())
+                .unwrap()
+                .expect("the sealed key")
+                .value()
+                .to_vec();
+            sealed[20] ^= 1;
+            t.insert(key.as_str(), sealed.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = bind_error(&lab.dir);
+    assert!(
+        err.contains("store check") && err.contains(&id.to_string()),
+        "{err}"
+    );
+}
+
+/// What `Server::bind` says when it refuses to start on `dir` (as [`serve_in`], durable).
+fn bind_error(dir: &std::path::Path) -> String {
+    let lab = mcx_authz::token::LabIdms::ephemeral(&[jsonwebtoken::Algorithm::ES256]).unwrap();
+    let mut c = test_config(&lab);
+    lab_config(&mut c, dir, true);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(mcx_authz::server::Server::bind(c)) {
+        Ok(_) => panic!("the server started on an altered sealed CSK"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 #[test]
 fn key_material_from_our_kms_then_upload_then_bind() {
-    let lab = start("e2e");
+    let lab = start("e2e", false);
     lab.provision(ALICE);
     lab.provision(BOB);
-    let s = &lab.server;
+    let s = lab.server();
     let c = s.udp_client();
     for impu in [UE1, UE2] {
         assert_eq!(c.send(&third_party_register(impu, 600)).status, 200);

@@ -155,6 +155,12 @@ impl Receiver {
         })
     }
 
+    /// The key that seals an uploaded CSK in the server's durable store
+    /// ([`crate::csk_at_rest`]), derived from this receiver's RSK.
+    pub fn storage_key(&self) -> crate::csk_at_rest::StorageKey {
+        self.decapsulator.storage_key()
+    }
+
     /// The receiver's URI.
     pub fn uri(&self) -> &str {
         &self.uri

@@ -20,6 +20,7 @@
 //! - [`xmldsig`]: XML signature of MIME bodies (TS 33.180 clause 9, HMAC-SHA-256).
 
 pub mod csk;
+pub mod csk_at_rest;
 pub mod csk_upload;
 pub mod eccsi;
 pub mod kdf;

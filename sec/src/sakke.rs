@@ -588,6 +588,12 @@ impl Decapsulator {
     pub fn decapsulate(&self, encapsulated: &[u8]) -> Result<Ssv, SakkeError> {
         decapsulate_with(encapsulated, &self.id, &self.rsk, &self.base)
     }
+
+    /// The key that seals what this receiver learnt for storage at rest (HKDF of the RSK:
+    /// [`crate::csk_at_rest`]).
+    pub fn storage_key(&self) -> crate::csk_at_rest::StorageKey {
+        crate::csk_at_rest::StorageKey::derive(&self.rsk.bytes[..])
+    }
 }
 
 /// Decapsulates (RFC 6508 6.2.2): the receiver `id` (b) with its RSK and its KMS's public

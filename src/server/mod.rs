@@ -155,6 +155,21 @@ impl Server {
             .await
             .context("opening the store")??;
         state.store = opened.store.clone();
+        // The uploaded CSKs' keys back into the key store, for the ties the snapshot holds.
+        if let Some(k) = &keys {
+            let (restored, unopened) = k.restore(&opened.snapshot.csks, &opened.sealed)?;
+            if restored > 0 {
+                tracing::info!(restored, "uploaded CSKs restored from the store");
+            }
+            if unopened > 0 {
+                tracing::warn!(unopened, "the store holds uploaded CSKs, but without MIKEY-SAKKE material this server cannot open them: PUBLISHes protected under them will be refused until the users upload again");
+            }
+        } else if !opened.sealed.is_empty() {
+            tracing::warn!(
+                stored = opened.sealed.len(),
+                "the store holds uploaded CSKs, but token protection is off: they are not used"
+            );
+        }
         let loaded = opened.snapshot.impus.len();
         let now = state.clock.now();
         state.step(now, mcx_model::Input::Load(Box::new(opened.snapshot)));

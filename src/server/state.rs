@@ -357,6 +357,7 @@ impl Shared {
     /// logs the binding events and returns the response, if the input was a request.
     pub fn step(&mut self, now: UnixTime, input: Input) -> Option<Response> {
         let mut response = None;
+        let mut persist = Vec::new();
         for output in self.machine.handle(now, input) {
             match output {
                 Output::Response(r) => {
@@ -371,12 +372,9 @@ impl Shared {
                 }
                 Output::Binding(event) => self.record(&event),
                 // Issue 13: queued in the order the machine numbered them (this lock orders
-                // them); the response waits for it.
-                Output::Persist(batch) => {
-                    if let Some(store) = &self.store {
-                        store.submit(batch, now);
-                    }
-                }
+                // them); the response waits for it. Submitted after the other outputs, so that
+                // the CSK an accepted upload keeps is sealed into the same batch as its tie.
+                Output::Persist(batch) => persist.push(batch),
                 Output::Csk(event) => {
                     // The key store is the shell's: it keeps an accepted upload's CSK (staged by
                     // the pipeline with this request) and forgets (zeroizes) a dropped one.
@@ -397,6 +395,20 @@ impl Shared {
                     };
                     *self.metrics.binding_events.entry(kind.into()).or_default() += 1;
                 }
+            }
+        }
+        let sealed = self
+            .keys
+            .as_ref()
+            .map(|k| k.take_sealed())
+            .unwrap_or_default();
+        if let Some(store) = &self.store {
+            // The machine emits one batch per input; the sealed keys ride the last.
+            let last = persist.len().saturating_sub(1);
+            let mut sealed = Some(sealed);
+            for (i, batch) in persist.into_iter().enumerate() {
+                let keys = if i == last { sealed.take() } else { None };
+                store.submit(batch, keys.unwrap_or_default(), now);
             }
         }
         response

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use mcx_model::{Persist, Seq, Snapshot, UnixTime};
 use serde::Deserialize;
 
@@ -91,11 +92,58 @@ pub enum Backend {
     Postgres,
 }
 
+/// An uploaded CSK as the store keeps it beside the machine's tie: sealed by the shell
+/// ([`mcx_sec::csk_at_rest`], under a key derived from the server's RSK), so the store never
+/// holds the key in the clear and the machine never sees it. Written in the same transaction
+/// as the tie ([`mcx_model::Change::Csk`]), removed with it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedCsk {
+    /// The CSK-ID (the tie's key).
+    pub csk_id: mcx_model::CskId,
+    /// The sealed key ([`mcx_sec::csk_at_rest::SEALED_LEN`] octets).
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedCsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SealedCsk({}, {} octets)",
+            self.csk_id,
+            self.sealed.len()
+        )
+    }
+}
+
+/// The sealed keys of one commit whose tie the commit leaves in place: a CSK accepted and
+/// dropped within one group commit leaves no sealed key behind.
+fn sealed_kept(batches: &[Persist], sealed: Vec<SealedCsk>) -> Vec<SealedCsk> {
+    sealed
+        .into_iter()
+        .filter(|s| {
+            let last = batches
+                .iter()
+                .rev()
+                .flat_map(|b| b.changes.iter().rev())
+                .find_map(|c| match c {
+                    mcx_model::Change::Csk { csk_id, csk } if *csk_id == s.csk_id => Some(csk),
+                    _ => None,
+                });
+            matches!(last, Some(Some(_)))
+        })
+        .collect()
+}
+
 /// Where a store keeps batches: one durable transaction per [`Writer::commit`].
 pub trait Writer: Send + 'static {
-    /// Writes `batches` in one transaction and makes it durable before returning; with `gc`,
-    /// also forgets replay entries lapsed at that time.
-    fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()>;
+    /// Writes `batches` and the `sealed` keys of the CSKs they tie in one transaction and makes
+    /// it durable before returning; with `gc`, also forgets replay entries lapsed at that time.
+    fn commit(
+        &mut self,
+        batches: &[Persist],
+        sealed: &[SealedCsk],
+        gc: Option<UnixTime>,
+    ) -> anyhow::Result<()>;
 }
 
 /// Commit counters, for `/metrics` and the benchmark.
@@ -113,6 +161,7 @@ pub struct StoreStats {
 
 struct Queue {
     batches: Vec<Persist>,
+    sealed: Vec<SealedCsk>,
     /// The latest machine time submitted: replay-window entries lapsed by it are garbage.
     now: UnixTime,
     stop: bool,
@@ -143,6 +192,8 @@ pub struct Opened {
     pub store: Option<Arc<Store>>,
     /// Its content, for [`mcx_model::Input::Load`].
     pub snapshot: Snapshot,
+    /// The uploaded CSKs' sealed keys (the shell opens them for its key store).
+    pub sealed: Vec<SealedCsk>,
 }
 
 impl Store {
@@ -152,26 +203,36 @@ impl Store {
             Backend::Memory => Ok(Opened {
                 store: None,
                 snapshot: Snapshot::default(),
+                sealed: Vec::new(),
             }),
             Backend::Redb => {
                 let (db, snapshot) = redb::RedbStore::open(&config.dir)?;
+                let sealed = db.sealed_csks().with_context(|| {
+                    format!(
+                        "reading the sealed CSKs of {}; inspect it with `mcx-authz store check`",
+                        db.path().display()
+                    )
+                })?;
                 let path = db.path().to_owned();
                 let store = Store::start(Box::new(db), "redb", path, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
                     snapshot,
+                    sealed,
                 })
             }
             Backend::Postgres => {
                 let url = config.url.as_deref().ok_or_else(|| {
                     anyhow::anyhow!("[store] backend = \"postgres\" needs [store] url")
                 })?;
-                let (db, snapshot) = postgres::PgStore::open(url)?;
+                let (mut db, snapshot) = postgres::PgStore::open(url)?;
+                let sealed = db.sealed_csks()?;
                 let where_ = PathBuf::from(db.location());
                 let store = Store::start(Box::new(db), "postgres", where_, snapshot.seq);
                 Ok(Opened {
                     store: Some(store),
                     snapshot,
+                    sealed,
                 })
             }
         }
@@ -184,6 +245,7 @@ impl Store {
             path,
             queue: Mutex::new(Queue {
                 batches: Vec::new(),
+                sealed: Vec::new(),
                 now: UnixTime(0),
                 stop: false,
             }),
@@ -215,9 +277,10 @@ impl Store {
 
     /// Queues one batch. Call in sequence order (the server calls it under its one lock, in the
     /// order the machine emitted the batches).
-    pub fn submit(&self, batch: Persist, now: UnixTime) {
+    pub fn submit(&self, batch: Persist, sealed: Vec<SealedCsk>, now: UnixTime) {
         let mut q = lock(&self.queue);
         q.batches.push(batch);
+        q.sealed.extend(sealed);
         q.now = q.now.max(now);
         drop(q);
         self.wake.notify_one();
@@ -264,20 +327,26 @@ impl Store {
     fn write_loop(&self, db: &mut dyn Writer) {
         let mut last_gc = Instant::now();
         loop {
-            let (batches, now, stop) = {
+            let (batches, sealed, now, stop) = {
                 let mut q = lock(&self.queue);
                 while q.batches.is_empty() && !q.stop {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
-                (std::mem::take(&mut q.batches), q.now, q.stop)
+                (
+                    std::mem::take(&mut q.batches),
+                    std::mem::take(&mut q.sealed),
+                    q.now,
+                    q.stop,
+                )
             };
+            let sealed = sealed_kept(&batches, sealed);
             if batches.is_empty() && stop {
                 return;
             }
             // Garbage collection of lapsed replay entries rides a commit now and then.
             let gc = (last_gc.elapsed() > GC_EVERY).then_some(now);
             let started = Instant::now();
-            if let Err(e) = db.commit(&batches, gc) {
+            if let Err(e) = db.commit(&batches, &sealed, gc) {
                 // Fail-stop (issue 13): a commit that failed may have lost nothing yet, but
                 // carrying on could acknowledge what is not durable.
                 tracing::error!(error = %format!("{e:#}"), path = %self.path.display(), "store commit failed: stopping (fail-stop); restart to reload the durable state");
@@ -355,6 +424,57 @@ mod tests {
         }
     }
 
+    fn tie(n: u32, kept: bool) -> Change {
+        Change::Csk {
+            csk_id: CskId::new(format!("{n:08x}")),
+            csk: kept.then(|| Csk {
+                mc_id: McId::new("sip:a@example.org"),
+                impu: None,
+                provisioned: false,
+            }),
+        }
+    }
+
+    fn sealed(n: u32) -> SealedCsk {
+        SealedCsk {
+            csk_id: CskId::new(format!("{n:08x}")),
+            sealed: vec![n as u8; 45],
+        }
+    }
+
+    /// A sealed key is written with its tie and removed with it, in the same transaction; a
+    /// CSK accepted and dropped within one group commit leaves no key behind.
+    #[test]
+    fn a_sealed_csk_lives_and_dies_with_its_tie() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::redb(dir.path().join("data"));
+        let store = Store::open(&config).unwrap().store.unwrap();
+        let batch = |seq, changes| Persist {
+            seq: Seq(seq),
+            changes,
+        };
+        // 1 kept; 2 accepted then dropped in the same group; 3 dropped then accepted again.
+        store.submit(batch(1, vec![tie(1, true)]), vec![sealed(1)], UnixTime(0));
+        store.submit(batch(2, vec![tie(2, true)]), vec![sealed(2)], UnixTime(0));
+        store.submit(batch(3, vec![tie(2, false)]), vec![], UnixTime(0));
+        store.submit(
+            batch(4, vec![tie(3, false), tie(3, true)]),
+            vec![sealed(3)],
+            UnixTime(0),
+        );
+        store.wait_blocking(Seq(4));
+        store.close();
+        drop(store);
+        let opened = Store::open(&config).unwrap();
+        assert_eq!(opened.sealed, vec![sealed(1), sealed(3)]);
+        let store = opened.store.unwrap();
+        store.submit(batch(5, vec![tie(1, false)]), vec![], UnixTime(0));
+        store.wait_blocking(Seq(5));
+        store.close();
+        drop(store);
+        assert_eq!(Store::open(&config).unwrap().sealed, vec![sealed(3)]);
+    }
+
     /// Batches written by the writer thread come back, in order, after a reopen: the store is
     /// the in-memory image of the same batches, and the durable number is the last batch's.
     #[test]
@@ -390,7 +510,7 @@ mod tests {
                 changes,
             };
             image.apply(&batch);
-            store.submit(batch, UnixTime(0));
+            store.submit(batch, Vec::new(), UnixTime(0));
         }
         store.wait_blocking(Seq(300));
         assert_eq!(store.durable(), Seq(300));

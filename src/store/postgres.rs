@@ -19,6 +19,8 @@ use mcx_model::{
 };
 use postgres::{Client, NoTls};
 
+use super::SealedCsk;
+
 /// The schema, idempotent (`CREATE … IF NOT EXISTS`).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS mcx_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -34,6 +36,10 @@ CREATE TABLE IF NOT EXISTS mcx_token_owner (
     until_s bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS mcx_key_message (message_id text PRIMARY KEY, until_s bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS mcx_csk_key (
+    csk_id text PRIMARY KEY REFERENCES mcx_csk (csk_id) ON DELETE CASCADE,
+    sealed bytea NOT NULL
+);
 INSERT INTO mcx_meta (key, value) VALUES ('format', 'mcx-authz store v1'), ('seq', '0')
     ON CONFLICT (key) DO NOTHING;
 ";
@@ -98,6 +104,24 @@ impl PgStore {
         &self.location
     }
 
+    /// The sealed keys of the uploaded CSKs.
+    pub fn sealed_csks(&mut self) -> anyhow::Result<Vec<SealedCsk>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT csk_id, sealed FROM mcx_csk_key ORDER BY csk_id",
+                &[],
+            )
+            .with_context(|| format!("reading the sealed CSKs at {}", self.location))?;
+        Ok(rows
+            .iter()
+            .map(|r| SealedCsk {
+                csk_id: CskId::new(r.get::<_, String>(0)),
+                sealed: r.get(1),
+            })
+            .collect())
+    }
+
     fn read_all(&mut self) -> anyhow::Result<Snapshot> {
         let format: Option<String> = self
             .client
@@ -159,7 +183,12 @@ fn secs(t: UnixTime) -> i64 {
 }
 
 impl super::Writer for PgStore {
-    fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
+    fn commit(
+        &mut self,
+        batches: &[Persist],
+        sealed: &[SealedCsk],
+        gc: Option<UnixTime>,
+    ) -> anyhow::Result<()> {
         let mut tx = self.client.transaction()?;
         for b in batches {
             for c in &b.changes {
@@ -217,6 +246,13 @@ impl super::Writer for PgStore {
                     }
                 }
             }
+        }
+        for k in sealed {
+            tx.execute(
+                "INSERT INTO mcx_csk_key (csk_id, sealed) VALUES ($1, $2) \
+                 ON CONFLICT (csk_id) DO UPDATE SET sealed = EXCLUDED.sealed",
+                &[&k.csk_id.as_str(), &k.sealed],
+            )?;
         }
         if let Some(now) = gc {
             tx.execute(

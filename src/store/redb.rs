@@ -9,6 +9,7 @@
 //! | `csk` | CSK-ID | [`mcx_model::Csk`]: the MC service ID and IMPU it is tied to (TS 33.180 5.4) |
 //! | `token_owner` | token ID (`jti`) | `[IMPU, until]`: the replay window (dossier Q-6) |
 //! | `key_message` | I_MESSAGE ID | `until` (RFC 3830 5.4 replay protection) |
+//! | `csk_key` | CSK-ID | an uploaded CSK, sealed ([`mcx_sec::csk_at_rest`]: AES-256-GCM under a key derived from the server's RSK, bound to the tie); written and removed with its `csk` row |
 //! | `meta` | `format`, `seq` | the format tag; the last durable sequence number |
 //!
 //! One SIP transaction changes one `impu` key (plus, for a CSK upload, its `csk` and
@@ -17,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::SealedCsk;
 use anyhow::{bail, Context};
 use mcx_model::{
     Change, Csk, CskId, Impu, ImpuRecord, KeyMessageId, Persist, Seq, Snapshot, TokenId, UnixTime,
@@ -28,6 +30,8 @@ const CSK: TableDefinition<&str, &[u8]> = TableDefinition::new("csk");
 const TOKEN_OWNER: TableDefinition<&str, &[u8]> = TableDefinition::new("token_owner");
 const KEY_MESSAGE: TableDefinition<&str, u64> = TableDefinition::new("key_message");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Added after format v1 was first written: a store without it holds no sealed CSK.
+const CSK_KEY: TableDefinition<&str, &[u8]> = TableDefinition::new("csk_key");
 
 /// The format tag in `meta`: a file without it is not an mcx-authz store.
 pub const FORMAT: &str = "mcx-authz store v1";
@@ -56,8 +60,13 @@ fn open_guarded(path: &Path) -> anyhow::Result<Database> {
 }
 
 impl super::Writer for RedbStore {
-    fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
-        self.write(batches, gc)
+    fn commit(
+        &mut self,
+        batches: &[Persist],
+        sealed: &[SealedCsk],
+        gc: Option<UnixTime>,
+    ) -> anyhow::Result<()> {
+        self.write(batches, sealed, gc)
     }
 }
 
@@ -109,6 +118,7 @@ impl RedbStore {
             tx.open_table(CSK)?;
             tx.open_table(TOKEN_OWNER)?;
             tx.open_table(KEY_MESSAGE)?;
+            tx.open_table(CSK_KEY)?;
             let mut meta = tx.open_table(META)?;
             meta.insert("format", FORMAT.as_bytes())?;
             meta.insert("seq", 0u64.to_be_bytes().as_slice())?;
@@ -171,14 +181,39 @@ impl RedbStore {
     /// Writes `batches` in one write transaction and commits it durably; with `gc`, also
     /// forgets replay entries lapsed at that time.
     pub fn commit(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
-        self.write(batches, gc)
+        self.write(batches, &[], gc)
     }
 
-    fn write(&mut self, batches: &[Persist], gc: Option<UnixTime>) -> anyhow::Result<()> {
+    /// The sealed keys of the uploaded CSKs (none in a store written before `csk_key` existed).
+    pub fn sealed_csks(&self) -> anyhow::Result<Vec<SealedCsk>> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(CSK_KEY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(SealedCsk {
+                csk_id: CskId::new(k.value()),
+                sealed: v.value().to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn write(
+        &mut self,
+        batches: &[Persist],
+        sealed: &[SealedCsk],
+        gc: Option<UnixTime>,
+    ) -> anyhow::Result<()> {
         let tx = self.db.begin_write()?;
         {
             let mut impus = tx.open_table(IMPU)?;
             let mut csks = tx.open_table(CSK)?;
+            let mut keys = tx.open_table(CSK_KEY)?;
             let mut owners = tx.open_table(TOKEN_OWNER)?;
             let mut messages = tx.open_table(KEY_MESSAGE)?;
             for b in batches {
@@ -198,6 +233,7 @@ impl RedbStore {
                             }
                             None => {
                                 csks.remove(csk_id.as_str())?;
+                                keys.remove(csk_id.as_str())?;
                             }
                         },
                         Change::TokenOwner {
@@ -219,6 +255,9 @@ impl RedbStore {
                         }
                     }
                 }
+            }
+            for s in sealed {
+                keys.insert(s.csk_id.as_str(), s.sealed.as_slice())?;
             }
             if let Some(now) = gc {
                 owners.retain(|_, v| {
@@ -256,6 +295,14 @@ impl RedbStore {
             ("csk", tx.open_table(CSK)?.len()?),
             ("token_owner", tx.open_table(TOKEN_OWNER)?.len()?),
             ("key_message", tx.open_table(KEY_MESSAGE)?.len()?),
+            (
+                "csk_key",
+                match tx.open_table(CSK_KEY) {
+                    Ok(t) => t.len()?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                    Err(e) => return Err(e.into()),
+                },
+            ),
         ])
     }
 }
