@@ -115,7 +115,10 @@ fn check_shared_store_holds_and_its_mutation_fails() {
     let (code, cas) = run(&[]);
     assert_eq!(code, 0, "{cas:#}");
     assert_eq!(cas["unique_states"], cas["pinned_states"]);
-    assert_eq!(cas["unique_states"], mcx_model::env::shared::PINNED_STATES);
+    assert_eq!(
+        cas["unique_states"],
+        mcx_model::env::shared_store::PINNED_STATES
+    );
     assert_eq!(
         verdict(&cas, "one-mc-id-per-client-across-instances"),
         "holds"

@@ -201,6 +201,19 @@ impl Image {
         self.key_messages.retain(|_, until| *until > now);
     }
 
+    /// Whether [`Image::collect_garbage`] at `now` would forget anything.
+    pub fn has_garbage(&self, now: UnixTime) -> bool {
+        self.token_owners.values().any(|(_, until)| *until <= now)
+            || self.key_messages.values().any(|until| *until <= now)
+    }
+
+    /// Whether a remembered I_MESSAGE satisfies `pred` (the model checker asks before
+    /// [`Image::forget_key_messages`], so that a store it would not change stays shared).
+    #[doc(hidden)]
+    pub fn has_key_message(&self, pred: impl Fn(&KeyMessageId) -> bool) -> bool {
+        self.key_messages.keys().any(pred)
+    }
+
     /// Forgets remembered I_MESSAGEs for which `dead` holds: the checker's reduction, the same
     /// one it applies to the machine ([`crate::Machine::forget_key_messages`]), so that the store
     /// and the machine stay equal and a crash that loses nothing leads back to the same state.

@@ -636,9 +636,11 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `mcx-authz check --shared-store`: the two-instance model ([`mcx_model::env::shared`]).
+/// `mcx-authz check --shared-store`: the two-instance model ([`mcx_model::env::shared_store`]).
 fn check_shared_store(args: &Args, threads: usize) -> anyhow::Result<ExitCode> {
-    use mcx_model::env::shared::{SharedStoreModel, WriteRule, PINNED_STATES, SHARED_PROPERTIES};
+    use mcx_model::env::shared_store::{
+        SharedStoreModel, WriteRule, PINNED_STATES, SHARED_PROPERTIES,
+    };
     let model = SharedStoreModel {
         write: if args.blind_write {
             WriteRule::Blind

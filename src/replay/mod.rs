@@ -134,7 +134,7 @@ impl Probe {
 
     /// What the model's machine, in `state`, answers this probe.
     pub fn expected(&self, model: &McxModel, state: &mcx_model::EnvState) -> Option<Expected> {
-        let mut m = state.server.clone();
+        let mut m = (*state.server).clone();
         let input = mcx_model::Input::Publish(mcx_model::Publish {
             target: mcx_model::PublishTarget::Service(self.service),
             event: mcx_model::EventPackage::PocSettings,

@@ -39,6 +39,17 @@ impl Tok {
         )
     }
 
+    /// [`Tok::id`] as the validator's [`TokenId`], formatted inline (no heap: the checker
+    /// validates a token at every delivery).
+    pub fn token_id(&self) -> TokenId {
+        TokenId::new(smol_str::format_smolstr!(
+            "tok-{}-t{}-{}",
+            user_name(self.user),
+            self.issued,
+            self.kind.name()
+        ))
+    }
+
     /// Parses [`Tok::id`].
     pub fn parse(id: &str) -> Option<Tok> {
         let rest = id.strip_prefix("tok-")?;
@@ -94,7 +105,30 @@ impl McxModel {
                 ServiceSet::ALL
             },
             exp: UnixTime(exp),
-            token_id: TokenId::new(tok.id()),
+            token_id: tok.token_id(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inline_token_id_is_the_jti() {
+        for kind in [
+            TokenKind::Valid,
+            TokenKind::Expired,
+            TokenKind::WrongScope,
+            TokenKind::Forged,
+        ] {
+            let t = Tok {
+                user: 1,
+                issued: 2,
+                kind,
+            };
+            assert_eq!(t.token_id().as_str(), t.id());
+            assert_eq!(Tok::parse(t.token_id().as_str()), Some(t));
+        }
     }
 }

@@ -43,7 +43,8 @@ mod network;
 mod properties;
 mod scenarios;
 mod search;
-pub mod shared;
+mod shared;
+pub mod shared_store;
 mod trace;
 mod ue;
 
@@ -64,6 +65,7 @@ pub use idms::{user_name, Tok};
 pub use network::{Body, CskRef, Msg, Prot, Req, Sender};
 pub use properties::{step, Expectation, PropertyInfo, PropertyKind, Verdict};
 pub use scenarios::SCENARIOS;
+pub use shared::Shared;
 pub use trace::{RequestKind, TokenFact, Trace, TraceStep};
 pub use ue::{Pending, UeCsk, UeState};
 
@@ -72,8 +74,9 @@ pub use ue::{Pending, UeCsk, UeState};
 pub struct EnvState {
     /// The time, in ticks.
     pub now: u8,
-    /// The MCX server: the very machine `mcx-authz serve` runs.
-    pub server: Machine,
+    /// The MCX server: the very machine `mcx-authz serve` runs (shared with the states before
+    /// and after until a step changes it; see [`Shared`]).
+    pub server: Shared<Machine>,
     /// The UEs.
     pub ues: Vec<UeState>,
     /// Requests in flight (kept in a canonical order).
@@ -88,7 +91,7 @@ pub struct EnvState {
     pub restarts_left: u8,
     /// The server's durable store, built from its `Persist` batches (`None` unless
     /// [`ModelConfig::crash`]; see [`crash`]).
-    pub store: Option<Image>,
+    pub store: Option<Shared<Image>>,
     /// Tokens the SIP core (and so the attacker) saw unprotected.
     pub captured: Vec<Tok>,
     /// Protected token PUBLISHes the attacker captured (to resend as they are).
@@ -120,6 +123,10 @@ pub struct EnvState {
     pub settle_left: u8,
     /// Facts about the step that led here (bits of [`step`]).
     pub step: u32,
+    /// Derived from `server` and `store` (so it adds no state): the server holds a registration
+    /// or binding that its store does not hold as the server does. Recomputed by each step that
+    /// changed either, inherited otherwise (property *acknowledged-implies-durable*).
+    pub durable_gap: bool,
 }
 
 /// One step of the environment.
@@ -240,6 +247,26 @@ pub struct StepEffect {
     pub response: Option<Response>,
     /// The binding events.
     pub events: Vec<BindingEvent>,
+    /// The checker's fast path ([`Model::next_state`]): `input` is left out (nothing judges
+    /// it; only traces show it), which spares a copy of every input, and a whole store snapshot
+    /// per crash.
+    lean: bool,
+}
+
+impl EnvState {
+    fn with_durable_gap(mut self) -> Self {
+        self.durable_gap = !crash::server_in_store(&self);
+        self
+    }
+}
+
+impl StepEffect {
+    /// Records the input the machine got, unless on the checker's fast path.
+    fn record(&mut self, input: impl FnOnce() -> Input) {
+        if !self.lean {
+            self.input = Some(input());
+        }
+    }
 }
 
 /// The stateright model (build it with [`ModelConfig::into_model`]).
@@ -253,6 +280,8 @@ pub struct McxModel {
     impu_index: HashMap<Impu, u8>,
     mc_id_user: HashMap<McId, u8>,
     service_set: ServiceSet,
+    /// Crash restarts already computed, shared by the checker's threads (see [`crash::Loads`]).
+    loads: std::sync::Arc<crash::Loads>,
 }
 
 impl McxModel {
@@ -299,6 +328,7 @@ impl McxModel {
             impu_index,
             mc_id_user,
             service_set,
+            loads: Default::default(),
         }
     }
 
@@ -359,7 +389,7 @@ impl McxModel {
 
     /// The SIP-ETag text for number `n`.
     pub fn etag(n: u16) -> ETag {
-        ETag::new(format!("e{n}"))
+        ETag::new(smol_str::format_smolstr!("e{n}"))
     }
 
     /// The number of an ETag made by [`McxModel::etag`].
@@ -405,8 +435,8 @@ impl McxModel {
         }
         EnvState {
             now: 0,
-            store: crash::initial_store(self.cfg.crash, &server),
-            server,
+            store: crash::initial_store(self.cfg.crash, &server).map(Shared::new),
+            server: Shared::new(server),
             ues: (0..self.cfg.ues)
                 .map(|_| UeState {
                     impu: 0,
@@ -446,15 +476,25 @@ impl McxModel {
             settled: false,
             settle_left: 0,
             step: 0,
+            durable_gap: false,
         }
+        .with_durable_gap()
     }
 
     /// Applies `action`; returns the next state and what the server did, or `None` when the
     /// action changes nothing.
     pub fn apply(&self, last: &EnvState, action: &EnvAction) -> Option<(EnvState, StepEffect)> {
+        self.step_with(last, action, StepEffect::default())
+    }
+
+    fn step_with(
+        &self,
+        last: &EnvState,
+        action: &EnvAction,
+        mut effect: StepEffect,
+    ) -> Option<(EnvState, StepEffect)> {
         let mut s = last.clone();
         s.step = 0;
-        let mut effect = StepEffect::default();
         match action {
             EnvAction::Deliver { msg, keep_copy } => {
                 self.apply_delivery(last, &mut s, msg, *keep_copy, &mut effect)?
@@ -469,14 +509,20 @@ impl McxModel {
             | EnvAction::ForgePai { .. } => self.apply_attack(last, &mut s, action, &mut effect)?,
             EnvAction::Tick => {
                 s.now += 1;
-                let out = s.server.handle(UnixTime(u64::from(s.now)), Input::Tick);
-                effect.input = Some(Input::Tick);
+                let out = s
+                    .server
+                    .make_mut()
+                    .handle(UnixTime(u64::from(s.now)), Input::Tick);
+                effect.record(|| Input::Tick);
                 self.absorb(last, &mut s, None, out, &mut effect);
             }
             EnvAction::Restart => {
                 s.restarts_left -= 1;
-                let out = s.server.handle(UnixTime(u64::from(s.now)), Input::Restart);
-                effect.input = Some(Input::Restart);
+                let out = s
+                    .server
+                    .make_mut()
+                    .handle(UnixTime(u64::from(s.now)), Input::Restart);
+                effect.record(|| Input::Restart);
                 self.absorb(last, &mut s, None, out, &mut effect);
             }
             EnvAction::Crash => self.crash(last, &mut s, &mut effect),
@@ -498,6 +544,28 @@ impl McxModel {
                 s.held |= self.held_bit(self.ue_impu(i, u.impu), user);
             }
         }
+        // A step that handled a request without changing the server (a refusal, a tick with no
+        // deadline due) shares the server of the state before rather than holding an equal copy;
+        // likewise the store. Then both digests are brought up to date.
+        if !s.server.same(&last.server) && *s.server == *last.server {
+            s.server = last.server.clone();
+        }
+        s.server.seal();
+        if let (Some(now), Some(before)) = (&mut s.store, &last.store) {
+            if !now.same(before) && **now == **before {
+                *now = before.clone();
+            }
+            now.seal();
+        }
+        let same_store = match (&s.store, &last.store) {
+            (Some(a), Some(b)) => a.same(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        s.durable_gap = if s.server.same(&last.server) && same_store {
+            last.durable_gap
+        } else {
+            !crash::server_in_store(&s)
+        };
         Some((s, effect))
     }
 
@@ -512,8 +580,9 @@ impl McxModel {
     ) {
         // The machine forgot lapsed replay entries at this step; the store's garbage collection
         // does the same, so that a store and a machine that agree hash alike.
-        if let Some(store) = &mut s.store {
-            store.collect_garbage(UnixTime(u64::from(s.now)));
+        let now = UnixTime(u64::from(s.now));
+        if let Some(store) = s.store.as_mut().filter(|x| x.has_garbage(now)) {
+            store.make_mut().collect_garbage(now);
         }
         for o in out {
             match o {
@@ -565,7 +634,11 @@ impl Model for McxModel {
     }
 
     fn next_state(&self, last: &EnvState, action: EnvAction) -> Option<EnvState> {
-        self.apply(last, &action).map(|(s, _)| s)
+        let lean = StepEffect {
+            lean: true,
+            ..StepEffect::default()
+        };
+        self.step_with(last, &action, lean).map(|(s, _)| s)
     }
 
     fn within_boundary(&self, s: &EnvState) -> bool {

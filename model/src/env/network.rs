@@ -7,6 +7,7 @@
 //! request twice (bounded). Delivery turns a request into the machine's [`Input`].
 
 use serde::{Deserialize, Serialize};
+use smol_str::{format_smolstr, SmolStr};
 
 use crate::ids::{CskId, KeyMessageId, ServiceSet, UnixTime};
 use crate::input::{
@@ -108,21 +109,28 @@ pub struct CskRef {
 impl CskRef {
     /// The CSK's identifier (CSB-ID): `csk-ue1-A0`, `csk-att0`.
     pub fn csk_id(&self) -> CskId {
-        CskId::new(self.label())
+        CskId::new(self.label(""))
     }
 
     /// The identity of the one I_MESSAGE that carries it.
     pub fn message_id(&self) -> KeyMessageId {
-        KeyMessageId::new(format!("imsg-{}", self.label()))
+        KeyMessageId::new(self.label("imsg-"))
     }
 
-    fn label(&self) -> String {
+    /// `prefix` and the CSK's name, formatted inline (no heap: the checker names CSKs at every
+    /// delivery).
+    fn label(&self, prefix: &str) -> SmolStr {
         match (self.owner, self.signer) {
             (Sender::Ue(n), Some(u)) => {
-                format!("csk-ue{}-{}{}", n + 1, super::user_name(u), self.gen)
+                format_smolstr!(
+                    "{prefix}csk-ue{}-{}{}",
+                    n + 1,
+                    super::user_name(u),
+                    self.gen
+                )
             }
-            (Sender::Ue(n), None) => format!("csk-ue{}-{}", n + 1, self.gen),
-            (Sender::Attacker, _) => format!("csk-att{}", self.gen),
+            (Sender::Ue(n), None) => format_smolstr!("{prefix}csk-ue{}-{}", n + 1, self.gen),
+            (Sender::Attacker, _) => format_smolstr!("{prefix}csk-att{}", self.gen),
         }
     }
 
@@ -330,7 +338,10 @@ impl McxModel {
 
     /// The provisioned CSK of `user` on IMPU `impu` for `service`.
     pub fn csk(user: u8, impu: u8, service: u8) -> CskId {
-        CskId::new(format!("csk-{}-i{impu}-s{service}", super::user_name(user)))
+        CskId::new(format_smolstr!(
+            "csk-{}-i{impu}-s{service}",
+            super::user_name(user)
+        ))
     }
 
     /// The SIP core forwards `req` from `from` to the server: the attacker sees it on the way
@@ -426,8 +437,11 @@ impl McxModel {
         effect: &mut StepEffect,
     ) {
         let input = self.input_for(msg, s.now, s.next_etag);
-        effect.input = Some(input.clone());
-        let out = s.server.handle(UnixTime(u64::from(s.now)), input);
+        effect.record(|| input.clone());
+        let out = s
+            .server
+            .make_mut()
+            .handle(UnixTime(u64::from(s.now)), input);
         self.absorb(last, s, Some(msg), out, effect);
     }
 }

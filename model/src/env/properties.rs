@@ -430,9 +430,12 @@ impl McxModel {
                     _ => None,
                 }))
                 .collect();
-            s.server.forget_key_messages(|id| !live.contains(id));
-            if let Some(store) = &mut s.store {
-                store.forget_key_messages(|id| !live.contains(id));
+            let dead = |id: &crate::ids::KeyMessageId| !live.contains(id);
+            if s.server.key_messages().any(dead) {
+                s.server.make_mut().forget_key_messages(dead);
+            }
+            if let Some(store) = s.store.as_mut().filter(|x| x.has_key_message(dead)) {
+                store.make_mut().forget_key_messages(dead);
             }
         }
         // The replay ghost, likewise: only I_MESSAGEs that can arrive again.
