@@ -41,19 +41,20 @@ if ! cargo mutants --version >/dev/null 2>&1; then
     exit 2
 fi
 
-# The package and the test targets that cover a source file. The SIP edge and the token validator
-# share one set (one cargo-mutants run, one copy of target/, one warm-up build): the unit tests of
-# the library, the edge's fixture and translation tests, the token catalogue. Conformance (about
-# 10 s a mutant, a third of a mutant's cost) only with MUTANTS_CONFORMANCE=1; the survivors of a
-# run without it are re-checked against it by hand (docs/assurance.md).
+# The package and the test targets that cover a source file: the unit tests of the library (each
+# of the four files has its own), the edge's fixture and translation tests, the token catalogue
+# and the JWKS URL tests. Conformance (about 10 s a mutant at load) only with
+# MUTANTS_CONFORMANCE=1. Files with the same targets share one cargo-mutants run.
 targets_for() {
     local conformance=""
     [ "${MUTANTS_CONFORMANCE:-0}" = 1 ] && conformance=" --test=conformance"
     case "$1" in
         model/src/*)
             echo "mcx-model --lib --test=machine --test=machine_decisions --test=model_scenarios --test=model_variants" ;;
-        src/sip/* | src/token/*)
-            echo "mcx-authz --lib --test=sip_edge --test=translation --test=token_catalogue --test=token_mutation$conformance" ;;
+        src/sip/*)
+            echo "mcx-authz --lib --test=sip_edge --test=translation$conformance" ;;
+        src/token/*)
+            echo "mcx-authz --lib --test=token_catalogue --test=token_mutation --test=token_jwks_url" ;;
         sec/src/*)
             echo "mcx-sec --lib --tests" ;;
         src/*)
