@@ -8,25 +8,35 @@
 #   ./mutants.sh --in-diff FILE.diff  # only mutants in lines FILE.diff touches (.ci/mutants-diff.sh)
 #
 # Environment:
-#   MUTANTS_TIMEOUT        per test run, seconds (default 120); a mutant that hangs is "timeout"
-#   MUTANTS_BUILD_TIMEOUT  per build, seconds (default 900)
-#   MUTANTS_JOBS           mutants built and tested at once (default 2; 1 with MUTANTS_IN_PLACE)
-#   MUTANTS_IN_PLACE=1     mutate this tree and use its target/ (CI's fresh clone); otherwise
-#                          cargo-mutants works in copies (each with a copy of target/, ~5 GB), so
-#                          you can keep editing here while it runs
-#   MUTANTS_CONFORMANCE=1  also run tests/conformance.rs for each mcx-authz mutant (+~10 s each)
+#   MUTANTS_TIMEOUT        per test run, seconds (default 120); a mutant that hangs a test is
+#                          "timeout" (killed)
+#   MUTANTS_BUILD_TIMEOUT  per build, seconds (default 900); a build that takes longer is listed
+#                          as not run (neither killed nor missed)
+#   MUTANTS_JOBS           mutants built and tested at once in copies (default 2)
+#   MUTANTS_IN_PLACE=1     mutate this tree and use its target/ (CI's fresh clone, or a `cp -a`
+#                          copy per shard); one mutant at a time, after an unmutated warm-up build.
+#                          Otherwise cargo-mutants works in copies (each with a copy of target/,
+#                          ~5 GB, whose lost modification times make cargo rebuild every
+#                          dependency once per copy), so you can keep editing here while it runs
+#   MUTANTS_CONFORMANCE=1  also run tests/conformance.rs for each SIP-edge mutant (+~13 s each)
 #   MUTANTS_OUT            where the reports go (default target/mutants)
-#   MUTANTS_EXTRA          extra cargo-mutants arguments (e.g. "--shard 1/4" or "-F parse_u32")
+#   MUTANTS_EXTRA          extra cargo-mutants arguments ("--shard 1/2 --sharding round-robin",
+#                          "-F parse_u32")
 #
-# Tests per file: the fastest targets that cover it (the machine is 2 cores shared by many
-# builders; the whole workspace suite per mutant would take days). Named in `targets_for`. Files
-# that share their targets are mutated in one cargo-mutants run. Build the release profile first
-# (`cargo test --release --no-run`): the mutants reuse its dependencies.
+# Sharded on one machine (what docs/assurance.md measured), e.g. two shards:
+#   for k in 0 1; do cp -a . /tmp/mut-$k; (cd /tmp/mut-$k && MUTANTS_IN_PLACE=1 \
+#     MUTANTS_EXTRA="--shard $k/2 --sharding round-robin" ./mutants.sh src/sip/adapter.rs) & done
 #
-# Report: killed / viable per file (killed = caught + timeout; unviable mutants do not build and
-# do not count), every survivor, and whether it is explained in docs/assurance.md. Exit status:
-# 0 if every file reaches 95 % and every survivor is explained there, 1 otherwise, 2 on a usage or
-# tool error.
+# Tests per file: the fastest targets that cover it (the whole workspace suite per mutant would
+# take days on a shared 2-core machine). Named in `targets_for`; passed to cargo-mutants' build as
+# well as to its test run. Files that share their targets are mutated in one cargo-mutants run.
+# Build the release profile first (`cargo test --release --no-run`): the mutants reuse its
+# dependencies; only the mutated crate is built differently (`cheap_build_args`).
+#
+# Report: killed / viable per file (killed = caught + test timeout; unviable mutants do not build
+# and do not count), seconds a mutant, every survivor, and whether it is explained in
+# docs/assurance.md. Exit status: 0 if every file reaches 95 %, every survivor is explained there
+# and no mutant went unrun, 1 otherwise, 2 on a usage or tool error.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -71,7 +81,7 @@ targets_for() {
 # library and its test binaries in ~24 s (release as is: 4-5 min).
 cheap_build_args() {
     local pkg=$1 k
-    for k in opt-level=1 debug=0 codegen-units=256 incremental=true; do
+    for k in opt-level=0 debug=0 codegen-units=256 incremental=true; do
         printf -- '--cargo-arg=--config=profile.release.package.%s.%s\n' "$pkg" "$k"
     done
 }
@@ -111,6 +121,14 @@ run_group() {
     [ -n "$diff" ] && args+=(--in-diff "$diff")
     echo "== ${files[*]}: tests: -p $pkg ${tests[*]}"
     local start=$SECONDS
+    if [ "${MUTANTS_IN_PLACE:-0}" = 1 ]; then
+        # Warm up: the unmutated tree built the way the mutants are, so the first mutant is an
+        # incremental build too and does not hit the build timeout.
+        local cfg=()
+        mapfile -t cfg < <(cheap_build_args "$pkg" | sed 's/^--cargo-arg=//')
+        nice -n 10 cargo test --no-run --release -p "$pkg" "${cfg[@]}" "${tests[@]}" \
+            >"$out/warm-up.txt" 2>&1 || { echo "   warm-up build failed: $out/warm-up.txt"; return 2; }
+    fi
     # The targets go to every cargo command as --cargo-arg, not after `--`: cargo-mutants passes
     # what follows `--` only to the test run, so its build (`cargo test --no-run`) would build
     # all ~25 test targets of mcx-authz for every mutant (that was most of the 4-5 minutes).
@@ -126,43 +144,90 @@ run_group() {
     return $status
 }
 
-# Lines of an outcome list that belong to `file` ("src/sip/parse.rs:496:20: replace > with >=").
-lines_of() { if [ -f "$2" ]; then grep -F -- "$1:" "$2" || true; fi; }
-count() { lines_of "$1" "$2" | grep -c . || true; }
+# Per-file figures from cargo-mutants' outcomes.json: caught, missed, timeouts in the test phase
+# (killed: a mutant that hangs a test), timeouts in the build phase (not killed and not missed:
+# the build took longer than MUTANTS_BUILD_TIMEOUT, which says nothing about the tests; listed
+# as not run), unviable (does not build; not counted), and the mean seconds a mutant took.
+tally() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+path, file = sys.argv[1], sys.argv[2]
+try:
+    outcomes = json.load(open(path))["outcomes"]
+except (OSError, ValueError, KeyError):
+    sys.exit(0)
+n = {"caught": 0, "missed": 0, "timeout": 0, "build_timeout": 0, "unviable": 0}
+secs, runs, missed, not_run = 0.0, 0, [], []
+for o in outcomes:
+    m = o.get("scenario", {})
+    m = m.get("Mutant") if isinstance(m, dict) else None
+    if not m or m.get("file") != file:
+        continue
+    phases = o.get("phase_results", [])
+    secs += sum(p.get("duration", 0) for p in phases)
+    runs += 1
+    summary = o.get("summary")
+    last = phases[-1]["phase"] if phases else ""
+    if summary == "CaughtMutant":
+        n["caught"] += 1
+    elif summary == "MissedMutant":
+        n["missed"] += 1
+        missed.append(m["name"])
+    elif summary == "Timeout" and last == "Build":
+        n["build_timeout"] += 1
+        not_run.append(m["name"])
+    elif summary == "Timeout":
+        n["timeout"] += 1
+    elif summary == "Unviable":
+        n["unviable"] += 1
+print(" ".join(str(n[k]) for k in ("caught", "missed", "timeout", "build_timeout", "unviable")),
+      round(secs / runs) if runs else 0)
+for name in missed:
+    print("M " + name)
+for name in not_run:
+    print("N " + name)
+PY
+}
 
 report() {
     local file=$1 dir=$2 rc=$3
-    if [ ! -d "$dir" ]; then
+    if [ ! -f "$dir/outcomes.json" ]; then
         echo "   cargo-mutants produced no report (exit $rc); see ${dir%/mutants.out}/log.txt"
         return 2
     fi
-    local caught missed timeout unviable killed viable
-    caught=$(count "$file" "$dir/caught.txt")
-    missed=$(count "$file" "$dir/missed.txt")
-    timeout=$(count "$file" "$dir/timeout.txt")
-    unviable=$(count "$file" "$dir/unviable.txt")
-    killed=$((caught + timeout))
-    viable=$((killed + missed))
+    local out caught missed timeout build_timeout unviable secs
+    out=$(tally "$dir/outcomes.json" "$file")
+    read -r caught missed timeout build_timeout unviable secs <<<"$(head -1 <<<"$out")"
+    local killed=$((caught + timeout)) viable=$((caught + timeout + missed))
     if [ "$viable" -eq 0 ]; then
-        echo "   $file: no viable mutants (unviable $unviable)"
+        echo "   $file: no viable mutants tested (unviable $unviable, build timeouts $build_timeout)"
         return 0
     fi
     local pct=$((1000 * killed / viable))
-    printf '   %s: killed %d of %d viable (%d.%d %%): caught %d, timeout %d, missed %d; unviable %d\n' \
-        "$file" "$killed" "$viable" $((pct / 10)) $((pct % 10)) "$caught" "$timeout" "$missed" "$unviable"
+    printf '   %s: killed %d of %d viable (%d.%d %%): caught %d, test timeout %d, missed %d; unviable %d; build timeout (not run) %d; %d s a mutant\n' \
+        "$file" "$killed" "$viable" $((pct / 10)) $((pct % 10)) "$caught" "$timeout" "$missed" \
+        "$unviable" "$build_timeout" "$secs"
     local gap=0 line
     while IFS= read -r line; do
-        [ -n "$line" ] || continue
-        # A survivor is explained when one line of docs/assurance.md names its file and
-        # quotes its mutation ("replace < with <= in Machine::publish"); line numbers move.
-        local what=${line#*: }
-        if grep -F -- "$file" "$ASSURANCE" 2>/dev/null | grep -qF -- "$what"; then
-            echo "   survivor (explained in $ASSURANCE): $line"
-        else
-            echo "   SURVIVOR (not explained): $line"
+        case "$line" in
+        "M "*)
+            line=${line#M }
+            # A survivor is explained when one line of docs/assurance.md names its file and
+            # quotes its mutation ("replace < with <= in Machine::publish"); line numbers move.
+            local what=${line#*: }
+            if grep -F -- "$file" "$ASSURANCE" 2>/dev/null | grep -qF -- "$what"; then
+                echo "   survivor (explained in $ASSURANCE): $line"
+            else
+                echo "   SURVIVOR (not explained): $line"
+                gap=1
+            fi
+            ;;
+        "N "*)
+            echo "   not run (build timeout): ${line#N }"
             gap=1
-        fi
-    done < <(lines_of "$file" "$dir/missed.txt")
+            ;;
+        esac
+    done < <(tail -n +2 <<<"$out")
     if [ "$pct" -lt 950 ]; then gap=1; fi
     return $gap
 }
