@@ -856,6 +856,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_shared_psi_takes_the_service_from_the_info_body_before_the_feature_tags() {
+        // TS 24.379 7.3.3: several services may share one PSI; the info body's type says which
+        // service a PUBLISH is for, and Accept-Contact / P-Preferred-Service only when it does not.
+        let shared = EdgeConfig {
+            psi: Service::ALL
+                .into_iter()
+                .map(|s| (s, "sip:mc@mcx.example.org".to_owned()))
+                .collect(),
+            ..EdgeConfig::default()
+        };
+        let info =
+            "<mcvideoinfo xmlns=\"urn:3gpp:ns:mcvideoInfo:1.0\"><mcvideo-Params/></mcvideoinfo>";
+        for hints in ["", "Accept-Contact: *;+g.3gpp.mcptt;require;explicit\r\n"] {
+            let req = request(
+                "PUBLISH sip:mc@mcx.example.org",
+                &format!("P-Asserted-Identity: <{IMPU}>\r\n{hints}"),
+                "application/vnd.3gpp.mcvideo-info+xml",
+                info,
+            );
+            assert_eq!(
+                publish_target(&req, &shared),
+                PublishTarget::Service(Service::Mcvideo),
+                "{hints:?}"
+            );
+        }
+        let bodiless = request(
+            "PUBLISH sip:mc@mcx.example.org",
+            &format!("P-Asserted-Identity: <{IMPU}>\r\n"),
+            "text/plain",
+            "",
+        );
+        assert_eq!(
+            publish_target(&bodiless, &shared),
+            PublishTarget::AmbiguousPsi
+        );
+    }
+
     fn third_party_register(request_uri: &str, ue_info: &str) -> SipRequest {
         let ue = format!(
             "REGISTER sip:ims.example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKu\r\n\
