@@ -5,8 +5,9 @@
 #
 # Runs ../mutants.sh --in-diff on `git diff REV` (only .rs files of the three crates with known
 # test targets; tests, benches and docs are not mutated), in place (CI's clone is fresh and its
-# target/ is warm from `cargo test --release`), each mutant with a per-run timeout, the whole run
-# under a 10-minute cap (MUTANTS_DIFF_CAP seconds).
+# target/ is warm from `cargo test --release`; mutants.sh builds the mutated crate once unmutated
+# with its cheap overrides, then each mutant incrementally), each mutant with a per-run timeout,
+# the whole run under a 10-minute cap (MUTANTS_DIFF_CAP seconds).
 # Exit status: 0 when nothing changed or every mutant in the diff was killed or explained in
 # docs/assurance.md; 1 when one was missed; when the cap cuts the run, the mutants finished so
 # far decide (a note says how far it got).
@@ -37,6 +38,7 @@ rc=$?
 if [ $rc -eq 124 ] || [ $rc -eq 130 ]; then
     echo "mutants-diff: cut at the ${cap}s cap; judging the mutants finished so far"
     missed=$(cat target/mutants-diff/*/mutants.out/missed.txt 2>/dev/null | grep -c .)
+    # (mutants the cap left unrun are not judged: the next commit's run or ./mutants.sh does)
     if [ "${missed:-0}" -gt 0 ]; then
         cat target/mutants-diff/*/mutants.out/missed.txt
         exit 1

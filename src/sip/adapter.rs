@@ -602,3 +602,395 @@ fn register(req: &SipRequest, ctx: &mut EdgeContext<'_>) -> Edge {
         notes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What the fixture and translation tests do not pin down (found by `mutants.sh`): what the
+    //! clause-9 opener is given, one CSK per message, and which third-party REGISTERs are read.
+    use super::*;
+    use crate::sip::framing::frame_datagram;
+    use crate::sip::parse::{parse, SipMessage};
+    use mcx_model::{Impu, TokenId, TokenRejection, UnixTime, VerifiedClaims};
+    use std::cell::RefCell;
+
+    const IMPU: &str = "sip:alice@ims.example.org";
+    const CLIENT: &str = "urn:uuid:00000000-0000-4000-8000-000000000001";
+
+    fn request(start: &str, extra_headers: &str, content_type: &str, body: &str) -> SipRequest {
+        let method = start.split(' ').next().unwrap();
+        let text = format!(
+            "{start} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+             Max-Forwards: 70\r\nFrom: <{IMPU}>;tag=1\r\nTo: <{IMPU}>\r\nCall-ID: c1\r\n\
+             CSeq: 1 {method}\r\n{extra_headers}Content-Type: {content_type}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let frame = frame_datagram(text.as_bytes()).expect("frames");
+        match parse(&frame).expect("parses") {
+            SipMessage::Request(r) => *r,
+            SipMessage::Response(r) => panic!("{r:?}"),
+        }
+    }
+
+    fn encrypted(element: &str) -> String {
+        format!(
+            "<{element} type=\"Encrypted\"><xenc:EncryptedData \
+             xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" \
+             Type=\"http://www.w3.org/2001/04/xmlenc#Content\"><xenc:EncryptionMethod \
+             Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/><xenc:CipherData>\
+             <xenc:CipherValue>AAECAwQFBgcICQoL</xenc:CipherValue></xenc:CipherData>\
+             </xenc:EncryptedData></{element}>"
+        )
+    }
+
+    fn mcptt_info(token: &str, client_id: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+             <mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params>{token}{client_id}\
+             </mcptt-Params></mcpttinfo>"
+        )
+    }
+
+    fn verified(token: &str) -> TokenVerdict {
+        TokenVerdict::Verified(VerifiedClaims {
+            mcptt_id: Some(McId::new("sip:alice@mcptt.example.org")),
+            mcvideo_id: None,
+            mcdata_id: None,
+            scopes: ServiceSet::ALL,
+            exp: UnixTime(4_000_000_000),
+            token_id: TokenId::new(token),
+        })
+    }
+
+    /// What the opener was shown for one protected value.
+    #[derive(Debug, PartialEq)]
+    struct Shown {
+        element: String,
+        info_content_id: Option<String>,
+        signatures: Vec<String>,
+        parts: Vec<(String, String)>,
+        info_body_is_the_info_part: bool,
+    }
+
+    /// Classifies `req` from a trusted core with an opener that opens each element under the
+    /// CSK `csk_for(element)`; returns the edge's answer, what the opener saw and what the
+    /// validator was given.
+    fn classify_with(
+        req: &SipRequest,
+        csk_for: &dyn Fn(&str) -> &'static str,
+        trusted: bool,
+    ) -> (Edge, Vec<Shown>, Vec<String>) {
+        let shown = RefCell::new(Vec::new());
+        let validated = RefCell::new(Vec::new());
+        let mut validate = |t: &str| {
+            validated.borrow_mut().push(t.to_owned());
+            verified(t)
+        };
+        let mut open = |s: &Sealed<'_>| {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            shown.borrow_mut().push(Shown {
+                element: s.element.to_owned(),
+                info_content_id: s.info_content_id.map(str::to_owned),
+                signatures: s.signatures.iter().map(|b| text(b)).collect(),
+                parts: s
+                    .parts
+                    .iter()
+                    .map(|(c, b)| ((*c).to_owned(), text(b)))
+                    .collect(),
+                info_body_is_the_info_part: text(s.info_body).contains("<mcpttinfo"),
+            });
+            let value = if s.element.ends_with("client-id") {
+                CLIENT.to_owned()
+            } else {
+                "opened.token".to_owned()
+            };
+            Ok((value, CskId::new(csk_for(s.element))))
+        };
+        let config = EdgeConfig::default();
+        let mut ctx = EdgeContext {
+            config: &config,
+            trusted_source: trusted,
+            validate: &mut validate,
+            open: &mut open,
+            key_transport: &mut |_: &[u8]| {},
+            fresh_etag: ETag::new("fresh"),
+        };
+        let edge = classify(req, &mut ctx);
+        (edge, shown.into_inner(), validated.into_inner())
+    }
+
+    fn authorization_of(edge: Edge) -> Authorization {
+        match edge {
+            Edge::Machine {
+                input:
+                    Input::Publish(Publish {
+                        body: PublishBody::Authorization(a),
+                        ..
+                    }),
+                ..
+            } => a,
+            other => panic!("not an authorization: {other:?}"),
+        }
+    }
+
+    /// A PUBLISH whose token and client ID are both protected (TS 33.180 9.3.3, 9.3.4), with
+    /// the info part's Content-ID, a signature part and an unrelated part with a Content-ID.
+    fn protected_publish() -> SipRequest {
+        let info = mcptt_info(
+            &encrypted("mcptt-access-token"),
+            &encrypted("mcptt-client-id"),
+        );
+        let body = format!(
+            "--b1\r\nContent-Type: application/vnd.3gpp.mcptt-info+xml\r\n\
+             Content-ID: <info@ue>\r\n\r\n{info}\r\n\
+             --b1\r\nContent-Type: application/vnd.3gpp.mcptt-signed+xml\r\n\
+             Content-ID: <sig@ue>\r\n\r\n<signature/>\r\n\
+             --b1\r\nContent-Type: text/plain\r\nContent-ID: extra@ue\r\n\
+             Content-Disposition: render;handling=optional\r\n\r\nextra\r\n--b1--\r\n"
+        );
+        request(
+            "PUBLISH sip:mcptt@mcx.example.org",
+            &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\nExpires: 3600\r\n"),
+            "multipart/mixed;boundary=b1",
+            &body,
+        )
+    }
+
+    #[test]
+    fn the_opener_is_given_the_info_part_its_content_id_the_signatures_and_every_cid_part() {
+        // TS 33.180 9.3.4: a signature covers the parts it names by `cid:` (RFC 2392), so the
+        // opener needs the info part's Content-ID (without angle brackets), the mcptt-signed
+        // parts, and every part that has a Content-ID.
+        let (edge, shown, validated) = classify_with(&protected_publish(), &|_| "csk-1", true);
+        let a = authorization_of(edge);
+        assert_eq!(a.protection, Protection::Csk(CskId::new("csk-1")));
+        assert_eq!(a.client_id, ClientId::new(CLIENT));
+        assert_eq!(
+            validated,
+            ["opened.token"],
+            "the validator sees the plaintext"
+        );
+        assert_eq!(
+            shown.iter().map(|s| s.element.as_str()).collect::<Vec<_>>(),
+            ["mcptt-access-token", "mcptt-client-id"]
+        );
+        for s in &shown {
+            assert_eq!(s.info_content_id.as_deref(), Some("info@ue"));
+            assert_eq!(s.signatures, ["<signature/>"]);
+            assert!(s.info_body_is_the_info_part);
+            let cids: Vec<&str> = s.parts.iter().map(|(c, _)| c.as_str()).collect();
+            assert_eq!(cids, ["info@ue", "sig@ue", "extra@ue"]);
+            assert_eq!(s.parts[2].1, "extra");
+        }
+    }
+
+    #[test]
+    fn a_client_id_opened_under_another_csk_than_the_token_is_a_failed_protection() {
+        // TS 33.180 clause 9: one message is protected under one CSK.
+        let req = protected_publish();
+        let (edge, _, validated) = classify_with(
+            &req,
+            &|e| {
+                if e.ends_with("client-id") {
+                    "csk-2"
+                } else {
+                    "csk-1"
+                }
+            },
+            true,
+        );
+        let a = authorization_of(edge);
+        assert_eq!(
+            a.protection,
+            Protection::Failed(ProtectionFailure::Malformed)
+        );
+        assert_eq!(
+            a.token,
+            TokenVerdict::Rejected(TokenRejection::BadProtection)
+        );
+        assert!(validated.is_empty(), "a failed protection is not validated");
+        // A protected client ID is not reported in clear when the protection failed.
+        assert_eq!(a.client_id, ClientId::new(""));
+    }
+
+    #[test]
+    fn a_clear_token_is_clear_even_with_a_protected_client_id() {
+        // Only the token's CSK makes the protection `Csk`; a clear token is `Clear`.
+        let info = mcptt_info(
+            "<mcptt-access-token type=\"Normal\"><mcpttString>clear.token</mcpttString></mcptt-access-token>",
+            &encrypted("mcptt-client-id"),
+        );
+        let req = request(
+            "PUBLISH sip:mcptt@mcx.example.org",
+            &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
+            "application/vnd.3gpp.mcptt-info+xml",
+            &info,
+        );
+        let (edge, shown, validated) = classify_with(&req, &|_| "csk-1", true);
+        let a = authorization_of(edge);
+        assert_eq!(a.protection, Protection::Clear);
+        assert_eq!(validated, ["clear.token"]);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].info_content_id, None);
+        assert!(shown[0].parts.is_empty() && shown[0].signatures.is_empty());
+    }
+
+    #[test]
+    fn transaction_layer_methods_are_answered_by_the_edge_and_ack_never() {
+        // RFC 3261 17.2.1: an ACK is never answered (not even 405); 9.2: a CANCEL with no
+        // pending transaction gets 481; 11.2: OPTIONS 200 with Allow; others 405 (20.5).
+        for (method, expected) in [
+            ("ACK", Edge::Absorb),
+            ("CANCEL", Edge::NoTransaction),
+            ("OPTIONS", Edge::Options),
+            ("INVITE", Edge::MethodNotAllowed),
+            ("MESSAGE", Edge::MethodNotAllowed),
+        ] {
+            let req = request(
+                &format!("{method} sip:mcptt@mcx.example.org"),
+                "",
+                "text/plain",
+                "",
+            );
+            assert_eq!(classify_with(&req, &|_| "k", true).0, expected, "{method}");
+        }
+    }
+
+    #[test]
+    fn a_shared_psi_takes_the_service_from_the_info_body_before_the_feature_tags() {
+        // TS 24.379 7.3.3: several services may share one PSI; the info body's type says which
+        // service a PUBLISH is for, and Accept-Contact / P-Preferred-Service only when it does not.
+        let shared = EdgeConfig {
+            psi: Service::ALL
+                .into_iter()
+                .map(|s| (s, "sip:mc@mcx.example.org".to_owned()))
+                .collect(),
+            ..EdgeConfig::default()
+        };
+        let info =
+            "<mcvideoinfo xmlns=\"urn:3gpp:ns:mcvideoInfo:1.0\"><mcvideo-Params/></mcvideoinfo>";
+        for hints in ["", "Accept-Contact: *;+g.3gpp.mcptt;require;explicit\r\n"] {
+            let req = request(
+                "PUBLISH sip:mc@mcx.example.org",
+                &format!("P-Asserted-Identity: <{IMPU}>\r\n{hints}"),
+                "application/vnd.3gpp.mcvideo-info+xml",
+                info,
+            );
+            assert_eq!(
+                publish_target(&req, &shared),
+                PublishTarget::Service(Service::Mcvideo),
+                "{hints:?}"
+            );
+        }
+        let bodiless = request(
+            "PUBLISH sip:mc@mcx.example.org",
+            &format!("P-Asserted-Identity: <{IMPU}>\r\n"),
+            "text/plain",
+            "",
+        );
+        assert_eq!(
+            publish_target(&bodiless, &shared),
+            PublishTarget::AmbiguousPsi
+        );
+    }
+
+    fn third_party_register(request_uri: &str, ue_info: &str) -> SipRequest {
+        let ue = format!(
+            "REGISTER sip:ims.example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKu\r\n\
+             From: <{IMPU}>;tag=u\r\nTo: <{IMPU}>\r\nCall-ID: u1\r\nCSeq: 1 REGISTER\r\n\
+             Contact: <sip:alice@192.0.2.10>;+g.3gpp.mcptt\r\n\
+             Content-Type: application/vnd.3gpp.mcptt-info+xml\r\nContent-Length: {}\r\n\r\n{ue_info}",
+            ue_info.len()
+        );
+        request(
+            &format!("REGISTER {request_uri}"),
+            "Contact: <sip:scscf.ims.example.org>\r\nExpires: 600000\r\n",
+            "message/sip",
+            &ue,
+        )
+    }
+
+    fn register_of(edge: Edge) -> (ThirdPartyRegister, Vec<String>) {
+        match edge {
+            Edge::Machine {
+                input: Input::ThirdPartyRegister(r),
+                notes,
+            } => (r, notes),
+            other => panic!("not a REGISTER: {other:?}"),
+        }
+    }
+
+    const CLEAR_INFO: &str = "<mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params>\
+        <mcptt-access-token type=\"Normal\"><mcpttString>ue.token</mcpttString></mcptt-access-token>\
+        <mcptt-client-id type=\"Normal\"><mcpttString>urn:uuid:00000000-0000-4000-8000-000000000001</mcpttString></mcptt-client-id>\
+        </mcptt-Params></mcpttinfo>";
+
+    #[test]
+    fn a_third_party_register_to_a_psi_is_ours_and_to_another_uri_is_not() {
+        // TS 24.229 5.4.1.7: the iFC sends the third-party REGISTER to the server's URI; a
+        // configured PSI names this server too. Another URI is not ours (the machine: 404).
+        for (uri, target) in [
+            ("sip:mcx.example.org", RegisterTarget::Ours),
+            ("sip:mcvideo@mcx.example.org", RegisterTarget::Ours),
+            ("sip:other.example.org", RegisterTarget::NotOurs),
+        ] {
+            let (r, _) = register_of(
+                classify_with(&third_party_register(uri, CLEAR_INFO), &|_| "k", true).0,
+            );
+            assert_eq!(r.target, target, "{uri}");
+            assert_eq!(r.impu, AssertedIdentity::Trusted(Impu::new(IMPU)));
+        }
+    }
+
+    #[test]
+    fn only_a_trusted_third_party_register_for_us_has_its_body_read() {
+        // Ours, trusted: the UE's REGISTER is read (services, its token validated).
+        let (r, _, validated) = classify_with(
+            &third_party_register("sip:mcx.example.org", CLEAR_INFO),
+            &|_| "k",
+            true,
+        );
+        let (r, _) = register_of(r);
+        assert_eq!(r.services, Some(ServiceSet::only(Service::Mcptt)));
+        assert_eq!(r.embedded.len(), 1);
+        assert_eq!(validated, ["ue.token"]);
+        // Not ours, or from an untrusted source: nothing past the identity is read.
+        for (uri, trusted) in [
+            ("sip:other.example.org", true),
+            ("sip:mcx.example.org", false),
+        ] {
+            let (e, _, validated) =
+                classify_with(&third_party_register(uri, CLEAR_INFO), &|_| "k", trusted);
+            let (r, notes) = register_of(e);
+            assert_eq!((r.services, r.embedded.len()), (None, 0), "{uri} {trusted}");
+            assert!(validated.is_empty() && notes.is_empty(), "{uri} {trusted}");
+        }
+    }
+
+    #[test]
+    fn an_embedded_token_without_a_client_id_is_noted_and_not_used() {
+        let info = "<mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params>\
+            <mcptt-access-token type=\"Normal\"><mcpttString>ue.token</mcpttString></mcptt-access-token>\
+            </mcptt-Params></mcpttinfo>";
+        let (e, _, validated) = classify_with(
+            &third_party_register("sip:mcx.example.org", info),
+            &|_| "k",
+            true,
+        );
+        let (r, notes) = register_of(e);
+        assert!(r.embedded.is_empty() && validated.is_empty());
+        assert_eq!(notes, ["mcptt info body in UE REGISTER: no client id"]);
+        // A client ID without a token: nothing to use, nothing to note.
+        let info = "<mcpttinfo xmlns=\"urn:3gpp:ns:mcpttInfo:1.0\"><mcptt-Params>\
+            <mcptt-client-id type=\"Normal\"><mcpttString>urn:uuid:00000000-0000-4000-8000-000000000001</mcpttString></mcptt-client-id>\
+            </mcptt-Params></mcpttinfo>";
+        let (e, _, _) = classify_with(
+            &third_party_register("sip:mcx.example.org", info),
+            &|_| "k",
+            true,
+        );
+        let (r, notes) = register_of(e);
+        assert!(r.embedded.is_empty());
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+}

@@ -759,4 +759,203 @@ mod tests {
             vec!["\"x\\\",y\" <sip:a@x>", "<sip:b@x>"]
         );
     }
+
+    fn opts(headers: &str) -> Result<SipMessage, ParseError> {
+        req(&format!("OPTIONS sip:x SIP/2.0\r\n{headers}\r\n"))
+    }
+
+    fn request_of(m: Result<SipMessage, ParseError>) -> SipRequest {
+        match m {
+            Ok(SipMessage::Request(r)) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_line_needs_a_three_digit_code_from_100_to_699() {
+        // RFC 3261 7.2, 25.1: Status-Code = 3DIGIT; 1xx to 6xx.
+        for (line, status) in [("SIP/2.0 100 Trying", 100), ("SIP/2.0 699 Ouch", 699)] {
+            let m = req(&format!("{line}\r\n{BASE}\r\n")).unwrap();
+            let SipMessage::Response(r) = m else {
+                panic!("{line}")
+            };
+            assert_eq!(r.status, status);
+            assert_eq!(r.reason, line[12..]);
+        }
+        for line in [
+            "SIP/2.0 0200 OK",
+            "SIP/2.0 099 X",
+            "SIP/2.0 700 X",
+            "SIP/2.0 20 X",
+        ] {
+            let e = req(&format!("{line}\r\n{BASE}\r\n")).unwrap_err();
+            assert_eq!((e.status, e.reply_to), (400, None), "{line}");
+        }
+    }
+
+    #[test]
+    fn only_another_sip_version_is_505_and_garbage_is_dropped() {
+        // RFC 3261 21.5.7: 505 for a SIP version we do not support; a request whose version is
+        // not SIP at all gets no response (nothing says it is SIP).
+        let m = req(&format!("OPTIONS sip:x sip/2.0\r\n{BASE}\r\n"));
+        assert!(matches!(m, Ok(SipMessage::Request(_))), "{m:?}");
+        for (version, status, replies) in [
+            ("SIP/3.0", 505, true),
+            ("SIP/", 400, false),
+            ("HTTP/1.1", 400, false),
+            ("SIP", 400, false),
+        ] {
+            let e = req(&format!("OPTIONS sip:x {version}\r\n{BASE}\r\n")).unwrap_err();
+            assert_eq!(
+                (e.status, e.reply_to.is_some()),
+                (status, replies),
+                "{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn cseq_is_digits_below_2_to_the_31_and_one_method() {
+        // RFC 3261 8.1.1.5: the sequence number is a 32-bit unsigned integer below 2**31.
+        let ok = request_of(opts(&BASE.replace("CSeq: 1 ", "CSeq: 2147483647 ")));
+        assert_eq!(ok.cseq, 2_147_483_647);
+        for bad in ["CSeq: 2147483648 ", "CSeq: +1 ", "CSeq: 1 1 "] {
+            let e = opts(&BASE.replace("CSeq: 1 ", bad)).unwrap_err();
+            assert!(e.reason.starts_with("bad CSeq"), "{bad}: {}", e.reason);
+            assert_eq!(e.status, 400);
+        }
+        let e = opts(&BASE.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE")).unwrap_err();
+        assert_eq!(e.reason, "CSeq method INVITE does not match OPTIONS");
+    }
+
+    #[test]
+    fn a_mandatory_header_that_is_empty_or_repeated_is_named() {
+        let e = opts(&BASE.replace("Call-ID: c", "Call-ID:")).unwrap_err();
+        assert_eq!(e.reason, "empty Call-ID");
+        assert_eq!(e.to_string(), "empty Call-ID");
+        let e = opts(&format!("{BASE}Call-ID: d\r\n")).unwrap_err();
+        assert_eq!(e.reason, "more than one Call-ID");
+        // With two Call-IDs a response cannot say which: no reply_to, the message is dropped.
+        assert!(e.reply_to.is_none());
+        let e = opts(&format!("{BASE}Expires: 1\r\nExpires: 2\r\n")).unwrap_err();
+        assert_eq!(e.reason, "more than one Expires");
+        let r = e.reply_to.expect("reply_to");
+        assert_eq!(
+            (r.from.as_str(), r.cseq.as_str()),
+            ("<sip:a@x>;tag=1", "1 OPTIONS")
+        );
+    }
+
+    #[test]
+    fn reply_to_is_read_from_every_via_and_one_each_of_from_to_call_id_cseq() {
+        let headers = "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b\r\nVia: SIP/2.0/TCP c\r\n\
+             From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
+        let lines = header_lines(headers.trim_end()).unwrap();
+        let r = reply_to_from_headers(&lines).unwrap();
+        assert_eq!(r.vias.len(), 3);
+        assert_eq!((r.to.as_str(), r.call_id.as_str()), ("<sip:b@x>", "c"));
+        let two_from = header_lines(&format!("{}\r\nFrom: <sip:z@x>", headers.trim_end())).unwrap();
+        assert_eq!(reply_to_from_headers(&two_from), None);
+        let empty_to = header_lines(&headers.trim_end().replace("To: <sip:b@x>", "To:")).unwrap();
+        assert_eq!(reply_to_from_headers(&empty_to), None);
+        let no_via: Vec<_> = lines.iter().filter(|(n, _)| n != "Via").cloned().collect();
+        assert_eq!(reply_to_from_headers(&no_via), None);
+    }
+
+    #[test]
+    fn max_forwards_is_required_except_in_an_embedded_register() {
+        let embedded = "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@x>;tag=1\r\n\
+             To: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n";
+        let frame = frame_datagram(embedded.as_bytes()).unwrap();
+        let r = request_of(parse_embedded(&frame));
+        assert_eq!(r.max_forwards, 70);
+        assert!(parse(&frame).unwrap_err().reason.contains("Max-Forwards"));
+    }
+
+    #[test]
+    fn event_expires_and_max_forwards_values() {
+        // RFC 3265 7.2.1 / RFC 6665 8.2.1: the event type is a token before any parameters.
+        let r = request_of(opts(&format!(
+            "{BASE}Event: poc-settings;id=7\r\nExpires: 99999999999\r\n"
+        )));
+        assert_eq!(r.event.as_deref(), Some("poc-settings"));
+        // RFC 3261 20.19: a value too large saturates.
+        assert_eq!(r.expires, Some(u32::MAX));
+        for (h, reason) in [
+            ("Event: poc settings", "bad Event"),
+            ("Event: ;id=1", "bad Event"),
+            ("Expires: -1", "bad Expires"),
+            ("Expires: 1a", "bad Expires"),
+        ] {
+            let e = opts(&format!("{BASE}{h}\r\n")).unwrap_err();
+            assert!(e.reason.starts_with(reason), "{h}: {}", e.reason);
+        }
+        let e = opts(&BASE.replace("Max-Forwards: 70", "Max-Forwards: x")).unwrap_err();
+        assert!(e.reason.starts_with("bad Max-Forwards"), "{}", e.reason);
+        assert_eq!(parse_u32_saturating(" 12 "), Some(12));
+        assert_eq!(parse_u32_saturating(""), None);
+    }
+
+    #[test]
+    fn continuation_lines_join_with_one_space_and_blank_ones_add_nothing() {
+        // RFC 3261 7.3.1: a line starting with whitespace continues the previous value.
+        let h = header_lines("Subject:\r\n  first\r\n\t second\r\n   \r\nX-Custom: y").unwrap();
+        assert_eq!(h[0], ("Subject".into(), "first second".into()));
+        assert_eq!(h[1], ("X-Custom".into(), "y".into()));
+        assert!(header_lines(" leading").is_err());
+        assert!(header_lines("Bad Name: v").is_err());
+    }
+
+    #[test]
+    fn error_reasons_quote_at_most_40_characters() {
+        let name = format!("{}@", "n".repeat(50));
+        let e = header_lines(&format!("{name}: v")).unwrap_err();
+        assert_eq!(e, format!("bad header name {:?}", "n".repeat(40)));
+        assert_eq!(truncate("short"), "short");
+    }
+
+    #[test]
+    fn methods_read_and_print_as_their_tokens() {
+        for m in [
+            "REGISTER",
+            "PUBLISH",
+            "OPTIONS",
+            "INVITE",
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "MESSAGE",
+            "INFO",
+            "PRACK",
+            "UPDATE",
+            "REFER",
+            "FOO",
+        ] {
+            let method = Method::from_token(m);
+            assert_eq!(method.to_string(), m);
+            assert_eq!(method.as_str(), m);
+        }
+        // Methods are case-sensitive (RFC 3261 7.1).
+        assert_eq!(
+            Method::from_token("publish"),
+            Method::Other("publish".into())
+        );
+    }
+
+    #[test]
+    fn params_of_a_name_addr_without_parameters_are_none() {
+        assert!(header_params("<sip:a@x>").is_empty());
+        assert!(header_params("<sip:a@x;lr> junk").is_empty());
+        assert_eq!(
+            header_params("<sip:a@x> ;tag=1"),
+            vec![("tag".to_owned(), Some("1".to_owned()))]
+        );
+        assert_eq!(
+            header_param("SIP/2.0/UDP h;branch=z9hG4bK1;rport", "rport"),
+            None
+        );
+        assert_eq!(split_unquoted("a;b", ';'), ["a", "b"]);
+    }
 }

@@ -709,3 +709,208 @@ fn self_test() -> Result<(), TokenConfigError> {
         .clone()
         .map_err(TokenConfigError::SelfTest)
 }
+
+#[cfg(test)]
+mod tests {
+    //! What the token catalogue does not pin down (found by `mutants.sh`): the size limit at
+    //! its edge on every entry point, RFC 7519 NumericDate at its edges, the cold path and the
+    //! resource-server entry point's claims.
+    use super::*;
+    use crate::token::{LabIdms, MintRequest};
+    use serde_json::json;
+
+    const NOW: UnixTime = UnixTime(1_800_000_000);
+    const ALICE: &str = "sip:alice@example.org";
+
+    fn lab() -> LabIdms {
+        LabIdms::ephemeral(&[Algorithm::ES256]).expect("lab")
+    }
+
+    fn validator_with(lab: &LabIdms, f: impl FnOnce(&mut ValidatorConfig)) -> Validator {
+        let mut cfg = lab.validator_config();
+        f(&mut cfg);
+        Validator::new(cfg).expect("validator")
+    }
+
+    fn token(lab: &LabIdms) -> String {
+        lab.mint(&MintRequest::all_services(ALICE, NOW)).unwrap()
+    }
+
+    /// A token signed by the lab key with these claims changed from a valid token's.
+    fn token_with(lab: &LabIdms, change: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut claims = MintRequest::all_services(ALICE, NOW).claims(lab.issuer());
+        change(&mut claims);
+        let key = lab.key(Algorithm::ES256).unwrap();
+        key.sign_jws(&key.header(), &claims).unwrap()
+    }
+
+    fn verdict_of(r: Result<ResourceToken, TokenRejection>) -> Result<(), TokenRejection> {
+        r.map(|_| ())
+    }
+
+    #[test]
+    fn a_token_of_exactly_max_token_bytes_is_accepted_and_one_byte_more_is_too_large() {
+        // The limit is inclusive on all three entry points.
+        let lab = lab();
+        let t = token(&lab);
+        let at = validator_with(&lab, |c| c.max_token_bytes = t.len());
+        assert!(matches!(at.validate(&t, NOW), TokenVerdict::Verified(_)));
+        assert!(matches!(
+            at.validate_uncached(&t, NOW),
+            TokenVerdict::Verified(_)
+        ));
+        assert_eq!(verdict_of(at.validate_resource(&t, NOW)), Ok(()));
+        let below = validator_with(&lab, |c| c.max_token_bytes = t.len() - 1);
+        let too_large = TokenVerdict::Rejected(TokenRejection::TooLarge);
+        assert_eq!(below.validate(&t, NOW), too_large);
+        assert_eq!(below.validate_uncached(&t, NOW), too_large);
+        assert_eq!(
+            verdict_of(below.validate_resource(&t, NOW)),
+            Err(TokenRejection::TooLarge)
+        );
+        // A short token is not "too large" either (the comparison is not equality).
+        assert_eq!(
+            below.validate("a.b.c", NOW),
+            TokenVerdict::Rejected(TokenRejection::Malformed)
+        );
+        assert_eq!(
+            below.validate_uncached("a.b.c", NOW),
+            TokenVerdict::Rejected(TokenRejection::Malformed)
+        );
+        assert_eq!(
+            verdict_of(below.validate_resource("a.b.c", NOW)),
+            Err(TokenRejection::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_cold_path_checks_the_signature_every_time_and_caches_nothing() {
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        let t = token(&lab);
+        for n in 1..=2 {
+            let TokenVerdict::Verified(c) = v.validate_uncached(&t, NOW) else {
+                panic!("not verified")
+            };
+            assert_eq!(c.mcptt_id, Some(McId::new(ALICE)));
+            assert_eq!(v.signature_checks(), n);
+        }
+        assert_eq!(v.stats().cached_tokens, 0);
+        assert_eq!(
+            v.validate_uncached(&t, UnixTime(NOW.0 + 7200)),
+            TokenVerdict::Rejected(TokenRejection::Expired)
+        );
+    }
+
+    #[test]
+    fn numeric_date_takes_a_fraction_floored_and_refuses_negative_or_beyond_u64() {
+        // RFC 7519 2: NumericDate is a JSON number of seconds, "non-integer values can be
+        // represented"; a value that is negative or does not fit is not a date here.
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        let fractional = token_with(&lab, |c| c["exp"] = json!(1_800_003_600.75));
+        let TokenVerdict::Verified(c) = v.validate(&fractional, NOW) else {
+            panic!("a fractional exp is a NumericDate")
+        };
+        assert_eq!(c.exp, UnixTime(1_800_003_600));
+        for bad in [
+            json!(-1.5),
+            json!(18_446_744_073_709_551_616.0_f64),
+            json!(2e19),
+        ] {
+            let t = token_with(&lab, |c| c["exp"] = bad.clone());
+            assert_eq!(
+                v.validate(&t, NOW),
+                TokenVerdict::Rejected(TokenRejection::Malformed),
+                "exp {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_mc_service_id_claim_that_is_empty_or_padded_is_malformed() {
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        for bad in ["", " sip:alice@example.org", "sip:alice@example.org "] {
+            let t = token_with(&lab, |c| c["mcvideo_id"] = json!(bad));
+            assert_eq!(
+                v.validate(&t, NOW),
+                TokenVerdict::Rejected(TokenRejection::Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resource_server_needs_one_mc_service_id_and_gets_each_as_sent() {
+        // TS 33.180 5.1.3.1 C-4: the KMS, CM and GM servers read the MC service ID claims.
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        let only_mcdata = token_with(&lab, |c| {
+            let o = c.as_object_mut().unwrap();
+            o.remove("mcptt_id");
+            o.remove("mcvideo_id");
+            o["scope"] = json!(["openid", "3gpp:mcdata"]);
+        });
+        let r = v
+            .validate_resource(&only_mcdata, NOW)
+            .expect("one ID is enough");
+        assert_eq!(r.mc_id(Service::Mcdata), Some(&McId::new(ALICE)));
+        assert_eq!(r.mc_id(Service::Mcptt), None);
+        assert_eq!(r.mc_id(Service::Mcvideo), None);
+        assert_eq!(r.scope_values, ["openid", "3gpp:mcdata"]);
+        assert_eq!(r.exp, UnixTime(NOW.0 + 3600));
+        let mcvideo = token_with(&lab, |c| {
+            c.as_object_mut().unwrap().remove("mcptt_id");
+            c["mcvideo_id"] = json!("sip:bob@example.org");
+        });
+        let r = v.validate_resource(&mcvideo, NOW).unwrap();
+        assert_eq!(
+            r.mc_id(Service::Mcvideo),
+            Some(&McId::new("sip:bob@example.org"))
+        );
+        let none = token_with(&lab, |c| {
+            let o = c.as_object_mut().unwrap();
+            for k in ["mcptt_id", "mcvideo_id", "mcdata_id"] {
+                o.remove(k);
+            }
+        });
+        assert_eq!(
+            verdict_of(v.validate_resource(&none, NOW)),
+            Err(TokenRejection::MissingMcId)
+        );
+        assert_eq!(
+            v.stats().rejections,
+            [(TokenRejection::MissingMcId.label(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_signature_that_is_not_base64url_is_malformed_not_a_bad_signature() {
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        let t = token(&lab);
+        let head = &t[..t.rfind('.').unwrap()];
+        assert_eq!(
+            v.validate(&format!("{head}.!!!!"), NOW),
+            TokenVerdict::Rejected(TokenRejection::Malformed)
+        );
+        assert_eq!(
+            v.validate(&format!("{head}.AAAA"), NOW),
+            TokenVerdict::Rejected(TokenRejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn debug_names_the_policy_not_the_keys() {
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        let text = format!("{v:?}");
+        assert!(text.starts_with("Validator"), "{text}");
+        assert!(
+            text.contains("ES256") && text.contains(lab.issuer()),
+            "{text}"
+        );
+        assert!(text.contains("keys: 1"), "{text}");
+    }
+}
