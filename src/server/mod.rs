@@ -172,6 +172,10 @@ impl Server {
             anyhow::bail!("[policy] max_devices_per_mc_id cannot be enforced across instances: unset it, or use [store] shared = false (one instance)");
         }
         state.shared_store = opened.shared;
+        if shared_location.is_some() && keys.as_ref().is_some_and(|k| k.uploads().is_some()) {
+            // The key store is per instance: it reads the store's sealed CSKs only here.
+            tracing::warn!("[store] shared = true: a CSK uploaded through another instance is known here only after this instance restarts; until then a token protected under it is refused here (403/101)");
+        }
         // The config's CSKs (`[[protection.csk]]`) are the ones provisioned: listed before the
         // uploaded ones join the key store, so that no upload is ever re-fed as provisioned.
         let provisioning = keys.as_ref().map(|k| k.provisioning()).unwrap_or_default();
