@@ -1,14 +1,15 @@
 //! Identifiers in the spec's words: IMPU, MC service ID, MC client ID, SIP-ETag, and the MC
 //! services themselves. Each is a newtype so that an IMPU can never be passed where an MC service
-//! ID is expected. String-valued identifiers are [`SmolStr`]s: up to 23 bytes inline (no heap, no
-//! reference count, so cloning a model checker state that holds them touches no shared counter),
-//! longer ones share their bytes behind an `Arc`, so cloning one into a binding, an index and an
-//! event never copies a long string.
+//! ID is expected. String-valued identifiers share their bytes (`Arc<str>`), so cloning one into a
+//! binding, an index and an event costs a reference count, not an allocation. (Inline small
+//! strings, `SmolStr`, were tried for the checker: 24 bytes a handle against 16, and the server's
+//! identifiers are longer than 23 bytes, so a binding took 968 B at 10^6 instead of 879 B:
+//! docs/benchmarks.md.)
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use smol_str::SmolStr;
+use std::sync::Arc;
 
 /// Seconds since the Unix epoch. The machine never reads a clock: the caller passes `now`.
 ///
@@ -153,11 +154,11 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(SmolStr);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Wraps a string as this identifier.
-            pub fn new(s: impl Into<SmolStr>) -> Self {
+            pub fn new(s: impl Into<Arc<str>>) -> Self {
                 $name(s.into())
             }
 

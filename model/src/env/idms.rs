@@ -42,7 +42,7 @@ impl Tok {
     /// [`Tok::id`] as the validator's [`TokenId`], formatted inline (no heap: the checker
     /// validates a token at every delivery).
     pub fn token_id(&self) -> TokenId {
-        TokenId::new(smol_str::format_smolstr!(
+        TokenId::new(format!(
             "tok-{}-t{}-{}",
             user_name(self.user),
             self.issued,

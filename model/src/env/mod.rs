@@ -389,7 +389,7 @@ impl McxModel {
 
     /// The SIP-ETag text for number `n`.
     pub fn etag(n: u16) -> ETag {
-        ETag::new(smol_str::format_smolstr!("e{n}"))
+        ETag::new(format!("e{n}"))
     }
 
     /// The number of an ETag made by [`McxModel::etag`].

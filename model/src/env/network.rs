@@ -7,7 +7,6 @@
 //! request twice (bounded). Delivery turns a request into the machine's [`Input`].
 
 use serde::{Deserialize, Serialize};
-use smol_str::{format_smolstr, SmolStr};
 
 use crate::ids::{CskId, KeyMessageId, ServiceSet, UnixTime};
 use crate::input::{
@@ -119,18 +118,18 @@ impl CskRef {
 
     /// `prefix` and the CSK's name, formatted inline (no heap: the checker names CSKs at every
     /// delivery).
-    fn label(&self, prefix: &str) -> SmolStr {
+    fn label(&self, prefix: &str) -> String {
         match (self.owner, self.signer) {
             (Sender::Ue(n), Some(u)) => {
-                format_smolstr!(
+                format!(
                     "{prefix}csk-ue{}-{}{}",
                     n + 1,
                     super::user_name(u),
                     self.gen
                 )
             }
-            (Sender::Ue(n), None) => format_smolstr!("{prefix}csk-ue{}-{}", n + 1, self.gen),
-            (Sender::Attacker, _) => format_smolstr!("{prefix}csk-att{}", self.gen),
+            (Sender::Ue(n), None) => format!("{prefix}csk-ue{}-{}", n + 1, self.gen),
+            (Sender::Attacker, _) => format!("{prefix}csk-att{}", self.gen),
         }
     }
 
@@ -338,10 +337,7 @@ impl McxModel {
 
     /// The provisioned CSK of `user` on IMPU `impu` for `service`.
     pub fn csk(user: u8, impu: u8, service: u8) -> CskId {
-        CskId::new(format_smolstr!(
-            "csk-{}-i{impu}-s{service}",
-            super::user_name(user)
-        ))
+        CskId::new(format!("csk-{}-i{impu}-s{service}", super::user_name(user)))
     }
 
     /// The SIP core forwards `req` from `from` to the server: the attacker sees it on the way
