@@ -252,12 +252,13 @@ fn rows(s: &TestServer) -> Vec<(String, String)> {
 /// the user's next PUBLISH protected under it binds as before, and the tie still holds it to its
 /// IMPU. A sealed key that was altered stops the next start with an error that names
 /// `store check`: the server does not start without a CSK it acknowledged.
-#[test]
-fn an_uploaded_csk_survives_a_restart_sealed_in_the_store() {
-    let mut lab = start("restart", true);
+/// A durable lab with alice provisioned and `impus` registered, where alice uploads a CSK from
+/// UE1 with a token under it (200, bound). The CSK and the server's time then.
+fn durable_lab_with_upload(tag: &str, impus: &[&str]) -> (Lab, CskEntry, u64) {
+    let lab = start(tag, true);
     lab.provision(ALICE);
     let c = lab.server().udp_client();
-    for impu in [UE1, UE2] {
+    for impu in impus {
         assert_eq!(c.send(&third_party_register(impu, 600)).status, 200);
     }
     let token = lab.token(ALICE);
@@ -272,7 +273,13 @@ fn an_uploaded_csk_survives_a_restart_sealed_in_the_store() {
     let (ct, body) = upload_body(&message, &entry, &token);
     let r = c.send(&publish(UE1, &ct, body));
     assert_eq!(r.status, 200, "{}", r.raw);
-    drop(c);
+    (lab, entry, now)
+}
+
+#[test]
+fn an_uploaded_csk_survives_a_restart_sealed_in_the_store() {
+    let (mut lab, entry, _) = durable_lab_with_upload("restart", &[UE1, UE2]);
+    let id = entry.id;
 
     lab.restart();
     let store = lab.dir.join("data").join(mcx_authz::store::redb::FILE);
@@ -340,22 +347,7 @@ fn an_uploaded_csk_survives_a_restart_sealed_in_the_store() {
 /// provisioned CSK (which would tie it to whichever IMPU used it first, TS 33.180 5.4).
 #[test]
 fn a_csk_whose_binding_ran_out_while_down_is_forgotten_at_the_restart() {
-    let mut lab = start("lapsed", true);
-    lab.provision(ALICE);
-    let c = lab.server().udp_client();
-    assert_eq!(c.send(&third_party_register(UE1, 600)).status, 200);
-    let token = lab.token(ALICE);
-    let (cert, keys) = lab.fetch(&token);
-    let now = lab.server().now().0;
-    let (id, csk, message) = mcx_authz::mikey::upload_with(&cert, &keys, SERVER, now).unwrap();
-    let entry = CskEntry {
-        id,
-        csk,
-        mc_id: ALICE.into(),
-    };
-    let (ct, body) = upload_body(&message, &entry, &token);
-    assert_eq!(c.send(&publish(UE1, &ct, body)).status, 200);
-    drop(c);
+    let (mut lab, entry, now) = durable_lab_with_upload("lapsed", &[UE1]);
 
     // Down for longer than the registration (600 s) and the publication (3600 s).
     lab.restart_at(Some(now + 4000));
