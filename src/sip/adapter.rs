@@ -836,6 +836,48 @@ mod tests {
     }
 
     #[test]
+    fn another_services_info_body_beside_ours_is_unsupported_not_a_second_info_body() {
+        // TS 24.379 7.3.3: a PUBLISH to the MCPTT PSI carries the MCPTT info body; an MCVideo
+        // info body is a type this request does not take (415, RFC 3261 21.4.13), in either
+        // order, and it is neither read as ours nor counted as a duplicate of ours (400).
+        let ours = mcptt_info(
+            "<mcptt-access-token type=\"Normal\"><mcpttString>clear.token</mcpttString></mcptt-access-token>",
+            &format!("<mcptt-client-id type=\"Normal\"><mcpttString>{CLIENT}</mcpttString></mcptt-client-id>"),
+        );
+        let theirs =
+            "<mcvideoinfo xmlns=\"urn:3gpp:ns:mcvideoInfo:1.0\"><mcvideo-Params/></mcvideoinfo>";
+        let part = |ct: &str, body: &str| format!("--b1\r\nContent-Type: {ct}\r\n\r\n{body}\r\n");
+        let mcptt = part("application/vnd.3gpp.mcptt-info+xml", &ours);
+        let mcvideo = part("application/vnd.3gpp.mcvideo-info+xml", theirs);
+        for body in [
+            format!("{mcptt}{mcvideo}--b1--\r\n"),
+            format!("{mcvideo}{mcptt}--b1--\r\n"),
+        ] {
+            let req = request(
+                "PUBLISH sip:mcptt@mcx.example.org",
+                &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
+                "multipart/mixed;boundary=b1",
+                &body,
+            );
+            let (edge, _, validated) = classify_with(&req, &|_| "k", true);
+            assert!(
+                matches!(
+                    edge,
+                    Edge::Machine {
+                        input: Input::Publish(Publish {
+                            body: PublishBody::UnsupportedMediaType,
+                            ..
+                        }),
+                        ..
+                    }
+                ),
+                "{edge:?}"
+            );
+            assert!(validated.is_empty(), "no token is validated: {validated:?}");
+        }
+    }
+
+    #[test]
     fn transaction_layer_methods_are_answered_by_the_edge_and_ack_never() {
         // RFC 3261 17.2.1: an ACK is never answered (not even 405); 9.2: a CANCEL with no
         // pending transaction gets 481; 11.2: OPTIONS 200 with Allow; others 405 (20.5).
