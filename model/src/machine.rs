@@ -419,17 +419,7 @@ impl Machine {
         let policy = self.policy.clone();
         *self = Machine::new(policy);
         for (impu, record) in snapshot.impus {
-            if let Some(r) = record.registration {
-                self.put_registration(impu.clone(), r);
-            }
-            for (service, client_id, b) in record.bindings {
-                let key = BindingKey {
-                    impu: impu.clone(),
-                    service,
-                    client_id,
-                };
-                self.put_binding(key, b);
-            }
+            self.put_record(&impu, record);
         }
         self.csks = snapshot.csks.into_iter().collect();
         for (token_id, impu, until) in snapshot.token_owners {
@@ -458,17 +448,8 @@ impl Machine {
             for k in keys {
                 self.take_binding(&k);
             }
-            let Some(record) = record else { continue };
-            if let Some(r) = record.registration {
-                self.put_registration(impu.clone(), r);
-            }
-            for (service, client_id, b) in record.bindings {
-                let key = BindingKey {
-                    impu: impu.clone(),
-                    service,
-                    client_id,
-                };
-                self.put_binding(key, b);
+            if let Some(record) = record {
+                self.put_record(&impu, record);
             }
         }
         for (csk_id, csk) in reload.csks {
@@ -490,6 +471,22 @@ impl Machine {
             }
         }
         self.journal.impus.clear();
+    }
+
+    /// Installs one IMPU's stored registration and bindings (start-up and reload), each through
+    /// `put_*` so its deadline is armed.
+    fn put_record(&mut self, impu: &Impu, record: ImpuRecord) {
+        if let Some(r) = record.registration {
+            self.put_registration(impu.clone(), r);
+        }
+        for (service, client_id, b) in record.bindings {
+            let key = BindingKey {
+                impu: impu.clone(),
+                service,
+                client_id,
+            };
+            self.put_binding(key, b);
+        }
     }
 
     // TS 24.229 5.4.1.7 (third-party REGISTER); TS 24.379 7.3.2; dossier R-24.

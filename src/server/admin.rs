@@ -3,7 +3,6 @@
 //! injection) used by conformance and supervision tests.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pipeline::Pipeline;
 use super::state::{Metrics, Shared};
-use super::vitals::{counter, gauge, Fault, Vitals};
+use super::vitals::{counter, gauge, labelled, metric, Fault, Vitals};
 
 /// One row of `GET /bindings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,9 +190,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         ]
     });
     for (name, help, v) in shared_stats.into_iter().flatten() {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        let _ = writeln!(out, "{name} {v}");
+        metric(&mut out, name, help, v);
     }
     if let Some(store) = lock(&app.shared).store.clone() {
         use std::sync::atomic::Ordering::Relaxed;
@@ -225,52 +222,36 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
                 store.durable().0,
             ),
         ] {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {v}");
+            metric(&mut out, name, help, v);
         }
     }
     let m = &snap.metrics;
-    let _ = writeln!(
-        out,
-        "# HELP mcx_sip_requests_total SIP requests answered, by method (unknown methods: other) and status."
+    labelled(
+        &mut out,
+        "mcx_sip_requests_total",
+        "SIP requests answered, by method (unknown methods: other) and status.",
+        m.requests
+            .iter()
+            .map(|((method, status), n)| (format!("method=\"{method}\",status=\"{status}\""), *n)),
     );
-    let _ = writeln!(out, "# TYPE mcx_sip_requests_total counter");
-    for ((method, status), n) in &m.requests {
-        let _ = writeln!(
-            out,
-            "mcx_sip_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mcx_token_rejections_total Access tokens refused, by reason."
+    labelled(
+        &mut out,
+        "mcx_token_rejections_total",
+        "Access tokens refused, by reason.",
+        m.token_rejections.iter().map(by_label("reason")),
     );
-    let _ = writeln!(out, "# TYPE mcx_token_rejections_total counter");
-    for (reason, n) in &m.token_rejections {
-        let _ = writeln!(out, "mcx_token_rejections_total{{reason=\"{reason}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mcx_binding_events_total Binding changes, by kind."
+    labelled(
+        &mut out,
+        "mcx_binding_events_total",
+        "Binding changes, by kind.",
+        m.binding_events.iter().map(by_label("kind")),
     );
-    let _ = writeln!(out, "# TYPE mcx_binding_events_total counter");
-    for (kind, n) in &m.binding_events {
-        let _ = writeln!(out, "mcx_binding_events_total{{kind=\"{kind}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mcx_sip_dropped_total SIP messages dropped without a response, by reason."
+    labelled(
+        &mut out,
+        "mcx_sip_dropped_total",
+        "SIP messages dropped without a response, by reason.",
+        m.dropped.iter().map(by_label("reason")),
     );
-    let _ = writeln!(out, "# TYPE mcx_sip_dropped_total counter");
-    for (reason, n) in &m.dropped {
-        let _ = writeln!(out, "mcx_sip_dropped_total{{reason=\"{reason}\"}} {n}");
-    }
     gauge(
         &mut out,
         "mcx_bindings",
@@ -385,4 +366,9 @@ async fn fault(
     };
     app.vitals.faults.arm(fault);
     (StatusCode::OK, format!("armed {fault:?}\n"))
+}
+
+/// One Prometheus label set `label="key"` per map entry, for [`labelled`].
+fn by_label<K: std::fmt::Display>(label: &'static str) -> impl Fn((&K, &u64)) -> (String, u64) {
+    move |(k, n)| (format!("{label}=\"{k}\""), *n)
 }

@@ -249,6 +249,30 @@ pub fn counter(out: &mut String, name: &str, help: &str, values: &[(&str, u64)])
     }
 }
 
+/// Writes one Prometheus counter family whose entries each carry their label set
+/// (`method="PUBLISH",status="200"`).
+pub fn labelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    entries: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in entries {
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
+}
+
+/// Writes one unlabelled metric: a counter if its name ends in `_total` (the Prometheus naming
+/// rule), a gauge otherwise.
+pub fn metric(out: &mut String, name: &str, help: &str, value: u64) {
+    if name.ends_with("_total") {
+        counter(out, name, help, &[("", value)]);
+    } else {
+        gauge(out, name, help, value);
+    }
+}
+
 /// Writes one Prometheus gauge.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
@@ -493,5 +517,26 @@ mod tests {
         f.arm(Fault::WorkerPanic);
         assert!(std::panic::catch_unwind(|| f.trip(Fault::WorkerPanic)).is_err());
         f.trip(Fault::WorkerPanic);
+    }
+
+    #[test]
+    fn metrics_render_in_the_prometheus_text_format() {
+        // A name ending in _total is a counter, anything else a gauge; labelled entries carry
+        // their whole label set.
+        let mut out = String::new();
+        metric(&mut out, "a_total", "A.", 3);
+        metric(&mut out, "b", "B.", 4);
+        labelled(
+            &mut out,
+            "c_total",
+            "C.",
+            [("k=\"x\"".to_owned(), 1), ("k=\"y\"".to_owned(), 2)],
+        );
+        assert_eq!(
+            out,
+            "# HELP a_total A.\n# TYPE a_total counter\na_total 3\n\
+             # HELP b B.\n# TYPE b gauge\nb 4\n\
+             # HELP c_total C.\n# TYPE c_total counter\nc_total{k=\"x\"} 1\nc_total{k=\"y\"} 2\n"
+        );
     }
 }

@@ -181,8 +181,27 @@ pub(super) fn read_all(
     Ok((snapshot, versions))
 }
 
-fn secs(t: UnixTime) -> i64 {
+/// A time as PostgreSQL's `bigint` seconds (saturating).
+pub(super) fn secs(t: UnixTime) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+/// Forgets every token owner and key-transport message ID (`Change::ClearReplay`).
+pub(super) fn clear_replay(tx: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    tx.batch_execute("DELETE FROM mcx_token_owner; DELETE FROM mcx_key_message;")
+}
+
+/// Collects the token owners and key-transport message IDs lapsed at `now`. Store TTLs only
+/// collect garbage: the machine ignores lapsed entries anyway. One writer's batch or one shared
+/// instance's transaction calls it now and then.
+pub(super) fn collect_lapsed(
+    tx: &mut impl GenericClient,
+    now: UnixTime,
+) -> Result<(), postgres::Error> {
+    let now = secs(now);
+    tx.execute("DELETE FROM mcx_token_owner WHERE until_s <= $1", &[&now])?;
+    tx.execute("DELETE FROM mcx_key_message WHERE until_s <= $1", &[&now])?;
+    Ok(())
 }
 
 impl super::Writer for PgStore {
@@ -242,11 +261,7 @@ impl super::Writer for PgStore {
                             &[&message_id.as_str(), &secs(*until)],
                         )?;
                     }
-                    Change::ClearReplay => {
-                        tx.batch_execute(
-                            "DELETE FROM mcx_token_owner; DELETE FROM mcx_key_message;",
-                        )?;
-                    }
+                    Change::ClearReplay => clear_replay(&mut tx)?,
                 }
             }
         }
@@ -258,14 +273,7 @@ impl super::Writer for PgStore {
             )?;
         }
         if let Some(now) = gc {
-            tx.execute(
-                "DELETE FROM mcx_token_owner WHERE until_s <= $1",
-                &[&secs(now)],
-            )?;
-            tx.execute(
-                "DELETE FROM mcx_key_message WHERE until_s <= $1",
-                &[&secs(now)],
-            )?;
+            collect_lapsed(&mut tx, now)?;
         }
         let seq = batches.last().map_or(0, |b| b.seq.0);
         tx.execute(

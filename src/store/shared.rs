@@ -44,6 +44,9 @@ use mcx_model::{
 };
 use postgres::{Client, NoTls, Statement};
 
+use super::postgres as postgres_store;
+use postgres_store::secs;
+
 /// How many times one input runs against conflicts before it is dropped.
 pub const MAX_ATTEMPTS: u32 = 16;
 
@@ -280,10 +283,6 @@ impl From<serde_json::Error> for Failed {
 /// The client (`None` only while the store is dropped).
 fn connected(client: &mut Option<Client>) -> &mut Client {
     client.as_mut().expect("the client is taken only by drop")
-}
-
-fn secs(t: UnixTime) -> i64 {
-    i64::try_from(t.0).unwrap_or(i64::MAX)
 }
 
 fn time(s: i64) -> UnixTime {
@@ -617,21 +616,11 @@ impl SharedPg {
                         return Err(Failed::Conflict);
                     }
                 }
-                Change::ClearReplay => {
-                    tx.batch_execute("DELETE FROM mcx_token_owner; DELETE FROM mcx_key_message;")?;
-                }
+                Change::ClearReplay => postgres_store::clear_replay(&mut tx)?,
             }
         }
-        // Store TTLs only collect garbage (the machine ignores lapsed entries anyway).
         if self.last_gc.elapsed() > super::GC_EVERY {
-            tx.execute(
-                "DELETE FROM mcx_token_owner WHERE until_s <= $1",
-                &[&secs(now)],
-            )?;
-            tx.execute(
-                "DELETE FROM mcx_key_message WHERE until_s <= $1",
-                &[&secs(now)],
-            )?;
+            postgres_store::collect_lapsed(&mut tx, now)?;
             self.last_gc = Instant::now();
         }
         tx.commit()?;
