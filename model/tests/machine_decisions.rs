@@ -829,3 +829,38 @@ fn the_replay_tables_count_what_they_hold_and_forgetting_dead_messages_keeps_the
     m.m.handle(later, Input::Tick);
     assert_eq!(m.m.key_messages().count(), 0, "{:?}", held(&m));
 }
+
+#[test]
+fn a_lab_restart_forgets_the_replay_tables_in_the_store_too() {
+    // `Input::Restart` loses the volatile state, and the store must lose it with it (issue 13):
+    // with anything remembered (here one I_MESSAGE and one token owner) the restart journals
+    // `ClearReplay`; with nothing remembered it journals none.
+    let persisted = |out: Vec<Output>| -> Vec<Change> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Persist(p) => Some(p.changes),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let mut m = M::new(Policy {
+        replay_window_secs: 600,
+        ..Variant::PostCr.policy()
+    });
+    m.register(UE2);
+    let ok = m.publish(
+        trusted(UE2),
+        None,
+        auth(token(ALICE), csk("k3")),
+        Some(upload("k3", "m3", 1_000, Some(ALICE))),
+    );
+    assert_eq!(ok.response.outcome, Outcome::Authorized);
+    assert_eq!(m.m.replay_entries(), (1, 1));
+    let changes = persisted(m.m.handle(UnixTime(m.now), Input::Restart));
+    assert!(changes.contains(&Change::ClearReplay), "{changes:?}");
+    assert_eq!(m.m.replay_entries(), (0, 0));
+    let mut fresh = M::post_cr();
+    let changes = persisted(fresh.m.handle(UnixTime(fresh.now), Input::Restart));
+    assert!(!changes.contains(&Change::ClearReplay), "{changes:?}");
+}
