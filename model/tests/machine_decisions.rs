@@ -864,3 +864,90 @@ fn a_lab_restart_forgets_the_replay_tables_in_the_store_too() {
     let changes = persisted(fresh.m.handle(UnixTime(fresh.now), Input::Restart));
     assert!(!changes.contains(&Change::ClearReplay), "{changes:?}");
 }
+
+#[test]
+fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_one_stays() {
+    // TS 33.180 5.4: a CSK is tied to (IMPU, MC service ID). It is released when no binding of
+    // that pair is left, not before (another client of the same user on the same IMPU still
+    // uses it), and only its own (the same user's CSK tied to another IMPU stays). A
+    // provisioned CSK stands for a device: the end of a binding leaves it.
+    let log_off = |m: &mut M, impu: &str, etag: ETag| {
+        m.etags += 1;
+        m.input(Input::Publish(Publish {
+            target: PublishTarget::Service(Service::Mcptt),
+            event: EventPackage::PocSettings,
+            impu: trusted(impu),
+            if_match: IfMatch::One(etag),
+            expires: Some(0),
+            body: PublishBody::Empty,
+            key_upload: None,
+            fresh_etag: ETag::new(format!("off{}", m.etags)),
+        }))
+    };
+    let held = |m: &M| -> Vec<String> {
+        let mut ids: Vec<String> = m.m.csks().map(|(id, _)| id.as_str().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let mut m = M::post_cr();
+    m.register(UE1);
+    m.register(UE2);
+    let first = m.publish(
+        trusted(UE1),
+        None,
+        auth(token(ALICE), csk("k1")),
+        Some(upload("k1", "m1", 1_000, Some(ALICE))),
+    );
+    assert_eq!(first.response.outcome, Outcome::Authorized);
+    // A second client of Alice on UE1, under the same CSK.
+    let second = m.publish(
+        trusted(UE1),
+        None,
+        PublishBody::Authorization(Authorization {
+            token: token(ALICE),
+            protection: csk("k1"),
+            client_id: ClientId::new("urn:uuid:c2"),
+            settings: None,
+        }),
+        None,
+    );
+    assert_eq!(second.response.outcome, Outcome::Authorized);
+    // Alice on UE2 with her own uploaded CSK.
+    let other = m.publish(
+        trusted(UE2),
+        None,
+        auth(token(ALICE), csk("k2")),
+        Some(upload("k2", "m2", 1_000, Some(ALICE))),
+    );
+    assert_eq!(other.response.outcome, Outcome::Authorized);
+    assert_eq!(held(&m), ["k1", "k2"]);
+
+    let off = log_off(&mut m, UE1, first.response.etag.clone().unwrap());
+    assert_eq!(off.response.outcome, Outcome::Removed);
+    assert!(
+        off.csks.is_empty(),
+        "the second client still uses k1: {:?}",
+        off.csks
+    );
+    assert_eq!(held(&m), ["k1", "k2"]);
+    let off = log_off(&mut m, UE1, second.response.etag.clone().unwrap());
+    assert_eq!(
+        off.csks,
+        vec![CskEvent::Dropped {
+            csk_id: CskId::new("k1"),
+            cause: CskDropCause::NoBindingLeft
+        }]
+    );
+    assert_eq!(held(&m), ["k2"], "Alice's CSK on UE2 is not UE1's");
+
+    // A provisioned CSK outlives the binding that used it.
+    let mut m = M::post_cr();
+    m.register(UE1);
+    m.provision("kp", ALICE);
+    let bound = m.authorize(UE1, token(ALICE), csk("kp"));
+    assert_eq!(bound.response.outcome, Outcome::Authorized);
+    let off = log_off(&mut m, UE1, bound.response.etag.clone().unwrap());
+    assert_eq!(off.response.outcome, Outcome::Removed);
+    assert!(off.csks.is_empty(), "{:?}", off.csks);
+    assert_eq!(held(&m), ["kp"]);
+}
