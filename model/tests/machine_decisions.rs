@@ -860,6 +860,18 @@ fn a_lab_restart_forgets_the_replay_tables_in_the_store_too() {
     let changes = persisted(m.m.handle(UnixTime(m.now), Input::Restart));
     assert!(changes.contains(&Change::ClearReplay), "{changes:?}");
     assert_eq!(m.m.replay_entries(), (0, 0));
+    // Only one of the two tables holding something (no replay window: no token owners).
+    let mut m = M::post_cr();
+    m.register(UE2);
+    m.publish(
+        trusted(UE2),
+        None,
+        auth(token(ALICE), csk("k3")),
+        Some(upload("k3", "m3", 1_000, Some(ALICE))),
+    );
+    assert_eq!(m.m.replay_entries(), (1, 0));
+    let changes = persisted(m.m.handle(UnixTime(m.now), Input::Restart));
+    assert!(changes.contains(&Change::ClearReplay), "{changes:?}");
     let mut fresh = M::post_cr();
     let changes = persisted(fresh.m.handle(UnixTime(fresh.now), Input::Restart));
     assert!(!changes.contains(&Change::ClearReplay), "{changes:?}");
