@@ -5,7 +5,7 @@
 //! The machine is driven directly (the server holds exactly this state plus a bounded UDP
 //! transaction cache), with realistic identifier sizes: IMPU `sip:user000123@ims.example.org`,
 //! client ID `urn:uuid:…`, MC service ID `sip:user000123@mcx.example.org`, a 32-hex-digit jti,
-//! a 34-byte SIP-ETag like the server's.
+//! a SIP-ETag like the server's (12 hex digits of prefix, a dot and a hex counter).
 
 use std::time::Instant;
 
@@ -65,7 +65,7 @@ fn authorize(impu: &Impu, i: u64, etag: u64) -> Input {
             }),
         }),
         key_upload: None,
-        fresh_etag: ETag::new(format!("{:016x}.{etag:x}", 0x5eed_u64)),
+        fresh_etag: ETag::new(format!("{:012x}.{etag:x}", 0x5eed_u64)),
     })
 }
 
