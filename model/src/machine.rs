@@ -17,7 +17,7 @@
 //! IMPU: the earliest of its registration, publication and (by policy) token deadlines. The IMPU
 //! string is held once, by the table's key; every binding key and deadline of that IMPU shares it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -1039,6 +1039,7 @@ impl Machine {
             });
         }
         let previous = self.binding(&key);
+        let previous_mc_id = previous.map(|old| old.mc_id.clone());
         let switched_from = previous
             .filter(|old| old.mc_id != grant.mc_id)
             .map(|old| old.mc_id.clone());
@@ -1070,9 +1071,9 @@ impl Machine {
                 publication,
             ),
         };
-        let impu = key.impu.clone();
-        let mc_id = self.shared_mc_id(&key, grant.mc_id, grant.csk.as_ref());
-        self.put_binding(
+        let mc_id = self.shared_mc_id(previous_mc_id, grant.mc_id, grant.csk.as_ref());
+        // The CSK ties below share the table's copy of the IMPU.
+        let impu = self.put_binding(
             key,
             Binding {
                 mc_id: mc_id.clone(),
@@ -1083,12 +1084,6 @@ impl Machine {
                 settings,
             },
         );
-        // The CSK ties below share the table's copy of the IMPU (see `entry_key`).
-        let impu = self
-            .impus
-            .get_key_value(&impu)
-            .map(|(k, _)| k.clone())
-            .unwrap_or(impu);
         if let Some(e) = event {
             out.push(Output::Binding(e));
         }
@@ -1146,15 +1141,15 @@ impl Machine {
     /// `mc_id` as a copy the machine already holds, when it holds one: the CSK that opened the
     /// token, or the binding being re-authorized. Equal content, one string per user instead of
     /// one per table that names it (issue 15: memory per binding).
-    fn shared_mc_id(&self, key: &BindingKey, mc_id: McId, csk: Option<&CskId>) -> McId {
+    fn shared_mc_id(&self, previous: Option<McId>, mc_id: McId, csk: Option<&CskId>) -> McId {
         if let Some(c) = csk
             .and_then(|id| self.csks.get(id))
             .filter(|c| c.mc_id == mc_id)
         {
             return c.mc_id.clone();
         }
-        match self.binding(key) {
-            Some(b) if b.mc_id == mc_id => b.mc_id.clone(),
+        match previous {
+            Some(p) if p == mc_id => p,
             _ => mc_id,
         }
     }
@@ -1273,92 +1268,96 @@ impl Machine {
             .flat_map(|e| e.bindings.iter().map(|(k, b)| (k, b)))
     }
 
-    /// Takes `impu`'s deadline out of the index before its entry changes (`rearm` puts it back).
-    fn disarm(&mut self, impu: &Impu) {
+    /// Changes `impu`'s entry by `change` (given the table's own copy of the IMPU, which keys
+    /// and deadlines share instead of holding each its own string) and keeps the deadline index
+    /// in step: one look-up of the entry, and the index is touched only when the entry's
+    /// earliest deadline moves. An entry left holding nothing is removed. Without `create`, an
+    /// IMPU without an entry is left alone and `None` returned.
+    fn change_entry<R>(
+        &mut self,
+        impu: &Impu,
+        create: bool,
+        change: impl FnOnce(&Impu, &mut ImpuEntry) -> R,
+    ) -> Option<R> {
         let token_ends = self.policy.token_expiry == TokenExpiry::EndBinding;
-        if let Some((stored, entry)) = self.impus.get_key_value(impu) {
-            if let Some((t, d)) = entry.next_deadline(token_ends) {
+        let mut entry = match self.impus.entry(impu.clone()) {
+            btree_map::Entry::Occupied(o) => o,
+            btree_map::Entry::Vacant(v) if create => {
+                v.insert(ImpuEntry::default());
+                match self.impus.entry(impu.clone()) {
+                    btree_map::Entry::Occupied(o) => o,
+                    btree_map::Entry::Vacant(_) => return None,
+                }
+            }
+            btree_map::Entry::Vacant(_) => return None,
+        };
+        let stored = entry.key().clone();
+        let before = entry.get().next_deadline(token_ends);
+        let result = change(&stored, entry.get_mut());
+        let after = entry.get().next_deadline(token_ends);
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        if before != after {
+            if let Some((t, d)) = before {
                 self.deadlines.remove(&(t, d, stored.clone()));
             }
+            if let Some((t, d)) = after {
+                self.deadlines.insert((t, d, stored));
+            }
         }
+        Some(result)
     }
 
-    /// After `impu`'s entry changed: drops the entry if it holds nothing, else indexes its
-    /// earliest deadline (under the table's own copy of the IMPU).
-    fn rearm(&mut self, impu: &Impu) {
-        let token_ends = self.policy.token_expiry == TokenExpiry::EndBinding;
-        let Some((stored, entry)) = self.impus.get_key_value(impu) else {
-            return;
-        };
-        if entry.is_empty() {
-            self.impus.remove(impu);
-        } else if let Some((t, d)) = entry.next_deadline(token_ends) {
-            self.deadlines.insert((t, d, stored.clone()));
-        }
-    }
-
-    /// The table's own copy of `impu`, creating its (empty) entry if need be: keys and
-    /// deadlines share it instead of holding each its own string.
-    fn entry_key(&mut self, impu: &Impu) -> Impu {
-        if let Some((stored, _)) = self.impus.get_key_value(impu) {
-            return stored.clone();
-        }
-        self.impus.insert(impu.clone(), ImpuEntry::default());
-        impu.clone()
-    }
-
-    fn put_binding(&mut self, mut key: BindingKey, b: Binding) {
+    /// Puts a binding under its IMPU's entry (creating it) and returns the table's copy of the
+    /// IMPU.
+    fn put_binding(&mut self, mut key: BindingKey, b: Binding) -> Impu {
         self.journal.impus.insert(key.impu.clone());
-        self.disarm(&key.impu);
-        key.impu = self.entry_key(&key.impu);
         let impu = key.impu.clone();
-        if let Some(entry) = self.impus.get_mut(&impu) {
+        let mut added = false;
+        let stored = self.change_entry(&impu, true, |stored, entry| {
+            key.impu = stored.clone();
             match entry.bindings.binary_search_by(|(k, _)| k.cmp(&key)) {
                 Ok(i) => entry.bindings[i] = (key, b),
                 Err(i) => {
                     entry.bindings.reserve_exact(1);
                     entry.bindings.insert(i, (key, b));
-                    self.binding_count += 1;
+                    added = true;
                 }
             }
+            stored.clone()
+        });
+        if added {
+            self.binding_count += 1;
         }
-        self.rearm(&impu);
+        stored.unwrap_or(impu)
     }
 
     fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
-        let i = self
-            .impus
-            .get(&key.impu)?
-            .bindings
-            .binary_search_by(|(k, _)| k.cmp(key))
-            .ok()?;
+        let taken = self
+            .change_entry(&key.impu, false, |_, entry| {
+                let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+                let (_, b) = entry.bindings.remove(i);
+                entry.bindings.shrink_to_fit();
+                Some(b)
+            })
+            .flatten()?;
         self.journal.impus.insert(key.impu.clone());
-        self.disarm(&key.impu);
-        let entry = self.impus.get_mut(&key.impu)?;
-        let (_, b) = entry.bindings.remove(i);
-        entry.bindings.shrink_to_fit();
         self.binding_count -= 1;
-        self.rearm(&key.impu);
-        Some(b)
+        Some(taken)
     }
 
     fn put_registration(&mut self, impu: Impu, r: Registration) {
         self.journal.impus.insert(impu.clone());
-        self.disarm(&impu);
-        let impu = self.entry_key(&impu);
-        if let Some(entry) = self.impus.get_mut(&impu) {
-            entry.registration = Some(r);
-        }
-        self.rearm(&impu);
+        self.change_entry(&impu, true, |_, entry| entry.registration = Some(r));
     }
 
     fn take_registration(&mut self, impu: &Impu) -> Option<Registration> {
-        self.impus.get(impu)?.registration.as_ref()?;
+        let taken = self
+            .change_entry(impu, false, |_, entry| entry.registration.take())
+            .flatten()?;
         self.journal.impus.insert(impu.clone());
-        self.disarm(impu);
-        let r = self.impus.get_mut(impu)?.registration.take();
-        self.rearm(impu);
-        r
+        Some(taken)
     }
 }
 
