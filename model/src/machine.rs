@@ -199,8 +199,9 @@ pub struct Publication {
 struct ImpuEntry {
     registration: Option<Registration>,
     /// Sorted by key; every key's `impu` is this entry's (the same shared string). Allocated to
-    /// its length (`reserve_exact`), not in the vector's default steps of four.
-    bindings: Vec<(BindingKey, Binding)>,
+    /// its length (a boxed slice: 16 bytes in the table instead of a vector's 24, and never the
+    /// vector's default capacity of four).
+    bindings: Box<[(BindingKey, Binding)]>,
 }
 
 impl ImpuEntry {
@@ -820,7 +821,7 @@ impl Machine {
         if self.key_messages.len() + self.token_owners.len() > 0 {
             self.journal.replay.push(Change::ClearReplay);
         }
-        for (key, b) in impus.into_values().flat_map(|e| e.bindings) {
+        for (key, b) in impus.into_values().flat_map(|e| e.bindings.into_vec()) {
             out.push(Output::Binding(BindingEvent::Unbound {
                 key,
                 mc_id: b.mc_id,
@@ -1320,8 +1321,10 @@ impl Machine {
             match entry.bindings.binary_search_by(|(k, _)| k.cmp(&key)) {
                 Ok(i) => entry.bindings[i] = (key, b),
                 Err(i) => {
-                    entry.bindings.reserve_exact(1);
-                    entry.bindings.insert(i, (key, b));
+                    let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
+                    bindings.reserve_exact(1);
+                    bindings.insert(i, (key, b));
+                    entry.bindings = bindings.into_boxed_slice();
                     added = true;
                 }
             }
@@ -1337,8 +1340,9 @@ impl Machine {
         let taken = self
             .change_entry(&key.impu, false, |_, entry| {
                 let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-                let (_, b) = entry.bindings.remove(i);
-                entry.bindings.shrink_to_fit();
+                let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
+                let (_, b) = bindings.remove(i);
+                entry.bindings = bindings.into_boxed_slice();
                 Some(b)
             })
             .flatten()?;
