@@ -121,7 +121,8 @@ run_group() {
     pkg=${spec%% *}
     # shellcheck disable=SC2206
     local tests=(${spec#* })
-    name=$(echo "$pkg" | tr '/.-' '___')
+    # One report directory per group (two groups of one package must not share one).
+    name=$(echo "$pkg-${files[0]##*/}" | tr '/.-' '___')
     out="$OUT/$name"
     mkdir -p "$out"
     local args=("${common_args[@]}" --package "$pkg" --test-package "$pkg" -o "$out")

@@ -84,8 +84,11 @@ fn jwks_url_fetch_rotation_and_rate_limit() {
     let (_rt, base) = serve(idms.clone());
     let v = Validator::new(config(format!("{base}/certs"))).unwrap();
     assert_eq!(idms.hits.load(Ordering::SeqCst), 1, "fetched at start");
+    // One token string throughout (ECDSA signatures differ per mint): verified once, it is in
+    // the verified-token cache.
+    let token1 = mint(&lab1);
     assert!(matches!(
-        v.validate(&mint(&lab1), NOW),
+        v.validate(&token1, NOW),
         TokenVerdict::Verified(_)
     ));
 
@@ -96,7 +99,12 @@ fn jwks_url_fetch_rotation_and_rate_limit() {
         TokenVerdict::Verified(_)
     ));
     assert_eq!(idms.hits.load(Ordering::SeqCst), 2);
-    // The old key was withdrawn: its tokens are refused, and no second fetch within the interval.
+    // The old key was withdrawn: its tokens are refused, the cached one too (the cache is
+    // emptied when a key goes away), and no second fetch within the interval.
+    assert_eq!(
+        v.validate(&token1, NOW),
+        TokenVerdict::Rejected(TokenRejection::UnknownKey)
+    );
     assert_eq!(
         v.validate(&mint(&lab1), NOW),
         TokenVerdict::Rejected(TokenRejection::UnknownKey)

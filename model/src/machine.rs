@@ -1417,3 +1417,35 @@ fn success(outcome: Outcome, etag: ETag, expires: u32) -> Response {
         wait_for: Seq::ZERO,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiring_entry_lapses_at_its_time_and_is_forgotten_from_then() {
+        // The replay tables (token owners, I_MESSAGEs): an entry is in force while its time is
+        // still ahead, and `forget_until(t)` drops everything whose time is `t` or earlier.
+        let mut e: Expiring<u32, &str> = Expiring::new();
+        e.insert(1, "a", UnixTime(10));
+        e.insert(2, "b", UnixTime(20));
+        assert_eq!(e.get(&1, UnixTime(9)), Some(&"a"));
+        assert_eq!(e.get(&1, UnixTime(10)), None, "lapsed at its time");
+        e.forget_until(UnixTime(9));
+        assert_eq!(e.len(), 2);
+        e.forget_until(UnixTime(10));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.by_time.len(), 1);
+        // A new time replaces the old one in the index too.
+        e.insert(2, "c", UnixTime(30));
+        assert_eq!(e.by_time.len(), 1);
+        e.forget_until(UnixTime(25));
+        assert_eq!(e.get(&2, UnixTime(25)), Some(&"c"));
+        e.remove(&2);
+        assert_eq!((e.len(), e.by_time.len()), (0, 0));
+        e.insert(3, "d", UnixTime(40));
+        e.insert(4, "e", UnixTime(50));
+        e.clear();
+        assert_eq!((e.len(), e.by_time.len()), (0, 0));
+    }
+}

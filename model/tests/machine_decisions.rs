@@ -776,3 +776,56 @@ fn a_new_upload_replaces_only_the_older_upload_of_the_same_impu_and_user() {
     let left: Vec<&str> = m.m.csks().map(|(id, _)| id.as_str()).collect();
     assert_eq!(left, vec!["k2", "k3", "kp"]);
 }
+
+#[test]
+fn the_replay_tables_count_what_they_hold_and_forgetting_dead_messages_keeps_the_rest() {
+    // RFC 3830 5.4: the I_MESSAGE replay cache, as the metrics see it (`replay_entries`), and the
+    // checker's canonicalization (`forget_key_messages`): forgetting messages that can never
+    // arrive again keeps every other one, and those still lapse at their time.
+    let mut m = M::new(Policy {
+        replay_window_secs: 600,
+        ..Variant::PostCr.policy()
+    });
+    assert_eq!(m.m.replay_entries(), (0, 0));
+    // Two refused PUBLISHes (not registered) spend their I_MESSAGEs and own no token.
+    for message in ["m1", "m2"] {
+        let step = m.publish(
+            trusted(UE1),
+            None,
+            auth(token(ALICE), csk("k1")),
+            Some(upload("k1", message, 1_000, Some(ALICE))),
+        );
+        assert_eq!(step.response.status(), 403);
+    }
+    assert_eq!(m.m.replay_entries(), (2, 0));
+    // With a replay window, a binding records its token's owner (dossier Q-6).
+    m.register(UE2);
+    let ok = m.publish(
+        trusted(UE2),
+        None,
+        auth(token(ALICE), csk("k3")),
+        Some(upload("k3", "m3", 1_000, Some(ALICE))),
+    );
+    assert_eq!(ok.response.outcome, Outcome::Authorized);
+    let (messages, owners) = m.m.replay_entries();
+    assert_eq!(owners, 1);
+    assert!(messages >= 2, "{messages}");
+    let held = |m: &M| {
+        let mut ids: Vec<String> =
+            m.m.key_messages()
+                .map(|id| id.as_str().to_owned())
+                .collect();
+        ids.sort();
+        ids
+    };
+    let before = held(&m);
+    m.m.forget_key_messages(|id| id.as_str() == "m1");
+    let after = held(&m);
+    assert!(!after.contains(&"m1".to_owned()), "{after:?}");
+    assert_eq!(after.len(), before.len() - 1, "{before:?} -> {after:?}");
+    assert_eq!(m.m.replay_entries().0, after.len());
+    // What remains still lapses: a day later nothing of it is held.
+    let later = UnixTime(m.now + 86_400);
+    m.m.handle(later, Input::Tick);
+    assert_eq!(m.m.key_messages().count(), 0, "{:?}", held(&m));
+}

@@ -878,6 +878,51 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_part_is_skipped_only_when_its_sender_marked_it_optional() {
+        // RFC 3261 20.11: `handling=optional` lets a recipient skip a part it does not
+        // understand; without it (the default is `required`) the request is 415 (21.4.13).
+        let ours = mcptt_info(
+            "<mcptt-access-token type=\"Normal\"><mcpttString>clear.token</mcpttString></mcptt-access-token>",
+            &format!("<mcptt-client-id type=\"Normal\"><mcpttString>{CLIENT}</mcpttString></mcptt-client-id>"),
+        );
+        for (disposition, optional) in [
+            ("Content-Disposition: render;handling=optional\r\n", true),
+            ("Content-Disposition: render;handling=required\r\n", false),
+            ("", false),
+        ] {
+            let body = format!(
+                "--b1\r\nContent-Type: application/vnd.3gpp.mcptt-info+xml\r\n\r\n{ours}\r\n\
+                 --b1\r\nContent-Type: text/plain\r\n{disposition}\r\nextra\r\n--b1--\r\n"
+            );
+            let req = request(
+                "PUBLISH sip:mcptt@mcx.example.org",
+                &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
+                "multipart/mixed;boundary=b1",
+                &body,
+            );
+            let (edge, _, validated) = classify_with(&req, &|_| "k", true);
+            if optional {
+                assert_eq!(authorization_of(edge).protection, Protection::Clear);
+                assert_eq!(validated, ["clear.token"]);
+            } else {
+                assert!(
+                    matches!(
+                        edge,
+                        Edge::Machine {
+                            input: Input::Publish(Publish {
+                                body: PublishBody::UnsupportedMediaType,
+                                ..
+                            }),
+                            ..
+                        }
+                    ),
+                    "{disposition:?}: {edge:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn transaction_layer_methods_are_answered_by_the_edge_and_ack_never() {
         // RFC 3261 17.2.1: an ACK is never answered (not even 405); 9.2: a CANCEL with no
         // pending transaction gets 481; 11.2: OPTIONS 200 with Allow; others 405 (20.5).

@@ -375,21 +375,20 @@ pub fn header_params(value: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// The `;…` parameter list of a header value: after the `>` closing a name-addr, else after the
-/// first `;` outside quotes. Empty when there is none.
+/// The `;…` parameter list of a header value, from its first `;`: after the `>` closing a
+/// name-addr, else the first `;` outside quotes. Empty when there is none. (It keeps its leading
+/// `;`: `header_params` skips the empty piece before it.)
 fn params_part(value: &str) -> &str {
     let mut angle_open = false;
     for (i, c) in unquoted_chars(value) {
         match c {
-            '<' if !angle_open => angle_open = true,
+            '<' => angle_open = true,
+            // A `>` that closes no `<` (not valid in a display name, RFC 3261 25.1) ends nothing.
             '>' if angle_open => {
-                let rest = &value[i + 1..];
-                return match find_unquoted(rest, ';') {
-                    Some(s) => &rest[s + 1..],
-                    None => "",
-                };
+                let rest = &value[i..];
+                return find_unquoted(rest, ';').map_or("", |s| &rest[s..]);
             }
-            ';' if !angle_open => return &value[i + 1..],
+            ';' if !angle_open => return &value[i..],
             _ => {}
         }
     }
@@ -947,6 +946,16 @@ mod tests {
     #[test]
     fn params_of_a_name_addr_without_parameters_are_none() {
         assert!(header_params("<sip:a@x>").is_empty());
+        // A stray `>` before the name-addr closes nothing: the URI's own `;x=1` stays the URI's.
+        assert_eq!(
+            header_params("Bob> <sip:a@x;x=1>;tag=t"),
+            [("tag".to_owned(), Some("t".to_owned()))]
+        );
+        // A URI whose last parameter is empty (`;>`) still ends at its `>`.
+        assert_eq!(
+            header_params("<sip:a@x;>;tag=t"),
+            [("tag".to_owned(), Some("t".to_owned()))]
+        );
         assert!(header_params("<sip:a@x;lr> junk").is_empty());
         assert_eq!(
             header_params("<sip:a@x> ;tag=1"),

@@ -886,6 +886,77 @@ mod tests {
     }
 
     #[test]
+    fn one_mc_service_id_of_any_service_is_enough_on_the_sip_path() {
+        // TS 33.180 B.4.2.2: the token carries the MC service ID of each service it grants; a
+        // token for MCVideo or MCData alone has no mcptt_id, and is not refused for that.
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        for only in ["mcptt_id", "mcvideo_id", "mcdata_id"] {
+            let t = token_with(&lab, |c| {
+                let o = c.as_object_mut().unwrap();
+                for k in ["mcptt_id", "mcvideo_id", "mcdata_id"] {
+                    if k != only {
+                        o.remove(k);
+                    }
+                }
+            });
+            let TokenVerdict::Verified(c) = v.validate(&t, NOW) else {
+                panic!("{only} alone: {:?}", v.validate(&t, NOW));
+            };
+            let ids = [&c.mcptt_id, &c.mcvideo_id, &c.mcdata_id];
+            assert_eq!(ids.iter().filter(|i| i.is_some()).count(), 1, "{only}");
+        }
+    }
+
+    #[test]
+    fn the_rel13_scope_grants_mcptt_only_when_configured_and_only_itself() {
+        // Rel-13 IdMSs grant MCPTT with `3gpp:mcptt:ptt_server` (accept_rel13_scope); no other
+        // scope value grants MCPTT through it.
+        let lab = lab();
+        let with_scope = |scope: &str| token_with(&lab, |c| c["scope"] = json!(scope));
+        let rel13 = validator_with(&lab, |c| c.accept_rel13_scope = true);
+        let plain = validator_with(&lab, |_| {});
+        let scopes = |v: &Validator, t: &str| match v.validate(t, NOW) {
+            TokenVerdict::Verified(c) => Ok(c.scopes),
+            TokenVerdict::Rejected(r) => Err(r),
+        };
+        let ptt = with_scope(&format!("openid {REL13_PTT_SCOPE}"));
+        assert!(scopes(&rel13, &ptt).unwrap().contains(Service::Mcptt));
+        assert_eq!(scopes(&plain, &ptt), Err(TokenRejection::MissingScope));
+        let video = with_scope(&format!("openid {}", Service::Mcvideo.scope()));
+        let s = scopes(&rel13, &video).unwrap();
+        assert!(
+            s.contains(Service::Mcvideo) && !s.contains(Service::Mcptt),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_jti_is_no_token_id_and_the_digest_names_the_token() {
+        // RFC 7519 4.1.7: jti is the token's unique identifier; an empty one identifies nothing,
+        // so the token is named by its SHA-256, as a token without jti is.
+        let lab = lab();
+        let v = validator_with(&lab, |_| {});
+        for jti in [Some(""), None] {
+            let t = token_with(&lab, |c| match jti {
+                Some(j) => c["jti"] = json!(j),
+                None => {
+                    c.as_object_mut().unwrap().remove("jti");
+                }
+            });
+            let TokenVerdict::Verified(c) = v.validate(&t, NOW) else {
+                panic!("{jti:?}");
+            };
+            assert_eq!(c.token_id, TokenId::new(hex(&digest(&t))), "{jti:?}");
+        }
+        let named = token_with(&lab, |c| c["jti"] = json!("t-1"));
+        let TokenVerdict::Verified(c) = v.validate(&named, NOW) else {
+            panic!("named");
+        };
+        assert_eq!(c.token_id, TokenId::new("t-1"));
+    }
+
+    #[test]
     fn a_signature_that_is_not_base64url_is_malformed_not_a_bad_signature() {
         let lab = lab();
         let v = validator_with(&lab, |_| {});
