@@ -1,14 +1,17 @@
 //! Identifiers in the spec's words: IMPU, MC service ID, MC client ID, SIP-ETag, and the MC
 //! services themselves. Each is a newtype so that an IMPU can never be passed where an MC service
-//! ID is expected. String-valued identifiers share their bytes (`Arc<str>`), so cloning one into a
-//! binding, an index and an event costs a reference count, not an allocation. (Inline small
-//! strings, `SmolStr`, were tried for the checker: 24 bytes a handle against 16, and the server's
-//! identifiers are longer than 23 bytes, so a binding took 968 B at 10^6 instead of 879 B:
-//! docs/benchmarks.md.)
+//! ID is expected. The long identifiers (IMPU, MC service ID, MC client ID, token ID) share their
+//! bytes (`Arc<str>`), so cloning one into a binding, an index and an event costs a reference
+//! count, not an allocation. The short ones, the SIP-ETags the server mints (at most 23 bytes
+//! until 2^40 tags) and the eight-hex-digit CSK IDs, are held inline (`SmolStr`: no allocation at
+//! all; a longer value falls back to a shared heap string). `SmolStr` for every identifier was
+//! tried and taken out: 24 bytes a handle against 16, and the long identifiers exceed 23 bytes,
+//! so a binding took 968 B at 10^6 instead of 879 B (docs/benchmarks.md); issue 15.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 /// Seconds since the Unix epoch. The machine never reads a clock: the caller passes `now`.
@@ -161,7 +164,30 @@ macro_rules! string_id {
             pub fn new(s: impl Into<Arc<str>>) -> Self {
                 $name(s.into())
             }
+        }
 
+        string_id_common!($name);
+    };
+    (inline; $(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(SmolStr);
+
+        impl $name {
+            /// Wraps a string as this identifier (inline up to 23 bytes).
+            pub fn new(s: impl AsRef<str>) -> Self {
+                $name(SmolStr::new(s))
+            }
+        }
+
+        string_id_common!($name);
+    };
+}
+
+macro_rules! string_id_common {
+    ($name:ident) => {
+        impl $name {
             /// The identifier's text.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -202,7 +228,7 @@ string_id!(
     /// MC service client ID (`<mcptt-client-id>`): the client's instance, one per device.
     ClientId
 );
-string_id!(
+string_id!(inline;
     /// RFC 3903 entity-tag, sent as SIP-ETag and echoed in SIP-If-Match.
     ETag
 );
@@ -210,7 +236,7 @@ string_id!(
     /// Identifies one access token: its `jti` when present, else a digest of the token.
     TokenId
 );
-string_id!(
+string_id!(inline;
     /// Client-server key identifier (TS 33.180 5.4): the CSB-ID of the MIKEY-SAKKE I_MESSAGE that
     /// carried the CSK, or a lab table entry's `csk_id`; eight hex digits. It names the key in
     /// `ds:KeyInfo/ds:KeyName` of a clause 9 protected element.

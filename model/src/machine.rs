@@ -8,17 +8,21 @@
 //!
 //! Invariant kept by construction: every binding change goes through [`Machine::put_binding`] or
 //! [`Machine::take_binding`] (registrations through `put_registration`/`take_registration`), which
-//! keep the deadline indexes in step with the tables, so no deadline names state that no longer
-//! exists. SIP-ETags are not indexed: a tag is looked up among its IMPU's adjacent bindings.
+//! keep the deadline index in step with the table, so no deadline names state that no longer
+//! exists. SIP-ETags are not indexed: a tag is looked up among its IMPU's own bindings.
+//!
+//! Table shape (issue 15, memory per binding): the state is rooted at the IMPU, as the durable
+//! store is ([`ImpuRecord`]). One entry per IMPU holds its third-party registration and its
+//! bindings (a vector sorted by key, usually of one), and the deadline index holds one entry per
+//! IMPU: the earliest of its registration, publication and (by policy) token deadlines. The IMPU
+//! string is held once, by the table's key; every binding key and deadline of that IMPU shares it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{Change, ImpuRecord, Persist, Reload, Seq, Snapshot};
-use crate::ids::{
-    ClientId, CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime,
-};
+use crate::ids::{CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime};
 use crate::input::{
     AssertedIdentity, Authorization, EventPackage, IfMatch, Input, KeyUpload, Protection, Publish,
     PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
@@ -36,12 +40,13 @@ use crate::token::{TokenRejection, TokenVerdict};
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Machine {
     policy: Policy,
-    registrations: BTreeMap<Impu, Registration>,
-    bindings: BTreeMap<BindingKey, Binding>,
-    /// Registration deadlines, earliest first.
-    registration_deadlines: BTreeSet<(UnixTime, Impu)>,
-    /// Publication and (by policy) token deadlines, earliest first.
-    binding_deadlines: BTreeSet<(UnixTime, Deadline, BindingKey)>,
+    /// Each IMPU's registration and bindings; an IMPU with neither has no entry.
+    impus: BTreeMap<Impu, ImpuEntry>,
+    /// One entry per IMPU: its earliest deadline and what ends then, earliest first (at equal
+    /// times registrations, then publications, then tokens, as [`Deadline`] orders them).
+    deadlines: BTreeSet<(UnixTime, Deadline, Impu)>,
+    /// How many bindings the entries hold (derived, kept in step by `put_binding`/`take_binding`).
+    binding_count: usize,
     /// CSKs and what each is tied to (TS 33.180 5.4).
     csks: BTreeMap<CskId, Csk>,
     /// I_MESSAGEs accepted, each until it would be stale anyway (RFC 3830 5.4).
@@ -189,9 +194,45 @@ pub struct Publication {
     pub expires_at: UnixTime,
 }
 
-/// What ends a binding at its deadline.
+/// What one IMPU holds: its third-party registration and its bindings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct ImpuEntry {
+    registration: Option<Registration>,
+    /// Sorted by key; every key's `impu` is this entry's (the same shared string). Allocated to
+    /// its length (a boxed slice: 16 bytes in the table instead of a vector's 24, and never the
+    /// vector's default capacity of four).
+    bindings: Box<[(BindingKey, Binding)]>,
+}
+
+impl ImpuEntry {
+    fn is_empty(&self) -> bool {
+        self.registration.is_none() && self.bindings.is_empty()
+    }
+
+    /// The entry's earliest deadline and what ends then; at equal times the registration goes
+    /// first, then publications, then tokens (`token_ends`: the policy ends bindings at `exp`).
+    fn next_deadline(&self, token_ends: bool) -> Option<(UnixTime, Deadline)> {
+        let registration = self
+            .registration
+            .as_ref()
+            .map(|r| (r.expires_at, Deadline::Registration));
+        let bindings = self.bindings.iter().flat_map(|(_, b)| {
+            let publication = b
+                .publication
+                .as_ref()
+                .map(|p| (p.expires_at, Deadline::Publication));
+            let token = token_ends.then_some((b.token_exp, Deadline::Token));
+            publication.into_iter().chain(token)
+        });
+        registration.into_iter().chain(bindings).min()
+    }
+}
+
+/// What ends at a deadline: the registration (and with it every binding of the IMPU), or one
+/// binding by its publication or its token. The order is the order of ending at equal times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Deadline {
+    Registration,
     Publication,
     Token,
 }
@@ -201,10 +242,9 @@ impl Machine {
     pub fn new(policy: Policy) -> Self {
         Machine {
             policy,
-            registrations: BTreeMap::new(),
-            bindings: BTreeMap::new(),
-            registration_deadlines: BTreeSet::new(),
-            binding_deadlines: BTreeSet::new(),
+            impus: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            binding_count: 0,
             csks: BTreeMap::new(),
             key_messages: Expiring::new(),
             token_owners: Expiring::new(),
@@ -221,15 +261,11 @@ impl Machine {
     /// The durable form of everything this machine holds (what a store would hold after every
     /// [`Output::Persist`] so far): for tests and `store check`.
     pub fn snapshot(&self) -> Snapshot {
-        let impus: BTreeSet<&Impu> = self
-            .registrations
-            .keys()
-            .chain(self.bindings.keys().map(|k| &k.impu))
-            .collect();
         Snapshot {
             seq: self.journal.seq,
-            impus: impus
-                .into_iter()
+            impus: self
+                .impus
+                .keys()
                 .filter_map(|i| Some((i.clone(), self.impu_record(i)?)))
                 .collect(),
             csks: self
@@ -254,14 +290,14 @@ impl Machine {
 
     /// The aggregate of one IMPU: its registration and bindings; `None` when it has neither.
     fn impu_record(&self, impu: &Impu) -> Option<ImpuRecord> {
-        let registration = self.registrations.get(impu).cloned();
-        let bindings: Vec<(Service, ClientId, Binding)> = self
-            .bindings_of(impu)
-            .map(|(k, b)| (k.service, k.client_id.clone(), b.clone()))
-            .collect();
-        (registration.is_some() || !bindings.is_empty()).then_some(ImpuRecord {
-            registration,
-            bindings,
+        let entry = self.impus.get(impu)?;
+        Some(ImpuRecord {
+            registration: entry.registration.clone(),
+            bindings: entry
+                .bindings
+                .iter()
+                .map(|(k, b)| (k.service, k.client_id.clone(), b.clone()))
+                .collect(),
         })
     }
 
@@ -297,41 +333,48 @@ impl Machine {
 
     /// The binding table, in key order.
     pub fn bindings(&self) -> impl Iterator<Item = (&BindingKey, &Binding)> {
-        self.bindings.iter()
+        self.impus
+            .values()
+            .flat_map(|e| e.bindings.iter().map(|(k, b)| (k, b)))
     }
 
     /// The binding for `key`.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
-        self.bindings.get(key)
+        let entry = self.impus.get(&key.impu)?;
+        let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&entry.bindings[i].1)
     }
 
     /// Number of bindings.
     pub fn binding_count(&self) -> usize {
-        self.bindings.len()
+        self.binding_count
     }
 
     /// The registrations, in IMPU order.
     pub fn registrations(&self) -> impl Iterator<Item = (&Impu, &Registration)> {
-        self.registrations.iter()
+        self.impus
+            .iter()
+            .filter_map(|(i, e)| Some((i, e.registration.as_ref()?)))
+    }
+
+    /// Whether `impu` is registered.
+    fn is_registered(&self, impu: &Impu) -> bool {
+        self.impus
+            .get(impu)
+            .is_some_and(|e| e.registration.is_some())
     }
 
     /// The binding whose current publication `etag` names, if any. A scan of the whole table,
     /// for properties and tests; requests look tags up per (IMPU, service) instead.
     pub fn publication_of(&self, etag: &ETag) -> Option<&BindingKey> {
-        self.bindings
-            .iter()
+        self.bindings()
             .find(|(_, b)| b.publication.as_ref().is_some_and(|p| p.etag == *etag))
             .map(|(k, _)| k)
     }
 
     /// When the caller should next send [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        let r = self.registration_deadlines.first().map(|(t, _)| *t);
-        let b = self.binding_deadlines.first().map(|(t, _, _)| *t);
-        match (r, b) {
-            (Some(r), Some(b)) => Some(r.min(b)),
-            (r, b) => r.or(b),
-        }
+        self.deadlines.first().map(|(t, _, _)| *t)
     }
 
     /// Handles one input at `now` and returns its outputs (see the module docs).
@@ -700,8 +743,7 @@ impl Machine {
         match body {
             Body::Authorization(a) => {
                 // S-3, our policy: a token binds only an IMPU the SIP core registered here.
-                if self.policy.registration_required && !self.registrations.contains_key(&key.impu)
-                {
+                if self.policy.registration_required && !self.is_registered(&key.impu) {
                     return refusal(Outcome::Forbidden(ForbiddenReason::NotRegistered));
                 }
                 match self.authorize(now, &key, &a, p.key_upload.as_deref()) {
@@ -720,7 +762,7 @@ impl Machine {
             } => {
                 // TS 24.379 7.3.4: settings only for a client already bound to the MC service ID
                 // it names; never binds or rebinds (S-6).
-                match self.bindings.get(&key) {
+                match self.binding(&key) {
                     Some(b) if b.mc_id == claimed_mc_id => {
                         let etag = publication.etag.clone();
                         self.republish(&key, publication, settings);
@@ -732,61 +774,62 @@ impl Machine {
         }
     }
 
-    /// Ends everything whose deadline has come, earliest first; at equal times a registration
-    /// goes before the bindings' own deadlines.
+    /// Ends everything whose deadline has come, earliest first; at equal times registrations go
+    /// before publications, and publications before tokens, each kind in key order.
+    ///
+    /// The index holds each IMPU's earliest deadline only; ending one thing re-arms the IMPU
+    /// with its next (`take_*`), so the order is the same as with one index entry per deadline.
     fn tick(&mut self, now: UnixTime, out: &mut Vec<Output>) {
-        loop {
-            let registration = self
-                .registration_deadlines
-                .first()
-                .filter(|(t, _)| *t <= now)
-                .cloned();
-            let binding = self
-                .binding_deadlines
-                .first()
-                .filter(|(t, _, _)| *t <= now)
-                .cloned();
-            match (registration, binding) {
-                (Some(r), b) if b.as_ref().is_none_or(|b| r.0 <= b.0) => {
-                    let (_, impu) = r;
+        while let Some((t, deadline, impu)) = self
+            .deadlines
+            .first()
+            .filter(|(t, _, _)| *t <= now)
+            .cloned()
+        {
+            let cause = match deadline {
+                Deadline::Registration => {
                     self.take_registration(&impu);
                     self.unbind_impu(&impu, |_| true, UnbindCause::RegistrationExpired, out);
+                    continue;
                 }
-                (_, Some((_, deadline, key))) => {
-                    let cause = match deadline {
-                        Deadline::Publication => UnbindCause::PublicationExpired,
-                        Deadline::Token => UnbindCause::TokenExpired,
-                    };
-                    self.unbind(&key, cause, out);
+                Deadline::Publication => UnbindCause::PublicationExpired,
+                Deadline::Token => UnbindCause::TokenExpired,
+            };
+            let due = self
+                .bindings_of(&impu)
+                .find(|(_, b)| match deadline {
+                    Deadline::Publication => {
+                        b.publication.as_ref().is_some_and(|p| p.expires_at == t)
+                    }
+                    _ => b.token_exp == t,
+                })
+                .map(|(k, _)| k.clone());
+            match due {
+                Some(key) => self.unbind(&key, cause, out),
+                // Unreachable while `put_*`/`take_*` keep the index in step; never loop on it.
+                None => {
+                    self.deadlines.remove(&(t, deadline, impu));
                 }
-                _ => break,
             }
         }
     }
 
     fn restart(&mut self, out: &mut Vec<Output>) {
         // A lab restart loses what a crash without a store would: the store forgets it too.
-        let impus: Vec<Impu> = self
-            .registrations
-            .keys()
-            .chain(self.bindings.keys().map(|k| &k.impu))
-            .cloned()
-            .collect();
-        self.journal.impus.extend(impus);
+        let impus = std::mem::take(&mut self.impus);
+        self.journal.impus.extend(impus.keys().cloned());
         if self.key_messages.len() + self.token_owners.len() > 0 {
             self.journal.replay.push(Change::ClearReplay);
         }
-        let bindings = std::mem::take(&mut self.bindings);
-        for (key, b) in bindings {
+        for (key, b) in impus.into_values().flat_map(|e| e.bindings.into_vec()) {
             out.push(Output::Binding(BindingEvent::Unbound {
                 key,
                 mc_id: b.mc_id,
                 cause: UnbindCause::Restart,
             }));
         }
-        self.registrations.clear();
-        self.registration_deadlines.clear();
-        self.binding_deadlines.clear();
+        self.deadlines.clear();
+        self.binding_count = 0;
         self.key_messages.clear();
         self.token_owners.clear();
         // A lab restart (`Input::Restart`, volatile state lost) ends the uploaded CSKs with the
@@ -933,8 +976,7 @@ impl Machine {
             return Ok(());
         };
         let others = self
-            .bindings
-            .iter()
+            .bindings()
             .filter(|(k, b)| k.service == key.service && *k != key && b.mc_id == *mc_id)
             .count();
         if others as u64 >= u64::from(max) {
@@ -974,8 +1016,8 @@ impl Machine {
     ) {
         if self.policy.impu_change == ImpuChange::MoveBinding {
             let moved: Vec<BindingKey> = self
-                .bindings
-                .keys()
+                .bindings()
+                .map(|(k, _)| k)
                 .filter(|k| {
                     k.service == key.service && k.client_id == key.client_id && k.impu != key.impu
                 })
@@ -997,7 +1039,8 @@ impl Machine {
                 until,
             });
         }
-        let previous = self.bindings.get(&key);
+        let previous = self.binding(&key);
+        let previous_mc_id = previous.map(|old| old.mc_id.clone());
         let switched_from = previous
             .filter(|old| old.mc_id != grant.mc_id)
             .map(|old| old.mc_id.clone());
@@ -1029,12 +1072,12 @@ impl Machine {
                 publication,
             ),
         };
-        let impu = key.impu.clone();
-        let mc_id = grant.mc_id.clone();
-        self.put_binding(
+        let mc_id = self.shared_mc_id(previous_mc_id, grant.mc_id, grant.csk.as_ref());
+        // The CSK ties below share the table's copy of the IMPU.
+        let impu = self.put_binding(
             key,
             Binding {
-                mc_id: grant.mc_id,
+                mc_id: mc_id.clone(),
                 token_id: grant.token_id,
                 token_exp: grant.token_exp,
                 authorized_at: now,
@@ -1093,6 +1136,22 @@ impl Machine {
                     self.journal.csks.insert(csk_id);
                 }
             }
+        }
+    }
+
+    /// `mc_id` as a copy the machine already holds, when it holds one: the CSK that opened the
+    /// token, or the binding being re-authorized. Equal content, one string per user instead of
+    /// one per table that names it (issue 15: memory per binding).
+    fn shared_mc_id(&self, previous: Option<McId>, mc_id: McId, csk: Option<&CskId>) -> McId {
+        if let Some(c) = csk
+            .and_then(|id| self.csks.get(id))
+            .filter(|c| c.mc_id == mc_id)
+        {
+            return c.mc_id.clone();
+        }
+        match previous {
+            Some(p) if p == mc_id => p,
+            _ => mc_id,
         }
     }
 
@@ -1186,7 +1245,7 @@ impl Machine {
     }
 
     /// RFC 3903 step 3: the binding of (IMPU, service) whose current entity-tag is `tag`. The
-    /// bindings of one IMPU are adjacent in key order, so this scans only that IMPU's clients.
+    /// bindings of one IMPU sit in its own entry, so this scans only that IMPU's clients.
     fn current_publication<'a>(
         &'a self,
         impu: &'a Impu,
@@ -1202,57 +1261,107 @@ impl Machine {
 
     fn bindings_of<'a>(
         &'a self,
-        impu: &'a Impu,
+        impu: &Impu,
     ) -> impl Iterator<Item = (&'a BindingKey, &'a Binding)> + 'a {
-        let start = BindingKey {
-            impu: impu.clone(),
-            service: Service::ALL[0],
-            client_id: ClientId::new(""),
-        };
-        self.bindings
-            .range(start..)
-            .take_while(move |(k, _)| k.impu == *impu)
+        self.impus
+            .get(impu)
+            .into_iter()
+            .flat_map(|e| e.bindings.iter().map(|(k, b)| (k, b)))
     }
 
-    fn put_binding(&mut self, key: BindingKey, b: Binding) {
-        self.take_binding(&key);
+    /// Changes `impu`'s entry by `change` (given the table's own copy of the IMPU, which keys
+    /// and deadlines share instead of holding each its own string) and keeps the deadline index
+    /// in step: one look-up of the entry, and the index is touched only when the entry's
+    /// earliest deadline moves. An entry left holding nothing is removed. Without `create`, an
+    /// IMPU without an entry is left alone and `None` returned.
+    fn change_entry<R>(
+        &mut self,
+        impu: &Impu,
+        create: bool,
+        change: impl FnOnce(&Impu, &mut ImpuEntry) -> R,
+    ) -> Option<R> {
+        let token_ends = self.policy.token_expiry == TokenExpiry::EndBinding;
+        let mut entry = match self.impus.entry(impu.clone()) {
+            btree_map::Entry::Occupied(o) => o,
+            btree_map::Entry::Vacant(v) if create => {
+                v.insert(ImpuEntry::default());
+                match self.impus.entry(impu.clone()) {
+                    btree_map::Entry::Occupied(o) => o,
+                    btree_map::Entry::Vacant(_) => return None,
+                }
+            }
+            btree_map::Entry::Vacant(_) => return None,
+        };
+        let stored = entry.key().clone();
+        let before = entry.get().next_deadline(token_ends);
+        let result = change(&stored, entry.get_mut());
+        let after = entry.get().next_deadline(token_ends);
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        if before != after {
+            if let Some((t, d)) = before {
+                self.deadlines.remove(&(t, d, stored.clone()));
+            }
+            if let Some((t, d)) = after {
+                self.deadlines.insert((t, d, stored));
+            }
+        }
+        Some(result)
+    }
+
+    /// Puts a binding under its IMPU's entry (creating it) and returns the table's copy of the
+    /// IMPU.
+    fn put_binding(&mut self, mut key: BindingKey, b: Binding) -> Impu {
         self.journal.impus.insert(key.impu.clone());
-        if let Some(p) = &b.publication {
-            self.binding_deadlines
-                .insert((p.expires_at, Deadline::Publication, key.clone()));
+        let impu = key.impu.clone();
+        let mut added = false;
+        let stored = self.change_entry(&impu, true, |stored, entry| {
+            key.impu = stored.clone();
+            match entry.bindings.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => entry.bindings[i] = (key, b),
+                Err(i) => {
+                    let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
+                    bindings.reserve_exact(1);
+                    bindings.insert(i, (key, b));
+                    entry.bindings = bindings.into_boxed_slice();
+                    added = true;
+                }
+            }
+            stored.clone()
+        });
+        if added {
+            self.binding_count += 1;
         }
-        if self.policy.token_expiry == TokenExpiry::EndBinding {
-            self.binding_deadlines
-                .insert((b.token_exp, Deadline::Token, key.clone()));
-        }
-        self.bindings.insert(key, b);
+        stored.unwrap_or(impu)
     }
 
     fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
-        let (key, b) = self.bindings.remove_entry(key)?;
+        let taken = self
+            .change_entry(&key.impu, false, |_, entry| {
+                let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+                let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
+                let (_, b) = bindings.remove(i);
+                entry.bindings = bindings.into_boxed_slice();
+                Some(b)
+            })
+            .flatten()?;
         self.journal.impus.insert(key.impu.clone());
-        if let Some(p) = &b.publication {
-            self.binding_deadlines
-                .remove(&(p.expires_at, Deadline::Publication, key.clone()));
-        }
-        self.binding_deadlines
-            .remove(&(b.token_exp, Deadline::Token, key));
-        Some(b)
+        self.binding_count -= 1;
+        Some(taken)
     }
 
     fn put_registration(&mut self, impu: Impu, r: Registration) {
-        self.take_registration(&impu);
         self.journal.impus.insert(impu.clone());
-        self.registration_deadlines
-            .insert((r.expires_at, impu.clone()));
-        self.registrations.insert(impu, r);
+        self.change_entry(&impu, true, |_, entry| entry.registration = Some(r));
     }
 
     fn take_registration(&mut self, impu: &Impu) -> Option<Registration> {
-        let (impu, r) = self.registrations.remove_entry(impu)?;
+        let taken = self
+            .change_entry(impu, false, |_, entry| entry.registration.take())
+            .flatten()?;
         self.journal.impus.insert(impu.clone());
-        self.registration_deadlines.remove(&(r.expires_at, impu));
-        Some(r)
+        Some(taken)
     }
 }
 

@@ -1019,6 +1019,53 @@ fn a_late_tick_ends_things_in_deadline_order() {
     assert_eq!(h.m.next_deadline(), None);
 }
 
+/// The deadline index holds one entry per IMPU (its earliest deadline, issue 15); ending one
+/// thing re-arms the IMPU with its next. A late tick still ends things across IMPUs in global
+/// deadline order, not one IMPU's all before the next IMPU's.
+#[test]
+fn a_late_tick_interleaves_impus_in_deadline_order() {
+    let mut h = Harness::post_cr();
+    h.register(IMPU1, 600); // ends at 700
+    h.register(IMPU2, 200); // ends at 300
+    let client = |id: &str| {
+        PublishBody::Authorization(Authorization {
+            token: valid(ALICE),
+            protection: Protection::Csk(CskId::new(LAB_CSK)),
+            client_id: ClientId::new(id),
+            settings: None,
+        })
+    };
+    let (r, _) = h.publish(IMPU1, None, Some(120), client("urn:uuid:a")); // ends at 220
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let (r, _) = h.publish(IMPU1, None, Some(300), client("urn:uuid:b")); // ends at 400
+    assert_eq!(r.outcome, Outcome::Authorized);
+    let (r, _) = h.publish(IMPU2, None, Some(u32::MAX), client("urn:uuid:c"));
+    assert_eq!(r.outcome, Outcome::Authorized);
+    assert_eq!(h.m.binding_count(), 3);
+    assert_eq!(h.m.next_deadline(), Some(UnixTime(220)));
+    let e = h.tick_to(1_000);
+    let ended: Vec<(&str, &str, UnbindCause)> = e
+        .iter()
+        .map(|e| match e {
+            BindingEvent::Unbound { key, cause, .. } => {
+                (key.impu.as_str(), key.client_id.as_str(), *cause)
+            }
+            other => panic!("only unbinding on a tick: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            (IMPU1, "urn:uuid:a", UnbindCause::PublicationExpired),
+            (IMPU2, "urn:uuid:c", UnbindCause::RegistrationExpired),
+            (IMPU1, "urn:uuid:b", UnbindCause::PublicationExpired),
+        ]
+    );
+    assert_eq!(h.m.binding_count(), 0);
+    assert_eq!(h.m.registrations().count(), 0);
+    assert_eq!(h.m.next_deadline(), None);
+}
+
 /// `impu_change = move-binding` (dossier Q-11): when a client's binding for a service appears
 /// on a new IMPU, only that client's binding for that service leaves the old IMPU. The same
 /// client's binding for another service stays, and so do other clients' bindings (on the old

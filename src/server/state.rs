@@ -49,7 +49,9 @@ impl Clock {
 }
 
 /// Entity-tags that are never reused (RFC 3903 step 6): a random per-process prefix and a
-/// counter, so tags stay unique across restarts too.
+/// counter, so tags stay unique across restarts too. The prefix is 48 random bits (12 hex
+/// digits), so that a tag fits the machine's inline identifiers (23 bytes) for the first 2^40
+/// tags; a longer one is still valid, only held on the heap (issue 15: memory per binding).
 #[derive(Debug)]
 pub struct EtagSource {
     prefix: String,
@@ -59,9 +61,9 @@ pub struct EtagSource {
 impl EtagSource {
     /// A source with a fresh random prefix.
     pub fn new() -> Self {
-        let prefix: u64 = rand::rng().random();
+        let prefix: u64 = rand::rng().random::<u64>() >> 16;
         EtagSource {
-            prefix: format!("{prefix:016x}"),
+            prefix: format!("{prefix:012x}"),
             next: 0,
         }
     }
