@@ -1025,6 +1025,15 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         .policy
         .max_devices_per_mc_id
         .is_some_and(|n| (n as usize) < cfg.ues);
+    // The companion UEs hold every device slot of user 0 for the whole run: bound in the
+    // set-up, their publications outlive the run, and no restart empties the binding table.
+    let companions_hold_user0 = cfg.companions > 0
+        && cfg
+            .policy
+            .max_devices_per_mc_id
+            .is_some_and(|n| (n as usize) <= cfg.companions)
+        && cfg.max_time < cfg.publication_ttl
+        && cfg.restarts == 0;
     match name {
         "acknowledged-implies-durable" | "no-binding-lost-across-restart" => {
             holds("every change is persisted before its response is sent, and Load restores it")
@@ -1103,11 +1112,19 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         }
         "user-switch-drops-old-csk" => holds("the machine releases the old user's CSKs on that IMPU when it rebinds the client"),
         "bound" | "unbound-after-deregistration" | "unbound-after-log-off"
+        | "token-less-publish-then-bound"
+            if companions_hold_user0 && cfg.users == 1 =>
+        {
+            violated("user 0's device slots are the companion UEs' for the whole run, and UE 1 has no other user")
+        }
+        "bound" | "unbound-after-deregistration" | "unbound-after-log-off"
         | "token-less-publish-then-bound" | "settings-without-binding-gets-404-141" => {
             holds("reachable in every variant")
         }
         "rebound-after-user-switch" => {
-            if switch {
+            if switch && companions_hold_user0 && cfg.users == 2 {
+                violated("user 0's device slots are the companion UEs' for the whole run: UE 1 is bound only as user 1, with no other user to switch to")
+            } else if switch {
                 holds("a second user logs on at a bound client")
             } else {
                 violated("only one user")
@@ -1222,6 +1239,8 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         "eventually-bound" | "eventually-recovers-after-restart" => {
             if !cfg.liveness {
                 holds("liveness off: no settled run")
+            } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
+                holds("no restart")
             } else if register_only && !honour {
                 violated("a REGISTER-only client against a server that ignores REGISTER-borne tokens is never bound")
             } else if ue_device_limited {
@@ -1237,8 +1256,6 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
                 violated("provisioned CSKs (no upload): the machine drops a user's CSK at a user switch (TS 33.180 5.4) and nothing provisions it again, so a user who switches back is refused (unknown CSK) for ever")
             } else if duplicating && register_only && name == "eventually-bound" {
                 violated("a late duplicate of the UE's de-REGISTER arrives after its new REGISTER and de-registers the IMPU at the server; a REGISTER-only client never PUBLISHes, so it never gets the 403 that would make it re-register (the machine's input has no CSeq: RFC 3261 10.3 ordering would discard the stale request; see docs/model-results-wave3.md)")
-            } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
-                holds("no restart")
             } else {
                 holds("the UE's retries reach the server and its token is accepted")
             }
