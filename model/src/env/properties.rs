@@ -1177,7 +1177,10 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             if cfg.max_time >= cfg.publication_ttl
                 || duplicating
                 || cfg.restarts > 0
-                || (register_carriers && honour && switch)
+                || (register_carriers
+                    && honour
+                    && switch
+                    && !(companions_hold_user0 && cfg.users == 2))
                 || (cfg.policy.failed_reauthorization == FailedReauthorization::DropBinding
                     && bad_tokens)
                 || (cfg.policy.token_expiry == TokenExpiry::EndBinding
