@@ -69,7 +69,13 @@ fn the_axis_flags_reach_the_model() {
     assert_eq!(code, 0, "as the table predicts");
     let p = verdict(&optional, "no-impersonation");
     assert_eq!(p["verdict"], "violated");
-    assert!(p["trace"].as_array().is_some_and(|t| t.len() <= 5), "{p:#}");
+    // Set-up steps (step 0: the companion UE's registration and first PUBLISH) build the
+    // initial state; the counterexample proper follows them.
+    let proper = |t: &Vec<serde_json::Value>| t.iter().filter(|s| s["step"] != 0).count();
+    assert!(
+        p["trace"].as_array().is_some_and(|t| proper(t) <= 5),
+        "{p:#}"
+    );
     assert_eq!(optional["config"]["policy"]["token_protection"], "optional");
     let (_, mixed) = check(&[
         "--variant",

@@ -100,7 +100,9 @@ impl Case {
     /// A model larger than `check`'s defaults: conformance follows single paths, so the bounds
     /// only need to let every behaviour happen.
     fn model(&self) -> McxModel {
-        let mut cfg = ModelConfig::for_variant(self.variant);
+        // UE 1 alone: the server on the wire starts with only the attacker registered, not
+        // with the default's companion UE bound (`ModelConfig::companions`).
+        let mut cfg = ModelConfig::for_variant(self.variant).with_ues(1);
         // The server on the wire gets its CSKs from the lab table (`conformance_csks`): the
         // model's provisioned CSKs, no MIKEY-SAKKE upload.
         cfg.csk_upload = false;

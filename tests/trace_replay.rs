@@ -445,7 +445,15 @@ fn scenario_generation_without_clock_control() {
     assert_eq!(itf["states"].as_array().unwrap().len(), steps.len() + 1);
     assert_eq!(itf["#meta"]["format"], "ITF");
     assert_eq!(itf["states"][0]["#meta"]["index"], 0);
-    assert_eq!(itf["states"][1]["step"]["#bigint"], "1");
+    // The default's companion UE is registered and bound in set-up steps, numbered 0, before
+    // the scenario's first step.
+    let set_up = steps.iter().filter(|s| s.step == 0).count();
+    assert_eq!(
+        set_up, 5,
+        "REGISTER, its delivery, log-on, PUBLISH, its delivery"
+    );
+    assert_eq!(itf["states"][set_up]["step"]["#bigint"], "0");
+    assert_eq!(itf["states"][set_up + 1]["step"]["#bigint"], "1");
     // Unknown scenario and missing --property get clear errors.
     let bad = run_bounded(
         "mcx-authz trace",

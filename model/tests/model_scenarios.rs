@@ -3,8 +3,80 @@
 use mcx_model::env::{step, Msg, PropertyKind, Req, RequestKind, Sender, Tok, SCENARIOS};
 use mcx_model::{EnvAction, McxModel, ModelConfig, NetworkKind, TokenKind, Variant};
 
+/// UE 1 alone (no companion UE): the pinned witnesses below are UE 1's stories, and SIP-ETag
+/// numbers and shortest paths do not depend on a companion's set-up.
 fn model(v: Variant) -> McxModel {
+    ModelConfig::for_variant(v).with_ues(1).into_model()
+}
+
+/// The default configuration (UE 1 and the companion UE of user 0).
+fn default_model(v: Variant) -> McxModel {
     ModelConfig::for_variant(v).into_model()
+}
+
+#[test]
+fn the_default_companion_ue_is_bound_at_the_start_and_ue1_joins_it() {
+    let m = default_model(Variant::PostCr);
+    assert_eq!((m.config().ues, m.config().companions), (2, 1));
+    // The initial state: the companion (UE2) registered and bound as user 0, nothing else.
+    let s0 = m.init_state();
+    assert!(m.ue_bound(&s0, 1), "the companion starts bound");
+    assert!(!m.ue_bound(&s0, 0));
+    assert_eq!(s0.step, 0, "set-up facts are not the run's");
+    let cond = m
+        .catalogue()
+        .into_iter()
+        .find(|p| p.name == "two-ues-of-one-user-bound")
+        .unwrap()
+        .condition;
+    assert!(!cond(&m, &s0));
+    let path = m.shortest_path(|s| cond(&m, s), 12).expect("reachable");
+    let t = m.trace(&path);
+    let set_up: Vec<_> = t.steps.iter().filter(|s| s.step == 0).collect();
+    assert!(
+        set_up
+            .iter()
+            .all(|s| s.text.contains("UE2") && !s.text.contains("UE1")),
+        "{}",
+        t.numbered()
+    );
+    assert_eq!(set_up.len(), 5, "{}", t.numbered());
+    let last = t.steps.last().unwrap();
+    assert_eq!(last.sender.as_deref(), Some("UE1"), "{}", t.numbered());
+    assert_eq!(last.status, Some(200));
+    let end = m.run(&path).unwrap().pop().unwrap();
+    assert!(m.ue_bound(&end, 0) && m.ue_bound(&end, 1));
+    // The companion sends nothing during the run (budget 0).
+    assert!(!m.enabled(&end).iter().any(|a| matches!(
+        a,
+        EnvAction::Authorize { ue: 1, .. } | EnvAction::Deregister(1)
+    )));
+}
+
+#[test]
+fn pre_cr_default_the_attacker_replays_the_companions_clear_token_at_once() {
+    // Pre-CR PUBLISH-borne tokens cross the SIP core in clear: the companion's, sent in the
+    // set-up, is presented by the attacker from its own IMPU as the first step of the run.
+    let m = default_model(Variant::PreCr);
+    let cond = m
+        .catalogue()
+        .into_iter()
+        .find(|p| p.name == "no-impersonation")
+        .unwrap()
+        .condition;
+    let path = m.shortest_path(|s| !cond(&m, s), 12).expect("violated");
+    let tok = Tok {
+        user: 0,
+        issued: 0,
+        kind: TokenKind::Valid,
+    };
+    assert_eq!(
+        path,
+        vec![EnvAction::Replay {
+            token: tok,
+            service: 0
+        }]
+    );
 }
 
 fn reached(m: &McxModel, property: &str, actions: &[EnvAction]) -> bool {

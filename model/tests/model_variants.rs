@@ -48,12 +48,13 @@ fn set(names: &[&'static str]) -> BTreeSet<&'static str> {
     names.iter().copied().collect()
 }
 
-/// Witnesses that need a policy or a budget the small configurations do not have: a device
-/// limit, a restart, a refusal of a replayed token.
-const NEEDS_MORE: [&str; 3] = [
+/// Witnesses that need a policy, a budget or a UE the small configurations do not have: a
+/// device limit, a restart, a refusal of a replayed token, a second UE (`small` is UE 1 alone).
+const NEEDS_MORE: [&str; 4] = [
     "device-limit-refused",
     "recovered-after-restart",
     "replay-refused",
+    "two-ues-of-one-user-bound",
 ];
 
 fn with_needs_more(names: &[&'static str]) -> BTreeSet<&'static str> {
@@ -234,4 +235,27 @@ fn a_restart_and_a_device_limit_have_their_witnesses_and_the_slot_goes_to_the_fi
     // The device limit starves the second UE of the user, before and after a restart.
     assert!(o.violated.contains("eventually-bound"));
     assert!(o.violated.contains("eventually-recovers-after-restart"));
+}
+
+/// The default's companion UE (user 0's second device, bound in the set-up) brings the device
+/// limit into reach: with a limit of one client per MC service ID, UE 1 logging on as user 0 is
+/// refused, and it stays unbound in the settled runs (as user 1 it is bound). Without a limit,
+/// both are bound at once.
+#[test]
+fn the_companion_ue_meets_the_device_limit_of_ue1() {
+    let small_with_companion = ModelConfig {
+        impus_per_ue: 1,
+        max_time: 1,
+        ..ModelConfig::for_variant(Variant::PostCr)
+    };
+    assert_eq!(small_with_companion.companions, 1);
+    let o = check(small_with_companion.clone());
+    assert!(!o.violated.contains("two-ues-of-one-user-bound"));
+    assert!(o.violated.contains("device-limit-refused"));
+    let mut limited = small_with_companion;
+    limited.policy.max_devices_per_mc_id = Some(1);
+    let o = check(limited);
+    assert!(!o.violated.contains("device-limit-refused"));
+    assert!(o.violated.contains("two-ues-of-one-user-bound"));
+    assert!(o.violated.contains("eventually-bound"));
 }

@@ -17,9 +17,19 @@ use stateright::{Checker, Model};
 /// The model's size and behaviour; every flag left out takes the variant's default.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// Number of UEs (1..=4).
+    /// Number of UEs (1..=4), companions included (default 2: UE 1 and a companion UE; `--ues
+    /// 1` is UE 1 alone).
     #[arg(long)]
     pub ues: Option<usize>,
+    /// How many of the UEs are companion UEs: a second device of user 0, bound before the run
+    /// starts, with one IMPU and no user switch, IMPU change, log-off or settings-only PUBLISH
+    /// (default 1 when there are two UEs or more; 0 makes every UE a full one).
+    #[arg(long)]
+    pub companions: Option<usize>,
+    /// Requests the companion UEs may send during a run (re-PUBLISH, refresh, REGISTER,
+    /// de-REGISTER), together (default 0: the companion keeps the binding it starts with).
+    #[arg(long)]
+    pub companion_budget: Option<u8>,
     /// Number of MC service users (1..=4).
     #[arg(long)]
     pub users: Option<usize>,
@@ -114,7 +124,13 @@ impl ModelArgs {
     pub fn config(&self, variant: Variant) -> anyhow::Result<ModelConfig> {
         let mut c = ModelConfig::for_variant(variant);
         if let Some(v) = self.ues {
-            c.ues = v;
+            c = c.with_ues(v);
+        }
+        if let Some(v) = self.companions {
+            c.companions = v;
+        }
+        if let Some(v) = self.companion_budget {
+            c.companion_budget = v;
         }
         if let Some(v) = self.users {
             c.users = v;
@@ -492,10 +508,12 @@ pub fn text_report(r: &VariantReport) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "== {} ({}) — {} UEs, {} users, {} IMPUs/UE, services {}, {} network, attacker {}{}, time 0..{}, ≤{} publications, UE: carriage {}, protection {} ({}), CSKs {}; policy: token protection {}, CSK tie {}, REGISTER token {}, token expiry {}, failed re-auth {}, IMPU change {}",
+        "== {} ({}) — {} UEs ({} companion, budget {}), {} users, {} IMPUs/UE, services {}, {} network, attacker {}{}, time 0..{}, ≤{} publications, UE: carriage {}, protection {} ({}), CSKs {}; policy: token protection {}, CSK tie {}, REGISTER token {}, token expiry {}, failed re-auth {}, IMPU change {}",
         r.variant.name(),
         if r.default_config { "default sizes" } else { "custom sizes" },
         c.ues,
+        c.companions,
+        c.companion_budget,
         c.users,
         c.impus_per_ue,
         c.services.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),

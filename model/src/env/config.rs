@@ -158,8 +158,21 @@ pub struct ModelConfig {
     /// The reading of the spec: decides the UEs' token carriage and protection and (unless
     /// overridden in [`ModelConfig::policy`]) the server policy.
     pub variant: Variant,
-    /// Number of UEs (one MC client each). At most 4.
+    /// Number of UEs (one MC client each), companions included. At most 4.
     pub ues: usize,
+    /// How many of the UEs (the last ones) are *companion* UEs: a second device of user 0, the
+    /// user UE 1 starts with. A companion registers and de-registers one IMPU, logs user 0 on
+    /// (and on again for a fresh token), PUBLISHes its token and refreshes; it never changes
+    /// IMPU, switches user, logs off, or sends a settings-only or token-less PUBLISH (UE 1
+    /// covers those). It brings device limits, two UEs of one user and cross-UE interference
+    /// into the default check at a fraction of a full UE's states (docs/benchmarks.md).
+    #[serde(default)]
+    pub companions: usize,
+    /// Requests (PUBLISH, refresh, REGISTER or de-REGISTER) the companion UEs may send in one
+    /// run, together, before the environment settles (the settled runs of liveness are not
+    /// counted). Bounds how far the companion's steps interleave with UE 1's.
+    #[serde(default)]
+    pub companion_budget: u8,
     /// Number of MC service users known to the IdMS. At most 4.
     pub users: usize,
     /// IMPUs each UE may register under (IMPU change cycles through them). At most 3.
@@ -224,16 +237,22 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The defaults of `mcx-authz check --variant <variant>`.
     pub fn for_variant(variant: Variant) -> Self {
-        // Sized so that `check --variant all` finishes in a few minutes and under 4 GiB on 2
-        // cores (docs/benchmarks.md has the measurements): one UE (the attacker is the second
-        // subscriber), two users, two IMPUs, time 0..2 with tokens living 1 tick and publications
-        // 2, so token expiry and publication expiry both happen. ct1-rel18 gets one IMPU: its
+        // Sized so that `check --variant all` finishes in a few minutes on 2 cores
+        // (docs/benchmarks.md has the measurements): two UEs of user 0 (UE 1, which may also
+        // switch to user 1, change IMPU and log off, and a companion UE bound before the run
+        // starts that keeps its binding: `companions`), the attacker as a third subscriber, two
+        // users, two IMPUs, time 0..2 with tokens living 1 tick and publications 2, so token
+        // expiry and publication expiry both happen. A full second UE is out of reach (post-cr
+        // with two full UEs and one IMPU passed 9.9 M states unfinished), and even a companion
+        // that may send one request during the run multiplies post-cr by about 8. ct1-rel18 gets one IMPU: its
         // question is the token carried twice (REGISTER and PUBLISH), which needs no IMPU
         // change, and with two IMPUs and the attacker's capture of protected PUBLISHes its space
         // passes 7.5 M states and 9 GiB (measured 2026-11-30); with one it is 2.0 M states, 26 s.
         ModelConfig {
             variant,
-            ues: 1,
+            ues: 2,
+            companions: 1,
+            companion_budget: 0,
             users: 2,
             impus_per_ue: if variant == Variant::Ct1Rel18 { 1 } else { 2 },
             services: vec![Service::Mcptt],
@@ -260,13 +279,26 @@ impl ModelConfig {
         }
     }
 
-    /// A small configuration for fast tests (one IMPU, time 0..1).
+    /// A small configuration for fast tests: UE 1 alone (no companion), one IMPU, time 0..1.
     pub fn small(variant: Variant) -> Self {
         ModelConfig {
             impus_per_ue: 1,
             max_time: 1,
-            ..ModelConfig::for_variant(variant)
+            ..ModelConfig::for_variant(variant).with_ues(1)
         }
+    }
+
+    /// Whether UE `ue` (0-based) is a companion UE (see [`ModelConfig::companions`]).
+    pub fn is_companion(&self, ue: usize) -> bool {
+        ue + self.companions >= self.ues
+    }
+
+    /// Sets the number of UEs, keeping the default's companion (when there is room for it):
+    /// `--ues 1` is UE 1 alone, `--ues 3` two full UEs and the companion.
+    pub fn with_ues(mut self, ues: usize) -> Self {
+        self.ues = ues;
+        self.companions = self.companions.min(ues.saturating_sub(1));
+        self
     }
 
     /// Where UE `ue` carries its token in this variant.
@@ -313,6 +345,12 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=4).contains(&self.ues) {
             return Err(format!("ues must be 1..=4, not {}", self.ues));
+        }
+        if self.companions >= self.ues {
+            return Err(format!(
+                "companions must be fewer than the UEs ({} of {}): UE 1 is always a full UE",
+                self.companions, self.ues
+            ));
         }
         if !(1..=4).contains(&self.users) {
             return Err(format!("users must be 1..=4, not {}", self.users));

@@ -47,7 +47,7 @@ impl McxModel {
         self.cfg.liveness
             && !s.settled
             && ((s.net.is_empty() && s.ues.iter().all(|u| u.pending.is_none()))
-                || s.next_etag >= self.cfg.max_publications)
+                || s.next_etag >= self.base_etags + self.cfg.max_publications)
     }
 
     /// The one action the fair scheduler takes in a settled state (`None`: the run ends).

@@ -87,6 +87,9 @@ pub struct EnvState {
     pub dups_left: u8,
     /// Attacker requests left.
     pub attacker_left: u8,
+    /// Requests the companion UEs may still send, together (see
+    /// [`ModelConfig::companion_budget`]).
+    pub companion_left: u8,
     /// Server restarts left.
     pub restarts_left: u8,
     /// The server's durable store, built from its `Persist` batches (`None` unless
@@ -282,6 +285,9 @@ pub struct McxModel {
     service_set: ServiceSet,
     /// Crash restarts already computed, shared by the checker's threads (see [`crash::Loads`]).
     loads: std::sync::Arc<crash::Loads>,
+    /// SIP-ETags the initial state has already drawn (the companion UEs' first PUBLISHes); the
+    /// bound [`ModelConfig::max_publications`] counts the ones drawn after.
+    base_etags: u16,
 }
 
 impl McxModel {
@@ -320,7 +326,7 @@ impl McxModel {
             .flat_map(|(u, ids)| ids.iter().map(move |id| (id.clone(), u as u8)))
             .collect();
         let service_set = cfg.services.iter().copied().collect();
-        McxModel {
+        let mut model = McxModel {
             cfg,
             impus,
             clients,
@@ -329,7 +335,10 @@ impl McxModel {
             mc_id_user,
             service_set,
             loads: Default::default(),
-        }
+            base_etags: 0,
+        };
+        model.base_etags = model.init_state().next_etag;
+        model
     }
 
     /// The configuration.
@@ -397,8 +406,66 @@ impl McxModel {
         tag.as_str().strip_prefix('e')?.parse().ok()
     }
 
-    /// The single initial state: nobody registered but the attacker, time 0.
+    /// The single initial state at time 0: nobody registered but the attacker and the
+    /// companion UEs (see [`ModelConfig::companions`]).
     pub fn init_state(&self) -> EnvState {
+        self.set_up(|_, _| {})
+    }
+
+    /// Builds the initial state from time 0 with nobody registered but the attacker, calling
+    /// `visit` with each set-up step and the state it is taken in (traces show them as step 0).
+    ///
+    /// A companion UE starts where UE 1 may get to: registered (its third-party REGISTER
+    /// delivered), user 0 logged on with a token issued at time 0, and bound (its token PUBLISH,
+    /// with the I_MESSAGE of its CSK when it protects, delivered and answered). It gets there by
+    /// the model's own steps, so the server, its store, the UE's view and the ghosts agree (the
+    /// attacker saw that PUBLISH cross the SIP core, as it sees every other, until its token
+    /// expires); the steps' facts are cleared, as the checker starts here.
+    pub fn set_up(&self, mut visit: impl FnMut(&EnvState, &EnvAction)) -> EnvState {
+        let mut s = self.empty_state();
+        let kind = self.cfg.token_kinds[0];
+        for ue in (0..self.cfg.ues).filter(|i| self.cfg.is_companion(*i)) {
+            let ue = ue as u8;
+            let mut steps = vec![EnvAction::Register(ue)];
+            if self.cfg.carriage(usize::from(ue)).in_publish() {
+                steps.push(EnvAction::LogOn { ue, user: 0, kind });
+                steps.extend(
+                    (0..self.cfg.services.len() as u8)
+                        .map(|service| EnvAction::Authorize { ue, service }),
+                );
+            } else {
+                // A REGISTER-option companion carries its token in the REGISTER.
+                steps.insert(0, EnvAction::LogOn { ue, user: 0, kind });
+            }
+            for step in steps {
+                // Set-up requests are not the run's: they spend no companion budget.
+                s.companion_left = 1;
+                visit(&s, &step);
+                s = self
+                    .apply(&s, &step)
+                    .expect("a companion UE's first steps")
+                    .0;
+                if let Some(msg) = s.net.iter().find(|m| m.from == Sender::Ue(ue)).cloned() {
+                    let deliver = EnvAction::Deliver {
+                        msg,
+                        keep_copy: false,
+                    };
+                    visit(&s, &deliver);
+                    s = self.apply(&s, &deliver).expect("delivered").0;
+                }
+            }
+        }
+        s.step = 0;
+        s.companion_left = if self.cfg.companions > 0 {
+            self.cfg.companion_budget
+        } else {
+            0
+        };
+        s
+    }
+
+    /// Time 0 with nobody registered but the attacker.
+    fn empty_state(&self) -> EnvState {
         let mut server = Machine::new(self.cfg.machine_policy());
         // Without uploads (the wave-2 shortcut): one provisioned CSK per (user, IMPU, service),
         // tied to the user's MC service ID. With uploads the server starts with no CSK.
@@ -464,6 +531,7 @@ impl McxModel {
                 0
             },
             restarts_left: self.cfg.restarts,
+            companion_left: 0,
             captured: Vec::new(),
             sealed: Vec::new(),
             imsg_seen: Vec::new(),
@@ -648,7 +716,7 @@ impl Model for McxModel {
         } else {
             0
         };
-        s.next_etag <= self.cfg.max_publications + settled
+        s.next_etag <= self.base_etags + self.cfg.max_publications + settled
     }
 
     fn properties(&self) -> Vec<Property<Self>> {

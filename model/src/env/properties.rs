@@ -82,6 +82,17 @@ fn users_per_ue(m: &McxModel, server: &crate::machine::Machine) -> [u8; 4] {
     v
 }
 
+/// Whether two UEs' clients are bound to one user (on any service) in `s`.
+fn two_ues_of_one_user(m: &McxModel, s: &EnvState) -> bool {
+    let per_ue = users_per_ue(m, &s.server);
+    let mut seen = 0u8;
+    per_ue.iter().any(|users| {
+        let twice = seen & users != 0;
+        seen |= users;
+        twice
+    })
+}
+
 impl McxModel {
     /// Judges the step from `last` to `s`: sets [`EnvState::step`] (bits of [`step`]) from the
     /// state before and after, the request, the response and the events, and keeps the ghost
@@ -917,6 +928,13 @@ pub fn catalogue() -> Vec<PropertyInfo> {
             condition: |_, s| flag(s, step::REPLAY_REFUSED),
         },
         PropertyInfo {
+            name: "two-ues-of-one-user-bound",
+            kind: Sometimes,
+            clause: "TS 33.180 5.1.3.2.1 (one user, several MC clients); dossier Q-18",
+            meaning: "the clients of two UEs are bound to the same user's MC service ID at once (with the default companion UE: UE 1 is bound as user 0 while the companion's binding stands)",
+            condition: |m, s| flag(s, step::BOUND) && two_ues_of_one_user(m, s),
+        },
+        PropertyInfo {
             name: "device-limit-refused",
             kind: Sometimes,
             clause: "dossier Q-18 (policy max_devices_per_mc_id)",
@@ -1007,6 +1025,15 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         .policy
         .max_devices_per_mc_id
         .is_some_and(|n| (n as usize) < cfg.ues);
+    // The companion UEs hold every device slot of user 0 for the whole run: bound in the
+    // set-up, their publications outlive the run, and no restart empties the binding table.
+    let companions_hold_user0 = cfg.companions > 0
+        && cfg
+            .policy
+            .max_devices_per_mc_id
+            .is_some_and(|n| (n as usize) <= cfg.companions)
+        && cfg.max_time < cfg.publication_ttl
+        && cfg.restarts == 0;
     match name {
         "acknowledged-implies-durable" | "no-binding-lost-across-restart" => {
             holds("every change is persisted before its response is sent, and Load restores it")
@@ -1085,11 +1112,19 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         }
         "user-switch-drops-old-csk" => holds("the machine releases the old user's CSKs on that IMPU when it rebinds the client"),
         "bound" | "unbound-after-deregistration" | "unbound-after-log-off"
+        | "token-less-publish-then-bound"
+            if companions_hold_user0 && cfg.users == 1 =>
+        {
+            violated("user 0's device slots are the companion UEs' for the whole run, and UE 1 has no other user")
+        }
+        "bound" | "unbound-after-deregistration" | "unbound-after-log-off"
         | "token-less-publish-then-bound" | "settings-without-binding-gets-404-141" => {
             holds("reachable in every variant")
         }
         "rebound-after-user-switch" => {
-            if switch {
+            if switch && companions_hold_user0 && cfg.users == 2 {
+                violated("user 0's device slots are the companion UEs' for the whole run: UE 1 is bound only as user 1, with no other user to switch to")
+            } else if switch {
                 holds("a second user logs on at a bound client")
             } else {
                 violated("only one user")
@@ -1119,10 +1154,21 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         "publish-before-registration" => {
             // Only a token-bearing PUBLISH needs a registration (S-3 policy); a refresh or a
             // settings-only PUBLISH is answered 412 or 404/141 first.
+            // A companion UE is registered and bound before the run starts: it sends a token
+            // PUBLISH to a server that does not know its IMPU only after a restart (one request
+            // of budget), or after a de-REGISTER and a new REGISTER (three).
+            let publishers = |budget: u8| {
+                (0..cfg.ues).any(|u| {
+                    cfg.carriage(u).in_publish()
+                        && (!cfg.is_companion(u) || cfg.companion_budget >= budget)
+                })
+            };
             if !(0..cfg.ues).any(|u| cfg.carriage(u).in_publish()) {
                 violated("no UE carries its token in PUBLISH, and only that PUBLISH needs a registration")
-            } else if reordering || cfg.restarts > 0 {
+            } else if (reordering && publishers(3)) || (cfg.restarts > 0 && publishers(1)) {
                 holds("the network may deliver a PUBLISH before the third-party REGISTER")
+            } else if !publishers(1) {
+                violated("the only UE that carries its token in PUBLISH is a companion UE that sends nothing during the run (it was registered and bound in the set-up)")
             } else {
                 violated("per-UE FIFO: the third-party REGISTER always arrives first")
             }
@@ -1131,7 +1177,10 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
             if cfg.max_time >= cfg.publication_ttl
                 || duplicating
                 || cfg.restarts > 0
-                || (register_carriers && honour && switch)
+                || (register_carriers
+                    && honour
+                    && switch
+                    && !(companions_hold_user0 && cfg.users == 2))
                 || (cfg.policy.failed_reauthorization == FailedReauthorization::DropBinding
                     && bad_tokens)
                 || (cfg.policy.token_expiry == TokenExpiry::EndBinding
@@ -1158,6 +1207,24 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
                 violated("nothing refuses a replayed token that is still valid")
             }
         }
+        "two-ues-of-one-user-bound" => {
+            // A UE's client can be bound when the server takes its token where it carries it.
+            let bindable = |i: usize| match cfg.carriage(i) {
+                super::Carriage::Register => honour,
+                super::Carriage::Publish => !starved,
+                super::Carriage::Both => honour || !starved,
+            };
+            let bindable_ues = (0..cfg.ues).filter(|i| bindable(*i)).count();
+            if cfg.ues < 2 {
+                violated("one UE")
+            } else if cfg.policy.max_devices_per_mc_id.is_some_and(|n| n < 2) {
+                violated("the device limit allows one client per MC service ID")
+            } else if bindable_ues < 2 || !cfg.token_kinds.contains(&TokenKind::Valid) {
+                violated("fewer than two UEs whose token the server accepts")
+            } else {
+                holds("UE 1 is bound as user 0 while the companion UE (or another UE) of user 0 is bound")
+            }
+        }
         "device-limit-refused" => {
             if device_limited {
                 holds("more clients of one user than the device limit")
@@ -1175,6 +1242,8 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
         "eventually-bound" | "eventually-recovers-after-restart" => {
             if !cfg.liveness {
                 holds("liveness off: no settled run")
+            } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
+                holds("no restart")
             } else if register_only && !honour {
                 violated("a REGISTER-only client against a server that ignores REGISTER-borne tokens is never bound")
             } else if ue_device_limited {
@@ -1190,8 +1259,6 @@ pub fn expected(name: &str, cfg: &ModelConfig) -> Option<Expectation> {
                 violated("provisioned CSKs (no upload): the machine drops a user's CSK at a user switch (TS 33.180 5.4) and nothing provisions it again, so a user who switches back is refused (unknown CSK) for ever")
             } else if duplicating && register_only && name == "eventually-bound" {
                 violated("a late duplicate of the UE's de-REGISTER arrives after its new REGISTER and de-registers the IMPU at the server; a REGISTER-only client never PUBLISHes, so it never gets the 403 that would make it re-register (the machine's input has no CSeq: RFC 3261 10.3 ordering would discard the stale request; see docs/model-results-wave3.md)")
-            } else if name == "eventually-recovers-after-restart" && cfg.restarts == 0 {
-                holds("no restart")
             } else {
                 holds("the UE's retries reach the server and its token is accepted")
             }

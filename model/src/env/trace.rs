@@ -530,10 +530,16 @@ impl McxModel {
         Some(st)
     }
 
-    /// Renders a path (from the initial state) as a [`Trace`].
+    /// Renders a path (from the initial state) as a [`Trace`], after the set-up steps that
+    /// build the initial state (the companion UEs' registration and first PUBLISH), numbered 0.
     pub fn trace(&self, actions: &[EnvAction]) -> Trace {
         let mut steps = Vec::new();
-        let mut s = self.init_state();
+        let mut s = self.set_up(|s, a| {
+            if let Some(mut st) = self.describe(s, a, 0) {
+                st.text = format!("set-up: {}", st.text);
+                steps.push(st);
+            }
+        });
         for (i, a) in actions.iter().enumerate() {
             if let Some(st) = self.describe(&s, a, i + 1) {
                 steps.push(st);

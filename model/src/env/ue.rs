@@ -80,11 +80,17 @@ impl McxModel {
             let usable = u.token.is_some_and(|t| {
                 t.kind == TokenKind::Valid && t.exp(self.cfg.token_life) > u64::from(s.now)
             });
-            for user in 0..self.cfg.users as u8 {
+            // A companion UE (config.rs) is used by user 0 only, keeps one IMPU, and neither
+            // sends settings-only or token-less PUBLISHes nor logs off.
+            let companion = self.cfg.is_companion(i);
+            // Whether it may still send a request (LogOn sends none).
+            let sends = !companion || s.companion_left > 0;
+            let users = if companion { 1 } else { self.cfg.users as u8 };
+            for user in 0..users {
                 if u.user == Some(user) && usable {
                     continue;
                 }
-                if u.user.is_none() && u.token.is_none() && !u.registered {
+                if !companion && u.user.is_none() && u.token.is_none() && !u.registered {
                     // The user starts to authenticate before the initial registration and the
                     // IdMS answers later (CR 5.1.3.2.1: meanwhile registration and the UE's
                     // PUBLISH proceed without a token).
@@ -108,7 +114,7 @@ impl McxModel {
             let carriage = self.cfg.carriage(i);
             // The UE is idle here, so whatever it has in flight are REGISTERs.
             let flying = self.in_flight(s, Sender::Ue(ue));
-            let may_register = flying < usize::from(self.cfg.max_registers_in_flight);
+            let may_register = sends && flying < usize::from(self.cfg.max_registers_in_flight);
             // SIP registration never waits for a token (pre-CR and CR 5.1.3.2.1 alike): a
             // REGISTER-option client registers without one and re-registers once it has it.
             if may_register {
@@ -121,17 +127,21 @@ impl McxModel {
             if u.registered && may_register {
                 actions.push(EnvAction::Deregister(ue));
             }
-            if u.registered && flying == 0 && usize::from(u.impu) + 1 < self.cfg.impus_per_ue {
+            if !companion
+                && u.registered
+                && flying == 0
+                && usize::from(u.impu) + 1 < self.cfg.impus_per_ue
+            {
                 actions.push(EnvAction::ChangeImpu(ue));
             }
-            for service in 0..n_services {
+            for service in (0..n_services).filter(|_| sends) {
                 let etag = u.etags[usize::from(service)];
                 if u.registered && u.mc_tags && u.token.is_some() && carriage.in_publish() {
                     actions.push(EnvAction::Authorize { ue, service });
                 }
                 // Settings only: with a token in hand, or the token-less PUBLISH of the CR
                 // ("shall proceed without the inclusion of the access token").
-                if u.registered && u.mc_tags && u.user.is_some() {
+                if !companion && u.registered && u.mc_tags && u.user.is_some() {
                     actions.push(EnvAction::Settings { ue, service });
                 }
                 if etag.is_some() {
@@ -141,7 +151,7 @@ impl McxModel {
                     }
                 }
             }
-            if u.user.is_some() {
+            if !companion && u.user.is_some() {
                 actions.push(EnvAction::LogOff(ue));
             }
         }
@@ -150,6 +160,15 @@ impl McxModel {
     /// Applies a UE action to `s`; `None` when it changes nothing.
     pub(super) fn apply_ue(&self, s: &mut EnvState, action: &EnvAction) -> Option<()> {
         let n_services = self.cfg.services.len() as u8;
+        if let EnvAction::Register(ue)
+        | EnvAction::Deregister(ue)
+        | EnvAction::Authorize { ue, .. }
+        | EnvAction::Refresh { ue, .. } = *action
+        {
+            if self.cfg.is_companion(usize::from(ue)) && !s.settled {
+                s.companion_left = s.companion_left.checked_sub(1)?;
+            }
+        }
         match *action {
             EnvAction::Register(ue) => {
                 let u = &s.ues[usize::from(ue)];
