@@ -283,6 +283,31 @@ fn ignoring_the_tie_lets_a_captured_protected_publish_bind_another_impu() {
     let s = m.authorize(UE2, token(ALICE), csk("k-alice"));
     assert_eq!(s.response.outcome, Outcome::Authorized);
     assert_eq!(m.m.binding_count(), 2);
+    // Even another user's CSK opens the token then, and the binding still carries the token's
+    // MC service ID (TS 24.379 7.3.3 step 5), never the CSK's user.
+    m.provision("k-bob", BOB);
+    m.register("sip:ue3@ims.example.org");
+    let s = m.authorize("sip:ue3@ims.example.org", token(ALICE), csk("k-bob"));
+    assert_eq!(s.response.outcome, Outcome::Authorized);
+    let bound: Vec<&McId> = s
+        .bindings
+        .iter()
+        .filter_map(|e| match e {
+            BindingEvent::Bound { mc_id, .. } => Some(mc_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bound, [&McId::new(ALICE)]);
+    let held: Vec<&McId> =
+        m.m.bindings()
+            .filter(|(k, _)| k.impu == Impu::new("sip:ue3@ims.example.org"))
+            .map(|(_, b)| &b.mc_id)
+            .collect();
+    assert_eq!(
+        held,
+        [&McId::new(ALICE)],
+        "the binding table, not only the event"
+    );
 }
 
 // ------------------------------------------------------------------------------ CSK uploads
