@@ -129,6 +129,22 @@ impl M {
         }))
     }
 
+    /// Logs off the publication `etag` of `impu` (Expires: 0, TS 24.379 7.3.5).
+    fn log_off(&mut self, impu: &str, etag: ETag) -> Step {
+        self.etags += 1;
+        let fresh_etag = ETag::new(format!("off{}", self.etags));
+        self.input(Input::Publish(Publish {
+            target: PublishTarget::Service(Service::Mcptt),
+            event: EventPackage::PocSettings,
+            impu: trusted(impu),
+            if_match: IfMatch::One(etag),
+            expires: Some(0),
+            body: PublishBody::Empty,
+            key_upload: None,
+            fresh_etag,
+        }))
+    }
+
     /// An initial PUBLISH with `token` under `protection`, from a trusted `impu`.
     fn authorize(&mut self, impu: &str, token: TokenVerdict, protection: Protection) -> Step {
         self.publish(trusted(impu), None, auth(token, protection), None)
@@ -489,18 +505,7 @@ fn a_user_switch_log_off_or_restart_drops_the_users_csk() {
         TokenRejection::UnknownCsk
     );
     // Bob logs off (Expires: 0, TS 24.379 7.3.5).
-    let etag = s.response.etag.clone().unwrap();
-    m.etags += 1;
-    let off = m.input(Input::Publish(Publish {
-        target: PublishTarget::Service(Service::Mcptt),
-        event: EventPackage::PocSettings,
-        impu: trusted(UE1),
-        if_match: IfMatch::One(etag),
-        expires: Some(0),
-        body: PublishBody::Empty,
-        key_upload: None,
-        fresh_etag: ETag::new("off"),
-    }));
+    let off = m.log_off(UE1, s.response.etag.clone().unwrap());
     assert_eq!(off.response.outcome, Outcome::Removed);
     assert_eq!(
         off.csks,
@@ -908,19 +913,6 @@ fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_
     // that pair is left, not before (another client of the same user on the same IMPU still
     // uses it), and only its own (the same user's CSK tied to another IMPU stays). A
     // provisioned CSK stands for a device: the end of a binding leaves it.
-    let log_off = |m: &mut M, impu: &str, etag: ETag| {
-        m.etags += 1;
-        m.input(Input::Publish(Publish {
-            target: PublishTarget::Service(Service::Mcptt),
-            event: EventPackage::PocSettings,
-            impu: trusted(impu),
-            if_match: IfMatch::One(etag),
-            expires: Some(0),
-            body: PublishBody::Empty,
-            key_upload: None,
-            fresh_etag: ETag::new(format!("off{}", m.etags)),
-        }))
-    };
     let held = |m: &M| -> Vec<String> {
         let mut ids: Vec<String> = m.m.csks().map(|(id, _)| id.as_str().to_owned()).collect();
         ids.sort();
@@ -959,7 +951,7 @@ fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_
     assert_eq!(other.response.outcome, Outcome::Authorized);
     assert_eq!(held(&m), ["k1", "k2"]);
 
-    let off = log_off(&mut m, UE1, first.response.etag.clone().unwrap());
+    let off = m.log_off(UE1, first.response.etag.clone().unwrap());
     assert_eq!(off.response.outcome, Outcome::Removed);
     assert!(
         off.csks.is_empty(),
@@ -967,7 +959,7 @@ fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_
         off.csks
     );
     assert_eq!(held(&m), ["k1", "k2"]);
-    let off = log_off(&mut m, UE1, second.response.etag.clone().unwrap());
+    let off = m.log_off(UE1, second.response.etag.clone().unwrap());
     assert_eq!(
         off.csks,
         vec![CskEvent::Dropped {
@@ -983,7 +975,7 @@ fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_
     m.provision("kp", ALICE);
     let bound = m.authorize(UE1, token(ALICE), csk("kp"));
     assert_eq!(bound.response.outcome, Outcome::Authorized);
-    let off = log_off(&mut m, UE1, bound.response.etag.clone().unwrap());
+    let off = m.log_off(UE1, bound.response.etag.clone().unwrap());
     assert_eq!(off.response.outcome, Outcome::Removed);
     assert!(off.csks.is_empty(), "{:?}", off.csks);
     assert_eq!(held(&m), ["kp"]);

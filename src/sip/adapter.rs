@@ -719,6 +719,20 @@ mod tests {
         (edge, shown.into_inner(), validated.into_inner())
     }
 
+    /// Whether the edge hands the machine a PUBLISH whose body type it does not take (415).
+    fn is_unsupported(edge: &Edge) -> bool {
+        matches!(
+            edge,
+            Edge::Machine {
+                input: Input::Publish(Publish {
+                    body: PublishBody::UnsupportedMediaType,
+                    ..
+                }),
+                ..
+            }
+        )
+    }
+
     fn authorization_of(edge: Edge) -> Authorization {
         match edge {
             Edge::Machine {
@@ -840,14 +854,10 @@ mod tests {
         // TS 24.379 7.3.3: a PUBLISH to the MCPTT PSI carries the MCPTT info body; an MCVideo
         // info body is a type this request does not take (415, RFC 3261 21.4.13), in either
         // order, and it is neither read as ours nor counted as a duplicate of ours (400).
-        let ours = mcptt_info(
-            "<mcptt-access-token type=\"Normal\"><mcpttString>clear.token</mcpttString></mcptt-access-token>",
-            &format!("<mcptt-client-id type=\"Normal\"><mcpttString>{CLIENT}</mcpttString></mcptt-client-id>"),
-        );
         let theirs =
             "<mcvideoinfo xmlns=\"urn:3gpp:ns:mcvideoInfo:1.0\"><mcvideo-Params/></mcvideoinfo>";
         let part = |ct: &str, body: &str| format!("--b1\r\nContent-Type: {ct}\r\n\r\n{body}\r\n");
-        let mcptt = part("application/vnd.3gpp.mcptt-info+xml", &ours);
+        let mcptt = part("application/vnd.3gpp.mcptt-info+xml", CLEAR_INFO);
         let mcvideo = part("application/vnd.3gpp.mcvideo-info+xml", theirs);
         for body in [
             format!("{mcptt}{mcvideo}--b1--\r\n"),
@@ -860,19 +870,7 @@ mod tests {
                 &body,
             );
             let (edge, _, validated) = classify_with(&req, &|_| "k", true);
-            assert!(
-                matches!(
-                    edge,
-                    Edge::Machine {
-                        input: Input::Publish(Publish {
-                            body: PublishBody::UnsupportedMediaType,
-                            ..
-                        }),
-                        ..
-                    }
-                ),
-                "{edge:?}"
-            );
+            assert!(is_unsupported(&edge), "{edge:?}");
             assert!(validated.is_empty(), "no token is validated: {validated:?}");
         }
     }
@@ -881,17 +879,13 @@ mod tests {
     fn an_unknown_part_is_skipped_only_when_its_sender_marked_it_optional() {
         // RFC 3261 20.11: `handling=optional` lets a recipient skip a part it does not
         // understand; without it (the default is `required`) the request is 415 (21.4.13).
-        let ours = mcptt_info(
-            "<mcptt-access-token type=\"Normal\"><mcpttString>clear.token</mcpttString></mcptt-access-token>",
-            &format!("<mcptt-client-id type=\"Normal\"><mcpttString>{CLIENT}</mcpttString></mcptt-client-id>"),
-        );
         for (disposition, optional) in [
             ("Content-Disposition: render;handling=optional\r\n", true),
             ("Content-Disposition: render;handling=required\r\n", false),
             ("", false),
         ] {
             let body = format!(
-                "--b1\r\nContent-Type: application/vnd.3gpp.mcptt-info+xml\r\n\r\n{ours}\r\n\
+                "--b1\r\nContent-Type: application/vnd.3gpp.mcptt-info+xml\r\n\r\n{CLEAR_INFO}\r\n\
                  --b1\r\nContent-Type: text/plain\r\n{disposition}\r\nextra\r\n--b1--\r\n"
             );
             let req = request(
@@ -903,21 +897,9 @@ mod tests {
             let (edge, _, validated) = classify_with(&req, &|_| "k", true);
             if optional {
                 assert_eq!(authorization_of(edge).protection, Protection::Clear);
-                assert_eq!(validated, ["clear.token"]);
+                assert_eq!(validated, ["ue.token"]);
             } else {
-                assert!(
-                    matches!(
-                        edge,
-                        Edge::Machine {
-                            input: Input::Publish(Publish {
-                                body: PublishBody::UnsupportedMediaType,
-                                ..
-                            }),
-                            ..
-                        }
-                    ),
-                    "{disposition:?}: {edge:?}"
-                );
+                assert!(is_unsupported(&edge), "{disposition:?}: {edge:?}");
             }
         }
     }
