@@ -145,6 +145,17 @@ impl M {
         }))
     }
 
+    /// An initial PUBLISH from a trusted `impu` with `user`'s token under the CSK `csk_id`, which
+    /// the same PUBLISH uploads (I_MESSAGE `message`, signed by `user`, sent at 1 000).
+    fn authorize_uploading(&mut self, impu: &str, user: &str, csk_id: &str, message: &str) -> Step {
+        self.publish(
+            trusted(impu),
+            None,
+            auth(token(user), csk(csk_id)),
+            Some(upload(csk_id, message, 1_000, Some(user))),
+        )
+    }
+
     /// An initial PUBLISH with `token` under `protection`, from a trusted `impu`.
     fn authorize(&mut self, impu: &str, token: TokenVerdict, protection: Protection) -> Step {
         self.publish(trusted(impu), None, auth(token, protection), None)
@@ -361,12 +372,7 @@ fn an_uploaded_csk_is_tied_to_the_signer_and_the_impu_and_never_accepted_twice()
     let stripped = m.publish(trusted(UE2), None, body(), None);
     assert_eq!(refused(&stripped), TokenRejection::CskOtherImpu);
     // A fresh upload that tries to take the CSK-ID over for Bob.
-    let takeover = m.publish(
-        trusted(UE2),
-        None,
-        auth(token(BOB), csk("2ddd5bf0")),
-        Some(upload("2ddd5bf0", "m2", 1_000, Some(BOB))),
-    );
+    let takeover = m.authorize_uploading(UE2, BOB, "2ddd5bf0", "m2");
     assert_eq!(refused(&takeover), TokenRejection::CskOtherUser);
     assert_eq!(m.m.binding_count(), 1);
 }
@@ -477,20 +483,10 @@ fn an_upload_must_be_fresh_verified_and_signed_by_the_tokens_user() {
 fn a_user_switch_log_off_or_restart_drops_the_users_csk() {
     let mut m = M::post_cr();
     m.register(UE1);
-    let s = m.publish(
-        trusted(UE1),
-        None,
-        auth(token(ALICE), csk("ka")),
-        Some(upload("ka", "m1", 1_000, Some(ALICE))),
-    );
+    let s = m.authorize_uploading(UE1, ALICE, "ka", "m1");
     assert_eq!(s.response.outcome, Outcome::Authorized);
     // Bob logs on to the same client (CR 5.1.3.2.1): Alice's CSK goes.
-    let s = m.publish(
-        trusted(UE1),
-        None,
-        auth(token(BOB), csk("kb")),
-        Some(upload("kb", "m2", 1_000, Some(BOB))),
-    );
+    let s = m.authorize_uploading(UE1, BOB, "kb", "m2");
     assert!(matches!(s.bindings[..], [BindingEvent::Rebound { .. }]));
     assert_eq!(
         s.csks[0],
@@ -516,12 +512,7 @@ fn a_user_switch_log_off_or_restart_drops_the_users_csk() {
     );
     // An uploaded CSK does not survive a restart; a provisioned one does.
     m.provision("kp", ALICE);
-    m.publish(
-        trusted(UE1),
-        None,
-        auth(token(ALICE), csk("kc")),
-        Some(upload("kc", "m3", 1_000, Some(ALICE))),
-    );
+    m.authorize_uploading(UE1, ALICE, "kc", "m3");
     let out = m.m.handle(UnixTime(m.now), Input::Restart);
     assert!(out.contains(&Output::Csk(CskEvent::Dropped {
         csk_id: CskId::new("kc"),
@@ -830,12 +821,7 @@ fn the_replay_tables_count_what_they_hold_and_forgetting_dead_messages_keeps_the
     assert_eq!(m.m.replay_entries(), (2, 0));
     // With a replay window, a binding records its token's owner (dossier Q-6).
     m.register(UE2);
-    let ok = m.publish(
-        trusted(UE2),
-        None,
-        auth(token(ALICE), csk("k3")),
-        Some(upload("k3", "m3", 1_000, Some(ALICE))),
-    );
+    let ok = m.authorize_uploading(UE2, ALICE, "k3", "m3");
     assert_eq!(ok.response.outcome, Outcome::Authorized);
     let (messages, owners) = m.m.replay_entries();
     assert_eq!(owners, 1);
@@ -879,12 +865,7 @@ fn a_lab_restart_forgets_the_replay_tables_in_the_store_too() {
         ..Variant::PostCr.policy()
     });
     m.register(UE2);
-    let ok = m.publish(
-        trusted(UE2),
-        None,
-        auth(token(ALICE), csk("k3")),
-        Some(upload("k3", "m3", 1_000, Some(ALICE))),
-    );
+    let ok = m.authorize_uploading(UE2, ALICE, "k3", "m3");
     assert_eq!(ok.response.outcome, Outcome::Authorized);
     assert_eq!(m.m.replay_entries(), (1, 1));
     let changes = persisted(m.m.handle(UnixTime(m.now), Input::Restart));
@@ -893,12 +874,7 @@ fn a_lab_restart_forgets_the_replay_tables_in_the_store_too() {
     // Only one of the two tables holding something (no replay window: no token owners).
     let mut m = M::post_cr();
     m.register(UE2);
-    m.publish(
-        trusted(UE2),
-        None,
-        auth(token(ALICE), csk("k3")),
-        Some(upload("k3", "m3", 1_000, Some(ALICE))),
-    );
+    m.authorize_uploading(UE2, ALICE, "k3", "m3");
     assert_eq!(m.m.replay_entries(), (1, 0));
     let changes = persisted(m.m.handle(UnixTime(m.now), Input::Restart));
     assert!(changes.contains(&Change::ClearReplay), "{changes:?}");
@@ -921,12 +897,7 @@ fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_
     let mut m = M::post_cr();
     m.register(UE1);
     m.register(UE2);
-    let first = m.publish(
-        trusted(UE1),
-        None,
-        auth(token(ALICE), csk("k1")),
-        Some(upload("k1", "m1", 1_000, Some(ALICE))),
-    );
+    let first = m.authorize_uploading(UE1, ALICE, "k1", "m1");
     assert_eq!(first.response.outcome, Outcome::Authorized);
     // A second client of Alice on UE1, under the same CSK.
     let second = m.publish(
@@ -942,12 +913,7 @@ fn a_csk_goes_only_with_the_last_binding_of_its_impu_and_user_and_a_provisioned_
     );
     assert_eq!(second.response.outcome, Outcome::Authorized);
     // Alice on UE2 with her own uploaded CSK.
-    let other = m.publish(
-        trusted(UE2),
-        None,
-        auth(token(ALICE), csk("k2")),
-        Some(upload("k2", "m2", 1_000, Some(ALICE))),
-    );
+    let other = m.authorize_uploading(UE2, ALICE, "k2", "m2");
     assert_eq!(other.response.outcome, Outcome::Authorized);
     assert_eq!(held(&m), ["k1", "k2"]);
 
