@@ -1494,9 +1494,10 @@ mod tests {
             .iter()
             .all(|c| c.kind == CaseKind::Scenario && c.actions.is_some()));
         assert!(catalogue(&cfg, 1, &["nope".into()]).is_err());
-        // One CSK per case, user (2), IMPU (UE1's a and b, the attacker's) and service (1).
+        // One CSK per case, user (2), IMPU index (two per UE: UE1's a and b, the companion UE's
+        // two slots, of which it uses one; then the attacker's) and service (1).
         let table = csk_table(&Profile::default_profile(), &cfg, "r1", 2);
-        assert_eq!(table.matches("[[protection.csk]]").count(), 2 * 2 * 3);
+        assert_eq!(table.matches("[[protection.csk]]").count(), 2 * 2 * 5);
         // Every observed answer equal to the model's: conforms; with a step changed the way
         // another knob predicts, that knob explains it.
         let case = cases.iter().find(|c| c.name == "token-expiry").unwrap();

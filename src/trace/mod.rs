@@ -458,10 +458,11 @@ mod tests {
         let r = Replay::build(&src, &lab(), &opts).unwrap();
         assert_eq!(r.skipped_direct.len(), 1, "{:?}", src.steps);
         assert!(r.scenario_xml.contains("NOT SENT"));
-        // Set-up REGISTER of the attacker, the UE's REGISTER; not the forged PUBLISH.
-        assert_eq!(r.requests, 2);
-        assert_eq!(r.scenario_xml.matches("<send ").count(), 2);
-        assert_eq!(r.scenario_xml.matches("PUBLISH sip:").count(), 0);
+        // The companion UE's set-up REGISTER and PUBLISH (step 0 of the default configuration),
+        // the attacker's set-up REGISTER, the UE's REGISTER; not the forged PUBLISH.
+        assert_eq!(r.requests, 4);
+        assert_eq!(r.scenario_xml.matches("<send ").count(), 4);
+        assert_eq!(r.scenario_xml.matches("PUBLISH sip:").count(), 1);
         assert_eq!(
             r.scenario_xml
                 .matches("<pause milliseconds=\"777\"/>")
