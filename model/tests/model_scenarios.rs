@@ -14,6 +14,26 @@ fn default_model(v: Variant) -> McxModel {
     ModelConfig::for_variant(v).into_model()
 }
 
+/// The shortest path (at most 12 actions) to a state where property `name`'s condition holds.
+fn shortest_witness(m: &McxModel, name: &str) -> Vec<EnvAction> {
+    shortest_to(m, name, true).expect("reachable")
+}
+
+/// The shortest path (at most 12 actions) to a state where property `name`'s condition fails.
+fn shortest_violation(m: &McxModel, name: &str) -> Vec<EnvAction> {
+    shortest_to(m, name, false).expect("violated")
+}
+
+fn shortest_to(m: &McxModel, name: &str, holds: bool) -> Option<Vec<EnvAction>> {
+    let cond = m
+        .catalogue()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no property {name}"))
+        .condition;
+    m.shortest_path(|s| cond(m, s) == holds, 12)
+}
+
 #[test]
 fn the_default_companion_ue_is_bound_at_the_start_and_ue1_joins_it() {
     let m = default_model(Variant::PostCr);
@@ -58,13 +78,7 @@ fn pre_cr_default_the_attacker_replays_the_companions_clear_token_at_once() {
     // Pre-CR PUBLISH-borne tokens cross the SIP core in clear: the companion's, sent in the
     // set-up, is presented by the attacker from its own IMPU as the first step of the run.
     let m = default_model(Variant::PreCr);
-    let cond = m
-        .catalogue()
-        .into_iter()
-        .find(|p| p.name == "no-impersonation")
-        .unwrap()
-        .condition;
-    let path = m.shortest_path(|s| !cond(&m, s), 12).expect("violated");
+    let path = shortest_violation(&m, "no-impersonation");
     let tok = Tok {
         user: 0,
         issued: 0,
@@ -157,13 +171,7 @@ fn a_disabled_action_is_reported_by_index() {
 #[test]
 fn pinned_shortest_user_switch_witness_post_cr() {
     let m = model(Variant::PostCr);
-    let cond = m
-        .catalogue()
-        .into_iter()
-        .find(|p| p.name == "rebound-after-user-switch")
-        .unwrap()
-        .condition;
-    let path = m.shortest_path(|s| cond(&m, s), 12).expect("reachable");
+    let path = shortest_witness(&m, "rebound-after-user-switch");
     let t = m.trace(&path);
     let kinds: Vec<(String, RequestKind)> = t
         .steps
@@ -201,13 +209,7 @@ fn pinned_shortest_user_switch_witness_post_cr() {
 #[test]
 fn pinned_shortest_replay_counterexample_pre_cr() {
     let m = model(Variant::PreCr);
-    let cond = m
-        .catalogue()
-        .into_iter()
-        .find(|p| p.name == "no-impersonation")
-        .unwrap()
-        .condition;
-    let path = m.shortest_path(|s| !cond(&m, s), 12).expect("violated");
+    let path = shortest_violation(&m, "no-impersonation");
     let tok = Tok {
         user: 0,
         issued: 0,
