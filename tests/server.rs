@@ -369,3 +369,80 @@ fn token_expiry_policy_ends_binding_when_clock_passes_exp() {
     );
     assert!(s.metrics().contains("unbound_token_expired"));
 }
+
+/// RFC 3903 R-35 over UDP: requests of one IMPU sent back to back, without waiting for answers,
+/// are handled in arrival order, whichever of the server's threads reads them and however long
+/// a PUBLISH's signature check takes. Per IMPU: a third-party REGISTER, a PUBLISH with a token
+/// (checked off the ordered path) and a de-REGISTER; 150 IMPUs interleaved. In order, every
+/// request gets 200 and no binding is left; a PUBLISH handled before its REGISTER, or after its
+/// de-REGISTER, is refused, and a de-REGISTER handled before its PUBLISH leaves a binding.
+#[test]
+fn a_burst_of_udp_requests_is_handled_in_arrival_order_per_impu() {
+    const N: usize = 150;
+    let s = TestServer::start(|_| {});
+    let c = s.udp_client();
+    let local = c.local();
+    let impu = |i: usize| format!("sip:burst{i}@ims.example.org");
+    let mut sent = std::collections::HashMap::new();
+    let mut datagrams = Vec::new();
+    for step in 0..3 {
+        for i in 0..N {
+            let msg = match step {
+                0 => third_party_register(&impu(i), 600),
+                1 => publish_auth(
+                    &impu(i),
+                    &s.token(&format!("sip:burst{i}@example.org"), 3600),
+                    CLIENT,
+                    None,
+                    u32::MAX,
+                ),
+                _ => third_party_register(&impu(i), 0),
+            };
+            let call_id = msg
+                .headers
+                .iter()
+                .find(|(n, _)| n == "Call-ID")
+                .map(|(_, v)| v.clone())
+                .unwrap();
+            sent.insert(call_id, (i, step));
+            datagrams.push((i, step, msg.to_bytes(&local)));
+        }
+    }
+    // Each IMPU's three requests in order, 40 IMPUs apart: the IMPUs' requests interleave.
+    datagrams.sort_by_key(|(i, step, _)| i + step * 40);
+    let mut last = vec![None; N];
+    for (i, step, _) in &datagrams {
+        assert!(
+            last[*i] < Some(*step),
+            "the test sends each IMPU's requests in order"
+        );
+        last[*i] = Some(*step);
+    }
+    for (_, _, bytes) in &datagrams {
+        c.socket.send_to(bytes, c.server).unwrap();
+    }
+    let mut statuses = vec![[0u16; 3]; N];
+    let mut buf = vec![0u8; 65_535];
+    for _ in 0..datagrams.len() {
+        let (n, _) = c
+            .socket
+            .recv_from(&mut buf)
+            .expect("a response to every request");
+        let r = SipReply::parse(&buf[..n]);
+        let (i, step) = sent[&r.header("Call-ID").unwrap()];
+        statuses[i][step] = r.status;
+    }
+    for (i, st) in statuses.iter().enumerate() {
+        assert_eq!(
+            st,
+            &[200, 200, 200],
+            "{}: REGISTER, PUBLISH, de-REGISTER",
+            impu(i)
+        );
+    }
+    assert_eq!(
+        table(&s),
+        vec![],
+        "every binding ended with its de-REGISTER"
+    );
+}

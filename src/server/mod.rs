@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -43,7 +43,7 @@ pub struct Server {
     store: Option<(Arc<crate::store::Store>, usize)>,
     /// The shared PostgreSQL store's location and how many IMPUs it held at start-up.
     shared_store: Option<(std::path::PathBuf, usize)>,
-    udp: Vec<UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
     tls: Vec<(TcpListener, TlsListener)>,
     admin: Option<TcpListener>,
@@ -566,7 +566,12 @@ async fn mikey_receiver(config: &ServerConfig) -> anyhow::Result<crate::mikey::U
     .context("[mikey]")
 }
 
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// How long a SIP UDP thread waits for a datagram before it looks whether the listener is
+/// stopping; also the longest a send waits for room in a full send buffer.
+const UDP_POLL: Duration = Duration::from_millis(100);
+
+/// A SIP UDP socket for [`udp::serve`]'s threads: blocking, with [`UDP_POLL`] timeouts.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -576,14 +581,9 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         tracing::warn!(%addr, error = %e, "could not enlarge the UDP receive buffer");
     }
     socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket.into())
-}
-
-async fn send_udp(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, dst).await {
-        tracing::warn!(%dst, error = %e, "UDP send failed");
-    }
+    socket.set_read_timeout(Some(UDP_POLL))?;
+    socket.set_write_timeout(Some(UDP_POLL))?;
+    Ok(socket.into())
 }
 
 /// Open connections per untrusted address.

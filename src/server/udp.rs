@@ -1,40 +1,46 @@
-//! The SIP UDP hot path (issue 15): a request never queues behind another IMPU's signature check.
+//! The SIP UDP hot path (issue 15): no hand-over between threads for a request, and no request
+//! queued behind another IMPU's signature check.
 //!
-//! Per datagram, on the socket's receive task, in arrival order: the per-source rate limit;
-//! frame and parse; the transaction check ([`Pipeline::admit`]: a retransmission is answered or
-//! absorbed here and costs no signature check); a place in its IMPU's order
-//! ([`Sequencer::reserve`]); then
-//! - a PUBLISH with a body goes to a verifier thread, which checks its token signatures and CSK
-//!   upload ([`Pipeline::verify`]) in parallel with everything else, then runs its ordered step
-//!   ([`Pipeline::step`]: edge, machine, response) once every earlier request of its IMPU has run;
-//! - any other request (REGISTER, a PUBLISH refresh or removal, …) goes to a step thread, which
-//!   runs its ordered step as soon as every earlier request of its IMPU has run.
+//! One thread per core serves the socket, leader/follower style. The thread holding the
+//! receive lock (the leader) reads the next datagram and, in arrival order, applies the
+//! per-source rate limit, frames and parses it, runs the transaction check
+//! ([`Pipeline::admit`]: a retransmission is answered or absorbed here and costs no signature
+//! check) and takes the request's place in its IMPU's order ([`Sequencer::reserve`]). It then
+//! gives up the lock, so another thread reads the next datagram, and carries on with the request
+//! it read:
+//! - a PUBLISH with a body has its token signatures and CSK upload checked ([`Pipeline::verify`]),
+//!   in parallel with everything the other threads do;
+//! - its ordered step ([`Pipeline::step`]: edge, machine, response) runs once every earlier
+//!   request of its IMPU has run.
 //!
-//! Whoever completes a request runs the requests of its IMPU that waited behind it. So RFC 3903's
-//! in-order processing per IMPU holds; a REGISTER waits for a signature check only when its
-//! own IMPU has one pending, and never in a queue of signature checks (verifiers and step threads
-//! are separate, one of each per core: the non-crypto work is spread over the cores too). The
-//! machine itself stays behind the server's one lock, held for the machine's step only: its
-//! decisions span IMPUs (an MC service ID's devices, IMPU changes), so it is not split.
+//! Whoever completes a request runs the requests of its IMPU that waited behind it. So RFC
+//! 3903's in-order processing per IMPU holds, a REGISTER waits for a signature check
+//! only when its own IMPU has one pending, and a request costs no thread hand-over or wake-up
+//! of its own: under load the threads go from one datagram to the next without sleeping. (The
+//! design before it, a receive task handing each request to a pool thread, spent more CPU on
+//! those hand-overs than on the requests: docs/benchmarks.md.) The machine itself stays behind
+//! the server's one lock, held for the machine's step only: its decisions span IMPUs (an MC
+//! service ID's devices, IMPU changes), so it is not split.
 //!
-//! Persist, then send (issue 13): a response whose machine state is durable already is sent from
+//! Persist, then send (issue 13): a response whose machine state is durable already is sent by
 //! the thread that made it; any other waits on the runtime for its sequence number (the group
 //! commit it joined), so no thread here blocks on the disk.
 //!
 //! A panic while handling one request (verifying or stepping) is caught: logged, counted
-//! (`/metrics`, `/healthz`), the request dropped, and its IMPU's later requests still run.
+//! (`/metrics`, `/healthz`), the request dropped, and its IMPU's later requests still run. A
+//! panic outside a request ends the listener, which its supervisor starts again.
 //!
-//! Bounded: at most [`MAX_PENDING`] admitted requests are in flight per socket; the receive task
-//! then stops reading and the kernel's socket buffer holds the rest (SIP retransmits what it
-//! drops).
+//! Bounded: at most [`MAX_PENDING`] admitted requests are in flight per socket; the leader then
+//! stops reading and the kernel's socket buffer holds the rest (SIP retransmits what it drops).
+//! The socket is blocking with a short receive timeout ([`super::UDP_POLL`]), so a stop is seen
+//! within it.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::net::UdpSocket;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::pipeline::{self, Admission, Admitted, Parsed, Reply, Transport, Verdicts};
 use super::sequencer::Sequencer;
@@ -46,7 +52,7 @@ use crate::sip::SipRequest;
 /// Largest UDP datagram read; bigger messages are truncated by the kernel and then refused.
 const UDP_BUFFER: usize = 65_535;
 
-/// Requests in verification, in their ordered step, or waiting behind one, per socket.
+/// Requests being verified, in their ordered step, or waiting behind one, per socket.
 pub const MAX_PENDING: usize = 4096;
 
 /// An admitted request on its way to its ordered step.
@@ -54,74 +60,17 @@ struct Job {
     req: Box<SipRequest>,
     src: SocketAddr,
     admitted: Admitted,
-    /// What the verifier checked ahead; `Err(())`: verifying panicked, drop the request.
+    /// What was checked ahead; `Err(())`: verifying panicked, drop the request.
     verdicts: Result<Option<Verdicts>, ()>,
     /// Held while the request is pending.
     _permit: OwnedSemaphorePermit,
 }
 
-type Task = Box<dyn FnOnce() + Send>;
-
-/// A fixed pool of threads (one per core) fed in FIFO order: the work stays off the runtime's
-/// workers, so the receive task keeps reading.
-struct Pool {
-    queue: Option<mpsc::Sender<Task>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Pool {
-    fn start(name: &str) -> std::io::Result<Pool> {
-        let (tx, rx) = mpsc::channel::<Task>();
-        let rx = Arc::new(Mutex::new(rx));
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let rx = rx.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("{name}-{i}"))
-                    .spawn(move || loop {
-                        let task = {
-                            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-                            rx.recv()
-                        };
-                        match task {
-                            Ok(task) => task(),
-                            Err(_) => return, // the receive task is gone
-                        }
-                    })?,
-            );
-        }
-        Ok(Pool {
-            queue: Some(tx),
-            threads,
-        })
-    }
-
-    fn submit(&self, task: Task) {
-        if let Some(q) = &self.queue {
-            let _ = q.send(task);
-        }
-    }
-
-    /// Lets the queued work finish, then joins the threads.
-    fn finish(mut self) {
-        self.queue = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Sends a datagram now, from any thread; a full socket buffer hands it to the runtime.
-fn send_now(socket: &Arc<UdpSocket>, rt: &tokio::runtime::Handle, bytes: Vec<u8>, dst: SocketAddr) {
-    match socket.try_send_to(&bytes, dst) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let socket = socket.clone();
-            rt.spawn(async move { super::send_udp(&socket, &bytes, dst).await });
-        }
-        Err(e) => tracing::warn!(%dst, error = %e, "UDP send failed"),
+/// Sends a datagram now, from any thread (the socket's send timeout bounds the wait for room in
+/// a full send buffer; a reply that still finds none is dropped, and the client retransmits).
+pub(super) fn send_datagram(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, dst) {
+        tracing::warn!(%dst, error = %e, "UDP send failed");
     }
 }
 
@@ -134,86 +83,95 @@ fn send_reply(
     dst: SocketAddr,
 ) {
     if ctx.pipeline.is_durable(reply.wait_for) {
-        send_now(socket, rt, reply.bytes, dst);
+        send_datagram(socket, &reply.bytes, dst);
     } else {
         let (socket, ctx) = (socket.clone(), ctx.clone());
         rt.spawn(async move {
             ctx.pipeline.durable(reply.wait_for).await;
-            super::send_udp(&socket, &reply.bytes, dst).await;
+            send_datagram(&socket, &reply.bytes, dst);
         });
     }
 }
 
-/// What a pool thread needs to finish a request.
-struct Out {
+/// One UDP socket's listener, shared by its threads.
+struct Listener {
     ctx: Arc<Ctx>,
     socket: Arc<UdpSocket>,
     rt: tokio::runtime::Handle,
     id: ListenerId,
+    /// The receive lock, with the one buffer the leader reads into.
+    receive: Mutex<Box<[u8]>>,
+    order: Sequencer<Job>,
+    pending: Arc<Semaphore>,
+    stop: AtomicBool,
 }
 
-impl Out {
-    /// The ordered step of one request, and its response. A panic drops the request only.
-    fn run(&self, job: Job) {
-        let Ok(verdicts) = job.verdicts else {
-            return;
-        };
-        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.ctx.vitals.faults.trip(Fault::WorkerPanic);
-            self.ctx
-                .pipeline
-                .step(&job.req, job.src, Transport::Udp, job.admitted, verdicts)
-        }));
-        match stepped {
-            Ok(Some(reply)) => send_reply(&self.ctx, &self.socket, &self.rt, reply, job.src),
-            Ok(None) => {}
-            Err(panic) => request_panicked(&self.ctx, self.id, job.src, &*panic),
+/// What the leader did with a datagram.
+enum Read {
+    /// Nothing more to do (answered, absorbed, refused, or nothing read).
+    Done,
+    /// An admitted request, its place in its IMPU's order, and whether to verify it.
+    Request(Job, super::sequencer::Ticket, bool),
+    /// The listener is stopping.
+    Stop,
+}
+
+impl Listener {
+    /// One thread's loop: lead (read one datagram), then handle what was read.
+    fn run(&self) {
+        loop {
+            match self.lead() {
+                Read::Stop => return,
+                Read::Done => {}
+                Read::Request(mut job, ticket, verify) => {
+                    if verify {
+                        job.verdicts = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            self.ctx.vitals.faults.trip(Fault::WorkerPanic);
+                            self.ctx.pipeline.verify(
+                                &job.req,
+                                job.src,
+                                Transport::Udp,
+                                job.admitted.now,
+                            )
+                        }))
+                        .map(Some)
+                        .map_err(|panic| request_panicked(&self.ctx, self.id, job.src, &*panic));
+                    }
+                    self.order.fulfil(ticket, job, |j| self.step(j));
+                }
+            }
         }
     }
-}
 
-/// Serves one UDP socket until `stop`.
-pub(super) async fn serve(
-    socket: Arc<UdpSocket>,
-    ctx: Arc<Ctx>,
-    id: ListenerId,
-    mut stop: watch::Receiver<bool>,
-) {
-    let (verifiers, steppers) = match (Pool::start("sip-verify"), Pool::start("sip-step")) {
-        (Ok(v), Ok(s)) => (v, s),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "could not start the SIP worker threads");
-            return;
+    /// Under the receive lock, in arrival order: read, rate limit, frame, parse, the
+    /// transaction check and a place in the IMPU's order.
+    fn lead(&self) -> Read {
+        let mut buf = self.receive.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.stop.load(Ordering::Relaxed) {
+            return Read::Stop;
         }
-    };
-    let rt = tokio::runtime::Handle::current();
-    let out = Arc::new(Out {
-        ctx: ctx.clone(),
-        socket: socket.clone(),
-        rt: rt.clone(),
-        id,
-    });
-    let order: Arc<Sequencer<Job>> = Arc::new(Sequencer::new());
-    let pending = Arc::new(Semaphore::new(MAX_PENDING));
-    let mut buf = vec![0u8; UDP_BUFFER];
-    loop {
-        let (n, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP port unreachable from an earlier send shows up here on some systems.
-                    tracing::debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
+        let (n, src) = match self.socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Read::Done
+            }
+            Err(e) => {
+                // ICMP port unreachable from an earlier send shows up here on some systems.
+                tracing::debug!(error = %e, "UDP receive error");
+                return Read::Done;
+            }
         };
+        let ctx = &self.ctx;
         // Outside the per-request guard on purpose: this takes the whole listener down.
         ctx.vitals.faults.trip(Fault::ListenerPanic);
         if !ctx.admit(src, ctx.sip.is_trusted(src.ip())) {
-            continue;
+            return Read::Done;
         }
-        // Frame, parse and the transaction check, in arrival order.
         let admitted = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let req = match frame_datagram(&buf[..n]) {
                 Ok(frame) => match ctx.pipeline.parse(&frame, src) {
@@ -235,23 +193,32 @@ pub(super) async fn serve(
         }));
         let (req, admitted) = match admitted {
             Ok(Ok(x)) => x,
-            Ok(Err(Some(reply))) => {
-                send_reply(&ctx, &socket, &rt, reply, src);
-                continue;
+            Ok(Err(reply)) => {
+                drop(buf);
+                if let Some(reply) = reply {
+                    send_reply(ctx, &self.socket, &self.rt, reply, src);
+                }
+                return Read::Done;
             }
-            Ok(Err(None)) => continue,
             Err(panic) => {
-                request_panicked(&ctx, id, src, &*panic);
-                continue;
+                request_panicked(ctx, self.id, src, &*panic);
+                return Read::Done;
             }
         };
         let key = pipeline::shard_key(&req);
         let verify = ctx.pipeline.needs_verification(&req, src, Transport::Udp);
-        // A full pending set pushes back on this loop (and so on the socket buffer).
-        let permit = match pending.clone().acquire_owned().await {
+        // A full pending set stops the reading (and so pushes back on the socket buffer).
+        let permit = match self.pending.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => break,
+            Err(TryAcquireError::NoPermits) => {
+                match self.rt.block_on(self.pending.clone().acquire_owned()) {
+                    Ok(p) => p,
+                    Err(_) => return Read::Stop,
+                }
+            }
+            Err(TryAcquireError::Closed) => return Read::Stop,
         };
+        let ticket = self.order.reserve(key);
         let job = Job {
             req,
             src,
@@ -259,31 +226,82 @@ pub(super) async fn serve(
             verdicts: Ok(None),
             _permit: permit,
         };
-        let ticket = order.reserve(key);
-        let (order, out) = (order.clone(), out.clone());
-        if verify {
-            verifiers.submit(Box::new(move || {
-                let mut job = job;
-                job.verdicts = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    out.ctx.vitals.faults.trip(Fault::WorkerPanic);
-                    out.ctx
-                        .pipeline
-                        .verify(&job.req, job.src, Transport::Udp, job.admitted.now)
-                }))
-                .map(Some)
-                .map_err(|panic| request_panicked(&out.ctx, out.id, job.src, &*panic));
-                order.fulfil(ticket, job, |j| out.run(j));
-            }));
-        } else {
-            steppers.submit(Box::new(move || {
-                order.fulfil(ticket, job, |j| out.run(j));
-            }));
+        Read::Request(job, ticket, verify)
+    }
+
+    /// The ordered step of one request, and its response. A panic drops the request only.
+    fn step(&self, job: Job) {
+        let Ok(verdicts) = job.verdicts else {
+            return;
+        };
+        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.ctx.vitals.faults.trip(Fault::WorkerPanic);
+            self.ctx
+                .pipeline
+                .step(&job.req, job.src, Transport::Udp, job.admitted, verdicts)
+        }));
+        match stepped {
+            Ok(Some(reply)) => send_reply(&self.ctx, &self.socket, &self.rt, reply, job.src),
+            Ok(None) => {}
+            Err(panic) => request_panicked(&self.ctx, self.id, job.src, &*panic),
         }
     }
-    // Let what was admitted finish (the verifiers run the waiting requests too).
+}
+
+/// Serves one UDP socket until `stop`, on one thread per core. A thread that panics outside a
+/// request ends the listener (the panic is passed on to the supervisor).
+pub(super) async fn serve(
+    socket: Arc<UdpSocket>,
+    ctx: Arc<Ctx>,
+    id: ListenerId,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = Arc::new(Listener {
+        ctx,
+        socket,
+        rt: tokio::runtime::Handle::current(),
+        id,
+        receive: Mutex::new(vec![0u8; UDP_BUFFER].into_boxed_slice()),
+        order: Sequencer::new(),
+        pending: Arc::new(Semaphore::new(MAX_PENDING)),
+        stop: AtomicBool::new(false),
+    });
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let (l, ended_tx) = (listener.clone(), ended_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("sip-udp-{i}"))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| l.run()));
+                l.stop.store(true, Ordering::Relaxed);
+                let _ = ended_tx.send(ran.err());
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the SIP UDP threads");
+                listener.stop.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    drop(ended_tx);
+    let panicked = tokio::select! {
+        _ = stopped(&mut stop) => None,
+        first = ended.recv() => first.flatten(),
+    };
+    // Every thread finishes the request it holds (and those waiting behind it), then stops
+    // within one receive timeout.
+    listener.stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || {
-        verifiers.finish();
-        steppers.finish();
+        for t in threads {
+            let _ = t.join();
+        }
     })
     .await;
+    if let Some(panic) = panicked {
+        std::panic::resume_unwind(panic);
+    }
 }
