@@ -10,6 +10,12 @@
 #   mcx-es256 / mcx-rs256  `mcx-authz serve`, PUBLISHes carrying distinct ES256 / RS256 tokens,
 #                          state in memory (`[store] backend = "memory"`, as `--in-memory`;
 #                          STORE=redb makes these durable too)
+#   mcx-es256-protected / mcx-rs256-protected
+#                          TS 33.180 clause 9 as post-cr serves it (`token_protection =
+#                          "required"`): each PUBLISH's token and client ID encrypted under the
+#                          user's CSK and its info body signed (`mcx-authz load --scenario
+#                          register-publish-protected`; CSV and CSK table from `token mint-csv
+#                          --protect-csks`), state in memory. No Kamailio peer does this work.
 #   mcx-es256-redb / mcx-rs256-redb
 #                          the same with the default durable store (redb, group commit; no 2xx
 #                          before its state is on disk), a fresh data dir per start
@@ -116,6 +122,13 @@ for alg in ES256 RS256; do
     log "minting $USERS $alg tokens with the lab IdMS"
     "$bin" token --data-dir "$idms" mint-csv --alg "$alg" --users "$USERS" --out "$csv"
   fi
+  pcsv=$WORK/users-$lower-protected.csv
+  if [[ " $TARGETS " == *"-$lower-protected"* ]] \
+    && { [[ ! -f $pcsv ]] || [[ $(($(wc -l <"$pcsv") - 1)) -lt $USERS ]]; }; then
+    log "minting $USERS $alg tokens protected under a CSK per user (clause 9)"
+    "$bin" token --data-dir "$idms" mint-csv --alg "$alg" --users "$USERS" --out "$pcsv" \
+      --impu-prefix pue --protect-csks "$WORK/csks-$lower.toml"
+  fi
   # Public half, for Kamailio + PyJWT (same tokens, same key).
   "$PY" - "$idms/idms-$lower.pem" "$WORK/idms-$lower-public.pem" <<'EOF'
 import sys
@@ -132,12 +145,16 @@ alg_of() { case $1 in *-es256*) echo es256 ;; *-rs256*) echo rs256 ;; *) echo es
 port_of() {
   local i=0 t
   for t in kamailio-stateless mcx-es256 mcx-rs256 kamailio-pyjwt-es256 kamailio-pyjwt-rs256 \
-    mcx-es256-redb mcx-rs256-redb mcxb-es256 mcxb-rs256 mcxb-es256-redb mcxb-rs256-redb; do
+    mcx-es256-redb mcx-rs256-redb mcxb-es256 mcxb-rs256 mcxb-es256-redb mcxb-rs256-redb \
+    mcx-es256-protected mcx-rs256-protected; do
     [[ $t == "$1" ]] && { echo $(( PORT_BASE + 2 * i )); return; }
     i=$(( i + 1 ))
   done
   die "unknown target $1"
 }
+# The users' CSV of a target, and what it runs for a clear-token scenario.
+csv_of() { case $1 in *-protected) echo "$WORK/users-$(alg_of "$1")-protected.csv" ;; *) echo "$WORK/users-$(alg_of "$1").csv" ;; esac; }
+scenario_of() { case $1 in *-protected) echo "${2/register-publish/register-publish-protected}" ;; *) echo "$2" ;; esac; }
 
 start_server() { # target logfile
   local target=$1 out=$2 port alg
@@ -159,8 +176,9 @@ listen = "127.0.0.1:$(( port + 1 ))"
 enabled = false
 
 [policy]
-token_protection = "optional"
+token_protection = "$([[ $target == *-protected ]] && echo required || echo optional)"
 EOF
+      if [[ $target == *-protected ]]; then cat "$WORK/csks-$alg.toml" >>"$WORK/mcx-$port.toml"; fi
       # The store: in memory unless STORE=redb (durable, a fresh data dir per start); STORE=omit
       # writes no [store] table, for an MCX_BIN built before issue 13.
       local store=${STORE:-memory}
@@ -208,8 +226,8 @@ EOF
 # drive target rate calls scenario json [user_offset]
 drive() {
   local target=$1 rate=$2 calls=$3 scen=$4 json=$5 offset=${6:-0}
-  "${chrt[@]}" "$bin" load "127.0.0.1:$(port_of "$target")" --scenario "$scen" --rate "$rate" \
-    --calls "$calls" --csv "$WORK/users-$(alg_of "$target").csv" --user-offset "$offset" \
+  "${chrt[@]}" "$bin" load "127.0.0.1:$(port_of "$target")" --scenario "$(scenario_of "$target" "$scen")" \
+    --rate "$rate" --calls "$calls" --csv "$(csv_of "$target")" --user-offset "$offset" \
     --json "$json" >"${json%.json}.txt" 2>&1
 }
 
@@ -267,9 +285,13 @@ for target in $TARGETS; do
   drive "$target" "$half" "$calls" register-publish "$dir/load.json" || true
   lat_reg[$target]=$($stats lat "$dir/load.json" REGISTER)
   lat_pub[$target]=$($stats lat "$dir/load.json" PUBLISH)
-  # De-registration scenario, same server and rate, other users.
-  drive "$target" "$half" "$calls" register-publish-deregister "$dir/dereg.json" "$calls" || true
-  lat_dereg[$target]=$($stats lat "$dir/dereg.json" DEREGISTER)
+  # De-registration scenario, same server and rate, other users (no protected variant).
+  if [[ $target == *-protected ]]; then
+    lat_dereg[$target]="- - - - -"
+  else
+    drive "$target" "$half" "$calls" register-publish-deregister "$dir/dereg.json" "$calls" || true
+    lat_dereg[$target]=$($stats lat "$dir/dereg.json" DEREGISTER)
+  fi
   stop_server
   log "$target at $half/s: REGISTER ${lat_reg[$target]}, PUBLISH ${lat_pub[$target]}, DEREGISTER ${lat_dereg[$target]} (p50 p90 p99 p99.9 max, ms)"
   echo "$target latency rate=$half register_ms=[${lat_reg[$target]}] publish_ms=[${lat_pub[$target]}] deregister_ms=[${lat_dereg[$target]}]" >>"$results"

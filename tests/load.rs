@@ -249,3 +249,114 @@ fn load_generator_agrees_with_sipp() {
         }
     }
 }
+
+/// Runs `mcx-authz load` with `args` against `server`; (exit code, JSON summary).
+fn load_json(
+    server: &McxServer,
+    scratch: &Scratch,
+    name: &str,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value) {
+    let json = scratch.join(&format!("{name}.json"));
+    let r = run_bounded(
+        "mcx-authz load",
+        Command::new(mcx_bin())
+            .arg("load")
+            .arg(server.udp.to_string())
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(60),
+    );
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{name}: {e}: {r:?}"));
+    (r.code(), serde_json::from_str(&text).unwrap())
+}
+
+/// Issue 15 item 1: the clause-9 scenario. `register-publish-protected` sends the PUBLISH of
+/// TS 33.180 clause 9 (token and client ID encrypted under the user's CSK, the info body signed)
+/// from `mint-csv --protect-csks`'s CSV, to a server that holds that CSK table and requires
+/// protection: every call binds. The same users' tokens in clear get 403 from that server, so
+/// the binds are the protected bodies' doing.
+#[test]
+fn the_protected_scenario_binds_and_tokens_in_clear_do_not() {
+    const USERS: u64 = 500;
+    const PROTECTED: u64 = 400;
+    let scratch = Scratch::new("load-protected");
+    let lab_dir = scratch.join("lab");
+    let csv = scratch.join("protected.csv");
+    let csks = scratch.join("csks.toml");
+    let r = run_bounded(
+        "mcx-authz token mint-csv --protect-csks",
+        Command::new(mcx_bin())
+            .args(["token", "mint-csv", "--users", &USERS.to_string()])
+            .args(["--impu-prefix", "lp", "--data-dir"])
+            .arg(&lab_dir)
+            .arg("--out")
+            .arg(&csv)
+            .arg("--protect-csks")
+            .arg(&csks),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code(), Some(0), "mint-csv: {r:?}");
+    let config = scratch.join("mcx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nenabled = false\n\n[policy]\ntoken_protection = \"required\"\n\n{}",
+            std::fs::read_to_string(&csks).expect("csks.toml")
+        ),
+    )
+    .unwrap();
+    let server = McxServer::spawn(&scratch, &config, lab_dir);
+    let calls = PROTECTED.to_string();
+    let (code, j) = load_json(
+        &server,
+        &scratch,
+        "protected",
+        &[
+            "--scenario",
+            "register-publish-protected",
+            "--rate",
+            "200",
+            "--calls",
+            &calls,
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{j}");
+    assert_eq!(j["calls_ok"], PROTECTED, "{j}");
+    assert_eq!(j["methods"]["PUBLISH"]["statuses"]["200"], PROTECTED, "{j}");
+    assert_eq!(server.bindings().len() as u64, PROTECTED);
+
+    let rest = (USERS - PROTECTED).to_string();
+    let (code, j) = load_json(
+        &server,
+        &scratch,
+        "clear",
+        &[
+            "--scenario",
+            "register-publish",
+            "--rate",
+            "200",
+            "--calls",
+            &rest,
+            "--user-offset",
+            &calls,
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{j}");
+    assert_eq!(
+        j["methods"]["PUBLISH"]["statuses"]["403"],
+        USERS - PROTECTED,
+        "{j}"
+    );
+    assert_eq!(j["calls_ok"], 0, "{j}");
+    assert_eq!(
+        server.bindings().len() as u64,
+        PROTECTED,
+        "no binding from a clear token"
+    );
+}

@@ -101,6 +101,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("give --csv or --data-dir, not both (both only with --verify-cost)")
         }
         (Some(csv), None) => Users::read_csv(csv)?,
+        (None, Some(_)) if a.scenario == load::Scenario::RegisterPublishProtected => {
+            anyhow::bail!(
+                "--scenario register-publish-protected needs --csv from `mcx-authz token mint-csv --protect-csks` (the server must hold the CSK table it writes)"
+            )
+        }
         (None, Some(dir)) => {
             let alg = parse_lab_alg(&a.alg)?;
             let mut lab = LabIdms::open_or_create(dir)?;
@@ -118,7 +123,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 ),
                 expires_in: 86_400,
                 alg,
-                // Tokens in clear: a protected-PUBLISH scenario is the next one to add.
+                // Tokens in clear (the protected scenario takes its CSV, with the CSKs the
+                // server holds, from `mint-csv --protect-csks`).
                 protect: None,
             };
             let mut out =

@@ -18,8 +18,10 @@
 //! [`template`]; `--write-sipp` writes the same scenario as SIPp XML, so that SIPp and this
 //! generator can be run side by side on identical requests.
 //!
-//! Scenarios are lists of [`Step`]s ([`Scenario::steps`]); a new one (the clause-9 protected
-//! PUBLISH, once the trace writer renders it) is a new [`Scenario`] variant and its steps.
+//! Scenarios are lists of [`Step`]s ([`Scenario::steps`]); a new one is a new [`Scenario`]
+//! variant and its steps. `register-publish-protected` sends the PUBLISH of TS 33.180 clause 9
+//! (token and client ID encrypted under the user's CSK, the info body signed), from the CSV and
+//! CSK table of `mcx-authz token mint-csv --protect-csks`.
 
 pub mod template;
 
@@ -50,6 +52,11 @@ pub mod field {
     pub const MC_ID: usize = 2;
     /// The access token.
     pub const TOKEN: usize = 3;
+    /// The info body with token and client ID protected per TS 33.180 clause 9 (`mint-csv
+    /// --protect-csks`).
+    pub const PROTECTED_INFO: usize = 4;
+    /// Its signature part.
+    pub const SIGNATURE: usize = 5;
 }
 
 /// What a request is counted as.
@@ -81,6 +88,10 @@ pub enum Scenario {
     RegisterPublish,
     /// The same, then a de-REGISTER (third-party REGISTER, Expires: 0).
     RegisterPublishDeregister,
+    /// A third-party REGISTER, then a PUBLISH whose token and client ID are protected per
+    /// TS 33.180 clause 9 under the user's CSK, the info body signed (CSV fields 4 and 5, from
+    /// `mcx-authz token mint-csv --protect-csks`, whose CSK table the server must hold).
+    RegisterPublishProtected,
 }
 
 /// One request of a scenario.
@@ -102,6 +113,7 @@ impl Scenario {
         match self {
             Scenario::RegisterPublish => "register-publish",
             Scenario::RegisterPublishDeregister => "register-publish-deregister",
+            Scenario::RegisterPublishProtected => "register-publish-protected",
         }
     }
 
@@ -126,7 +138,14 @@ impl Scenario {
             impu: &impu,
             expires: PUBLISH_EXPIRES,
             if_match: None,
-            body: PublishBody::Token(field::TOKEN),
+            body: if self == Scenario::RegisterPublishProtected {
+                PublishBody::Protected {
+                    info: field::PROTECTED_INFO,
+                    signature: field::SIGNATURE,
+                }
+            } else {
+                PublishBody::Token(field::TOKEN)
+            },
             client: &client,
         };
         let mut steps = vec![
@@ -155,8 +174,13 @@ impl Scenario {
         x.push_str("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n");
         let _ = writeln!(
             x,
-            "<!-- Written by `mcx-authz load --scenario {} --write-sipp`: the requests mcx-authz load sends.\n     CSV (-inf): impu;client_id;mc_id;token. Response-time counters: rtd N = step N. -->",
-            self.name()
+            "<!-- Written by `mcx-authz load --scenario {} --write-sipp`: the requests mcx-authz load sends.\n     CSV (-inf): impu;client_id;mc_id;token{}. Response-time counters: rtd N = step N. -->",
+            self.name(),
+            if self == Scenario::RegisterPublishProtected {
+                ";protected_info;signature (mcx-authz token mint-csv --protect-csks)"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(x, "<scenario name=\"mcx-authz load {}\">", self.name());
         for (i, step) in self.steps().iter().enumerate() {
@@ -219,6 +243,28 @@ impl Users {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// The fields `scenario` fills in: every user must have them.
+    pub fn check_for(&self, scenario: Scenario) -> anyhow::Result<()> {
+        let needed = match scenario {
+            Scenario::RegisterPublishProtected => field::SIGNATURE + 1,
+            _ => field::TOKEN + 1,
+        };
+        if let Some(i) = self.rows.iter().position(|r| r.len() < needed) {
+            bail!(
+                "user {} of the CSV has {} fields; --scenario {} needs {needed}{}",
+                i + 1,
+                self.rows[i].len(),
+                scenario.name(),
+                if needed > field::TOKEN + 1 {
+                    " (impu;client_id;mc_id;token;protected_info;signature, as `mcx-authz token mint-csv --protect-csks` writes them)"
+                } else {
+                    " (impu;client_id;mc_id;token)"
+                }
+            );
+        }
+        Ok(())
     }
 }
 
@@ -623,6 +669,7 @@ pub fn run(config: LoadConfig, users: Arc<Users>) -> anyhow::Result<Report> {
     if users.is_empty() {
         bail!("no users (empty CSV)");
     }
+    users.check_for(config.scenario)?;
     let steps: Vec<(Method, Template)> = config
         .scenario
         .steps()
@@ -1005,13 +1052,20 @@ mod tests {
         for sc in [
             Scenario::RegisterPublish,
             Scenario::RegisterPublishDeregister,
+            Scenario::RegisterPublishProtected,
         ] {
             for step in sc.steps() {
                 let t = Template::compile(&step.template).unwrap();
-                let fields: Vec<String> =
-                    ["sip:u1@ims.example.org", "urn:uuid:1", "sip:m@x", "TOK"]
-                        .map(String::from)
-                        .to_vec();
+                let fields: Vec<String> = [
+                    "sip:u1@ims.example.org",
+                    "urn:uuid:1",
+                    "sip:m@x",
+                    "TOK",
+                    "<mcpttinfo>SEALED</mcpttinfo>",
+                    "<Signature>SIG</Signature>",
+                ]
+                .map(String::from)
+                .to_vec();
                 let mut out = Vec::new();
                 t.render(
                     &Fill {
@@ -1026,7 +1080,17 @@ mod tests {
                 let s = String::from_utf8(out).unwrap();
                 assert!(s.contains("<sip:u1@ims.example.org>"), "{s}");
                 if step.method == Method::Publish {
-                    assert!(s.contains(">TOK<"), "{s}");
+                    if sc == Scenario::RegisterPublishProtected {
+                        // Clause 9: the protected info part (with its Content-ID) and its
+                        // signature part; the token in clear is nowhere.
+                        assert!(!s.contains("TOK"), "{s}");
+                        assert!(
+                            s.contains("Content-ID: <info@mcx-authz.lab>\r\n\r\n<mcpttinfo>SEALED</mcpttinfo>\r\n--mcx-boundary\r\nContent-Type: application/vnd.3gpp.mcptt-signed+xml\r\n\r\n<Signature>SIG</Signature>\r\n--mcx-boundary--"),
+                            "{s}"
+                        );
+                    } else {
+                        assert!(s.contains(">TOK<"), "{s}");
+                    }
                 }
                 // Content-Length counts the body exactly.
                 let (head, body) = s.split_once("\r\n\r\n").unwrap();
@@ -1039,6 +1103,25 @@ mod tests {
                 assert_eq!(len, body.len(), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn a_protected_scenario_needs_the_protected_fields() {
+        let clear = Users::parse_csv("sip:a@x;c;m;t\n").unwrap();
+        assert!(clear.check_for(Scenario::RegisterPublish).is_ok());
+        let e = clear
+            .check_for(Scenario::RegisterPublishProtected)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--protect-csks"), "{e}");
+        let protected = Users::parse_csv("sip:a@x;c;m;t;<i/>;<s/>\n").unwrap();
+        assert!(protected
+            .check_for(Scenario::RegisterPublishProtected)
+            .is_ok());
+        assert!(Users::parse_csv("sip:a@x;c;m\n")
+            .unwrap()
+            .check_for(Scenario::RegisterPublish)
+            .is_err());
     }
 
     #[test]

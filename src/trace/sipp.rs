@@ -261,6 +261,15 @@ pub enum PublishBody<'a> {
     Token(usize),
     /// An MC info body with this MC service ID as request URI, and poc-settings.
     Settings(&'a str),
+    /// TS 33.180 clause 9: the protected info body (token and client ID encrypted) of CSV field
+    /// `info`, Content-ID [`crate::protection::INFO_CONTENT_ID`], and its signature part of CSV
+    /// field `signature`, as `mcx-authz token mint-csv --protect-csks` writes them.
+    Protected {
+        /// The CSV field of the protected info body.
+        info: usize,
+        /// The CSV field of its signature part.
+        signature: usize,
+    },
 }
 
 /// A PUBLISH `Event: poc-settings` as the P-CSCF forwards it (TS 24.379 7.3).
@@ -304,32 +313,46 @@ Accept-Contact: *;+{};require;explicit
         if let Some(v) = &self.if_match {
             let _ = writeln!(t, "SIP-If-Match: {v}");
         }
-        let info = match self.body {
+        let parts = match self.body {
             PublishBody::Empty => None,
-            PublishBody::Token(f) => Some(info_xml(
-                self.service,
-                Some(&format!("[field{f}]")),
-                None,
-                self.client,
+            PublishBody::Token(f) => Some(write::multipart(
+                "mcx-boundary",
+                &[
+                    (
+                        &info_content_type(self.service),
+                        &info_xml(self.service, Some(&format!("[field{f}]")), None, self.client),
+                    ),
+                    (
+                        "application/poc-settings+xml",
+                        &write::settings_xml(self.client, "\n"),
+                    ),
+                ],
+                "\n",
             )),
-            PublishBody::Settings(mc_id) => {
-                Some(info_xml(self.service, None, Some(mc_id), self.client))
-            }
+            PublishBody::Settings(mc_id) => Some(write::multipart(
+                "mcx-boundary",
+                &[
+                    (
+                        &info_content_type(self.service),
+                        &info_xml(self.service, None, Some(mc_id), self.client),
+                    ),
+                    (
+                        "application/poc-settings+xml",
+                        &write::settings_xml(self.client, "\n"),
+                    ),
+                ],
+                "\n",
+            )),
+            PublishBody::Protected { info, signature } => Some(format!(
+                "--mcx-boundary\nContent-Type: {}\nContent-ID: <{}>\n\n[field{info}]\n--mcx-boundary\nContent-Type: {}\n\n[field{signature}]\n--mcx-boundary--",
+                info_content_type(self.service),
+                crate::protection::INFO_CONTENT_ID,
+                crate::protection::signed_type(self.service),
+            )),
         };
-        match info {
+        match parts {
             None => t.push_str("Content-Length: 0\n\n"),
-            Some(info) => {
-                let body = write::multipart(
-                    "mcx-boundary",
-                    &[
-                        (&info_content_type(self.service), &info),
-                        (
-                            "application/poc-settings+xml",
-                            &write::settings_xml(self.client, "\n"),
-                        ),
-                    ],
-                    "\n",
-                );
+            Some(body) => {
                 let _ = write!(
                     t,
                     "Content-Type: multipart/mixed;boundary=mcx-boundary\nContent-Length: [len]\n\n{body}\n"
