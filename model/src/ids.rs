@@ -1,18 +1,20 @@
 //! Identifiers in the spec's words: IMPU, MC service ID, MC client ID, SIP-ETag, and the MC
 //! services themselves. Each is a newtype so that an IMPU can never be passed where an MC service
-//! ID is expected. The long identifiers (IMPU, MC service ID, MC client ID, token ID) share their
-//! bytes (`Arc<str>`), so cloning one into a binding, an index and an event costs a reference
-//! count, not an allocation. The short ones, the SIP-ETags the server mints (at most 23 bytes
-//! until 2^40 tags) and the eight-hex-digit CSK IDs, are held inline (`SmolStr`: no allocation at
-//! all; a longer value falls back to a shared heap string). `SmolStr` for every identifier was
-//! tried and taken out: 24 bytes a handle against 16, and the long identifiers exceed 23 bytes,
-//! so a binding took 968 B at 10^6 instead of 879 B (docs/benchmarks.md); issue 15.
+//! ID is expected. The long identifiers (IMPU, MC service ID, MC client ID, token ID, CSK ID,
+//! I_MESSAGE ID) share their bytes ([`ThinStr`](crate::thin_str): one 8-byte pointer to a 6-byte
+//! header and the text), so cloning one into a binding, an index and an event costs a reference
+//! count, not an allocation. The SIP-ETags the server mints (at most 23 bytes until 2^40 tags)
+//! are held inline (`SmolStr`: no allocation at all; a longer value falls back to a shared heap
+//! string). Issue 15 (memory per binding, docs/benchmarks.md): `Arc<str>` took a 16-byte handle
+//! and a 16-byte header per string; `SmolStr` for every identifier took 24 bytes a handle and
+//! still allocates the identifiers longer than 23 bytes.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
-use std::sync::Arc;
+
+use crate::thin_str::ThinStr;
 
 /// Seconds since the Unix epoch. The machine never reads a clock: the caller passes `now`.
 ///
@@ -157,12 +159,17 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(Arc<str>);
+        pub struct $name(ThinStr);
 
         impl $name {
             /// Wraps a string as this identifier.
-            pub fn new(s: impl Into<Arc<str>>) -> Self {
-                $name(s.into())
+            pub fn new(s: impl AsRef<str>) -> Self {
+                $name(ThinStr::new(s.as_ref()))
+            }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                self.0.as_str()
             }
         }
 
@@ -179,6 +186,11 @@ macro_rules! string_id {
             pub fn new(s: impl AsRef<str>) -> Self {
                 $name(SmolStr::new(s))
             }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
 
         string_id_common!($name);
@@ -187,22 +199,15 @@ macro_rules! string_id {
 
 macro_rules! string_id_common {
     ($name:ident) => {
-        impl $name {
-            /// The identifier's text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.as_str(), f)
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
