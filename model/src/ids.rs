@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
-use crate::thin_str::ThinStr;
+use crate::thin_str::{TaggedThinStr, ThinStr};
 
 /// Seconds since the Unix epoch. The machine never reads a clock: the caller passes `now`.
 ///
@@ -224,6 +224,28 @@ string_id!(
     /// (P-Asserted-Identity on PUBLISH, To of the third-party REGISTER).
     Impu
 );
+/// An [`Impu`] and a tag below 4 in one 8-byte handle, for the deadline index (issue 15: its
+/// entries take 16 bytes instead of 24). Equality, order and hash are those of (tag, IMPU).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TaggedImpu(TaggedThinStr);
+
+impl TaggedImpu {
+    /// `impu` with `tag` (below 4).
+    pub(crate) fn new(impu: Impu, tag: u8) -> Self {
+        TaggedImpu(TaggedThinStr::new(impu.0, tag))
+    }
+
+    /// The tag.
+    pub(crate) fn tag(&self) -> u8 {
+        self.0.tag()
+    }
+
+    /// The IMPU (a shared handle to the same string).
+    pub(crate) fn impu(&self) -> Impu {
+        Impu(self.0.thin())
+    }
+}
+
 string_id!(
     /// MC service ID (MCPTT ID, MCVideo ID or MCData ID): a URI taken only from a verified
     /// access-token claim (`mcptt_id`, `mcvideo_id`, `mcdata_id`).

@@ -22,7 +22,9 @@ use std::collections::{btree_map, BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{Change, ImpuRecord, Persist, Reload, Seq, Snapshot};
-use crate::ids::{CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime};
+use crate::ids::{
+    CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TaggedImpu, TokenId, UnixTime,
+};
 use crate::input::{
     AssertedIdentity, Authorization, EventPackage, IfMatch, Input, KeyUpload, Protection, Publish,
     PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
@@ -44,7 +46,7 @@ pub struct Machine {
     impus: BTreeMap<Impu, ImpuEntry>,
     /// One entry per IMPU: its earliest deadline and what ends then, earliest first (at equal
     /// times registrations, then publications, then tokens, as [`Deadline`] orders them).
-    deadlines: BTreeSet<(UnixTime, Deadline, Impu)>,
+    deadlines: BTreeSet<DeadlineEntry>,
     /// How many bindings the entries hold (derived, kept in step by `put_binding`/`take_binding`).
     binding_count: usize,
     /// CSKs and what each is tied to (TS 33.180 5.4).
@@ -237,6 +239,70 @@ enum Deadline {
     Token,
 }
 
+impl Deadline {
+    /// Its tag in a [`TaggedImpu`]: in the same order as the variants.
+    fn tag(self) -> u8 {
+        match self {
+            Deadline::Registration => 0,
+            Deadline::Publication => 1,
+            Deadline::Token => 2,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Deadline {
+        match tag {
+            0 => Deadline::Registration,
+            1 => Deadline::Publication,
+            _ => Deadline::Token,
+        }
+    }
+}
+
+/// One entry of the deadline index, `(time, what ends, IMPU)`, in 16 bytes: what ends rides in
+/// the IMPU handle's spare bits (issue 15: a tuple took 24). Ordered as the tuple: by time, then
+/// [`Deadline`], then IMPU; serialized as the tuple.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct DeadlineEntry {
+    at: UnixTime,
+    deadline_impu: TaggedImpu,
+}
+
+impl DeadlineEntry {
+    fn new(at: UnixTime, deadline: Deadline, impu: Impu) -> Self {
+        DeadlineEntry {
+            at,
+            deadline_impu: TaggedImpu::new(impu, deadline.tag()),
+        }
+    }
+
+    fn deadline(&self) -> Deadline {
+        Deadline::from_tag(self.deadline_impu.tag())
+    }
+
+    fn parts(&self) -> (UnixTime, Deadline, Impu) {
+        (self.at, self.deadline(), self.deadline_impu.impu())
+    }
+}
+
+impl std::fmt::Debug for DeadlineEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.parts(), f)
+    }
+}
+
+impl Serialize for DeadlineEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.parts().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeadlineEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (at, deadline, impu) = <(UnixTime, Deadline, Impu)>::deserialize(d)?;
+        Ok(DeadlineEntry::new(at, deadline, impu))
+    }
+}
+
 impl Machine {
     /// An empty machine with `policy`.
     pub fn new(policy: Policy) -> Self {
@@ -374,7 +440,7 @@ impl Machine {
 
     /// When the caller should next send [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        self.deadlines.first().map(|(t, _, _)| *t)
+        self.deadlines.first().map(|e| e.at)
     }
 
     /// Handles one input at `now` and returns its outputs (see the module docs).
@@ -783,8 +849,8 @@ impl Machine {
         while let Some((t, deadline, impu)) = self
             .deadlines
             .first()
-            .filter(|(t, _, _)| *t <= now)
-            .cloned()
+            .filter(|e| e.at <= now)
+            .map(DeadlineEntry::parts)
         {
             let cause = match deadline {
                 Deadline::Registration => {
@@ -808,7 +874,8 @@ impl Machine {
                 Some(key) => self.unbind(&key, cause, out),
                 // Unreachable while `put_*`/`take_*` keep the index in step; never loop on it.
                 None => {
-                    self.deadlines.remove(&(t, deadline, impu));
+                    self.deadlines
+                        .remove(&DeadlineEntry::new(t, deadline, impu));
                 }
             }
         }
@@ -1301,10 +1368,11 @@ impl Machine {
         }
         if before != after {
             if let Some((t, d)) = before {
-                self.deadlines.remove(&(t, d, stored.clone()));
+                self.deadlines
+                    .remove(&DeadlineEntry::new(t, d, stored.clone()));
             }
             if let Some((t, d)) = after {
-                self.deadlines.insert((t, d, stored));
+                self.deadlines.insert(DeadlineEntry::new(t, d, stored));
             }
         }
         Some(result)

@@ -20,6 +20,8 @@
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::mem::ManuallyDrop;
+use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
@@ -73,36 +75,48 @@ impl ThinStr {
     }
 
     fn count(&self) -> &AtomicU32 {
-        // SAFETY: the allocation lives while this handle does, and starts with the count.
-        unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
-    }
-
-    /// The header size and the text's length.
-    fn header_and_len(&self) -> (usize, usize) {
-        let p = self.ptr.as_ptr();
-        // SAFETY: bytes 4..6 (and, for a long string, 8..16) were written by `new` and are
-        // never written again.
-        unsafe {
-            let short = usize::from(p.add(4).cast::<u16>().read());
-            if short < LONG {
-                (SHORT_HEADER, short)
-            } else {
-                (LONG_HEADER, p.add(8).cast::<u64>().read() as usize)
-            }
-        }
+        // SAFETY: this handle keeps the allocation alive.
+        unsafe { count(self.ptr) }
     }
 
     /// The text.
     pub(crate) fn as_str(&self) -> &str {
-        let (header, len) = self.header_and_len();
-        // SAFETY: `new` copied `len` bytes of a `str` to `header`; they are never written again
-        // and live while this handle does.
-        unsafe {
-            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
-                self.ptr.as_ptr().add(header),
-                len,
-            ))
+        // SAFETY: this handle keeps the allocation alive for the borrow.
+        unsafe { text(self.ptr) }
+    }
+}
+
+/// The reference count of the allocation at `ptr`.
+///
+/// SAFETY: `ptr` is a live allocation made by [`ThinStr::new`], alive for `'a`.
+unsafe fn count<'a>(ptr: NonNull<u8>) -> &'a AtomicU32 {
+    unsafe { &*ptr.as_ptr().cast::<AtomicU32>() }
+}
+
+/// The header size and the text's length of the allocation at `ptr`.
+///
+/// SAFETY: as for [`count`]. Bytes 4..6 (and, for a long string, 8..16) were written by `new`
+/// and are never written again.
+unsafe fn header_and_len(ptr: NonNull<u8>) -> (usize, usize) {
+    let p = ptr.as_ptr();
+    unsafe {
+        let short = usize::from(p.add(4).cast::<u16>().read());
+        if short < LONG {
+            (SHORT_HEADER, short)
+        } else {
+            (LONG_HEADER, p.add(8).cast::<u64>().read() as usize)
         }
+    }
+}
+
+/// The text of the allocation at `ptr`.
+///
+/// SAFETY: as for [`count`]; `new` copied `len` bytes of a `str` to `header`, never written
+/// again.
+unsafe fn text<'a>(ptr: NonNull<u8>) -> &'a str {
+    unsafe {
+        let (header, len) = header_and_len(ptr);
+        std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr.as_ptr().add(header), len))
     }
 }
 
@@ -130,7 +144,8 @@ impl Drop for ThinStr {
         }
         // As in `Arc::drop`: every other handle's use happens before the free.
         fence(Ordering::Acquire);
-        let (header, len) = self.header_and_len();
+        // SAFETY: the allocation is alive until the `dealloc` below.
+        let (header, len) = unsafe { header_and_len(self.ptr) };
         // SAFETY: this was the last handle; the layout is the one `new` allocated with.
         unsafe { dealloc(self.ptr.as_ptr(), layout(header, len)) }
     }
@@ -190,6 +205,121 @@ impl<'de> serde::Deserialize<'de> for ThinStr {
             }
         }
         d.deserialize_str(Text)
+    }
+}
+
+/// Values a [`TaggedThinStr`] can carry beside its string.
+pub(crate) const TAGS: u8 = 4;
+
+/// A [`ThinStr`] and a tag below [`TAGS`] in one 8-byte pointer: the allocation is 8-aligned,
+/// so the two low bits of its address are free. Equality, order and hash are those of the pair
+/// (tag, text). For the deadline index (issue 15: 16 bytes an entry instead of 24).
+pub(crate) struct TaggedThinStr {
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: as for `ThinStr`, which this is with a tag.
+unsafe impl Send for TaggedThinStr {}
+// SAFETY: as above.
+unsafe impl Sync for TaggedThinStr {}
+
+const TAG_MASK: usize = (TAGS - 1) as usize;
+
+impl TaggedThinStr {
+    /// `s` with `tag` (below [`TAGS`]).
+    pub(crate) fn new(s: ThinStr, tag: u8) -> Self {
+        assert!(tag < TAGS, "tag {tag} out of range");
+        let s = ManuallyDrop::new(s);
+        debug_assert_eq!(
+            s.ptr.addr().get() & TAG_MASK,
+            0,
+            "allocations are 8-aligned"
+        );
+        TaggedThinStr {
+            // The address stays non-zero: only low bits are set.
+            ptr: s.ptr.map_addr(|a| a | usize::from(tag)),
+        }
+    }
+
+    /// The tag.
+    pub(crate) fn tag(&self) -> u8 {
+        (self.ptr.addr().get() & TAG_MASK) as u8
+    }
+
+    /// The allocation's own pointer, without the tag.
+    fn untagged(&self) -> NonNull<u8> {
+        // The untagged address is the allocation's, which is non-zero.
+        self.ptr
+            .map_addr(|a| NonZeroUsize::new(a.get() & !TAG_MASK).unwrap_or(a))
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        // SAFETY: this handle keeps the allocation alive for the borrow.
+        unsafe { text(self.untagged()) }
+    }
+
+    /// A handle to the string, without the tag.
+    pub(crate) fn thin(&self) -> ThinStr {
+        // Borrow this handle's reference as a `ThinStr` without taking it, and clone that.
+        let borrowed = ManuallyDrop::new(ThinStr {
+            ptr: self.untagged(),
+        });
+        (*borrowed).clone()
+    }
+}
+
+impl Clone for TaggedThinStr {
+    fn clone(&self) -> Self {
+        TaggedThinStr::new(self.thin(), self.tag())
+    }
+}
+
+impl Drop for TaggedThinStr {
+    fn drop(&mut self) {
+        // Give this handle's reference back through `ThinStr`'s drop.
+        drop(ThinStr {
+            ptr: self.untagged(),
+        });
+    }
+}
+
+impl PartialEq for TaggedThinStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr == other.ptr || (self.tag(), self.as_str()) == (other.tag(), other.as_str())
+    }
+}
+
+impl Eq for TaggedThinStr {}
+
+impl PartialOrd for TaggedThinStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TaggedThinStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.ptr == other.ptr {
+            return std::cmp::Ordering::Equal;
+        }
+        (self.tag(), self.as_str()).cmp(&(other.tag(), other.as_str()))
+    }
+}
+
+impl Hash for TaggedThinStr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.tag().hash(state);
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for TaggedThinStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("")
+            .field(&self.tag())
+            .field(&self.as_str())
+            .finish()
     }
 }
 
@@ -301,5 +431,40 @@ mod tests {
     fn a_handle_is_one_pointer_and_option_costs_nothing() {
         assert_eq!(std::mem::size_of::<ThinStr>(), 8);
         assert_eq!(std::mem::size_of::<Option<ThinStr>>(), 8);
+    }
+
+    #[test]
+    fn a_tag_rides_in_the_pointer_and_orders_before_the_text() {
+        assert_eq!(std::mem::size_of::<TaggedThinStr>(), 8);
+        let a = ThinStr::new("sip:b@example.org");
+        let tagged: Vec<TaggedThinStr> = (0..TAGS)
+            .map(|t| TaggedThinStr::new(a.clone(), t))
+            .collect();
+        assert_eq!(a.count().load(Ordering::Relaxed), 1 + u32::from(TAGS));
+        for (t, x) in tagged.iter().enumerate() {
+            assert_eq!(usize::from(x.tag()), t);
+            assert_eq!(x.as_str(), "sip:b@example.org");
+            assert_eq!(x.thin(), a);
+            assert_eq!(x.clone(), *x);
+            assert_eq!(hash_of(&x.clone()), hash_of(x));
+        }
+        // (tag, text) order: a lower tag first whatever the text.
+        let z = TaggedThinStr::new(ThinStr::new("sip:a@example.org"), 1);
+        assert!(tagged[0] < z && z < tagged[1]);
+        assert!(TaggedThinStr::new(ThinStr::new("sip:a@example.org"), 1) == z);
+        assert_ne!(tagged[0], tagged[1]);
+        drop(tagged);
+        drop(z);
+        assert_eq!(
+            a.count().load(Ordering::Relaxed),
+            1,
+            "every tagged handle gave its count back"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn a_tag_beyond_the_spare_bits_is_refused() {
+        let _ = TaggedThinStr::new(ThinStr::new("x"), TAGS);
     }
 }
