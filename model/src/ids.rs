@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use ecow::EcoString;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
@@ -175,6 +176,26 @@ macro_rules! string_id {
 
         string_id_common!($name);
     };
+    (inline16; $(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(EcoString);
+
+        impl $name {
+            /// Wraps a string as this identifier (inline up to 15 bytes).
+            pub fn new(s: impl AsRef<str>) -> Self {
+                $name(EcoString::from(s.as_ref()))
+            }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        string_id_common!($name);
+    };
     (inline; $(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -263,7 +284,7 @@ string_id!(
     /// Identifies one access token: its `jti` when present, else a digest of the token.
     TokenId
 );
-string_id!(inline;
+string_id!(inline16;
     /// Client-server key identifier (TS 33.180 5.4): the CSB-ID of the MIKEY-SAKKE I_MESSAGE that
     /// carried the CSK, or a lab table entry's `csk_id`; eight hex digits. It names the key in
     /// `ds:KeyInfo/ds:KeyName` of a clause 9 protected element.
