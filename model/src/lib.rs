@@ -32,6 +32,7 @@ mod input;
 mod machine;
 mod output;
 mod policy;
+mod thin_slice;
 mod thin_str;
 mod token;
 

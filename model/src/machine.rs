@@ -36,6 +36,7 @@ use crate::output::{
 use crate::policy::{
     CskTie, FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection,
 };
+use crate::thin_slice::ThinSlice;
 use crate::token::{TokenRejection, TokenVerdict};
 
 /// The MCX server's authorization state: registrations, bindings and current publications.
@@ -201,9 +202,9 @@ pub struct Publication {
 struct ImpuEntry {
     registration: Option<Registration>,
     /// Sorted by key; every key's `impu` is this entry's (the same shared string). Allocated to
-    /// its length (a boxed slice: 16 bytes in the table instead of a vector's 24, and never the
-    /// vector's default capacity of four).
-    bindings: Box<[(BindingKey, Binding)]>,
+    /// its length, the length inside the allocation (8 bytes in the table instead of a boxed
+    /// slice's 16 or a vector's 24, and never the vector's default capacity of four).
+    bindings: ThinSlice<(BindingKey, Binding)>,
 }
 
 impl ImpuEntry {
@@ -407,8 +408,9 @@ impl Machine {
     /// The binding for `key`.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
         let entry = self.impus.get(&key.impu)?;
-        let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-        Some(&entry.bindings[i].1)
+        let bindings = entry.bindings.as_slice();
+        let i = bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&bindings[i].1)
     }
 
     /// Number of bindings.
@@ -888,7 +890,7 @@ impl Machine {
         if self.key_messages.len() + self.token_owners.len() > 0 {
             self.journal.replay.push(Change::ClearReplay);
         }
-        for (key, b) in impus.into_values().flat_map(|e| e.bindings.into_vec()) {
+        for (key, b) in impus.into_values().flat_map(|e| e.bindings.into_vec(0)) {
             out.push(Output::Binding(BindingEvent::Unbound {
                 key,
                 mc_id: b.mc_id,
@@ -1386,13 +1388,16 @@ impl Machine {
         let mut added = false;
         let stored = self.change_entry(&impu, true, |stored, entry| {
             key.impu = stored.clone();
-            match entry.bindings.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => entry.bindings[i] = (key, b),
+            match entry
+                .bindings
+                .as_slice()
+                .binary_search_by(|(k, _)| k.cmp(&key))
+            {
+                Ok(i) => entry.bindings.as_mut_slice()[i] = (key, b),
                 Err(i) => {
-                    let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
-                    bindings.reserve_exact(1);
+                    let mut bindings = std::mem::take(&mut entry.bindings).into_vec(1);
                     bindings.insert(i, (key, b));
-                    entry.bindings = bindings.into_boxed_slice();
+                    entry.bindings = ThinSlice::from_vec(bindings);
                     added = true;
                 }
             }
@@ -1407,10 +1412,14 @@ impl Machine {
     fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
         let taken = self
             .change_entry(&key.impu, false, |_, entry| {
-                let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-                let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
+                let i = entry
+                    .bindings
+                    .as_slice()
+                    .binary_search_by(|(k, _)| k.cmp(key))
+                    .ok()?;
+                let mut bindings = std::mem::take(&mut entry.bindings).into_vec(0);
                 let (_, b) = bindings.remove(i);
-                entry.bindings = bindings.into_boxed_slice();
+                entry.bindings = ThinSlice::from_vec(bindings);
                 Some(b)
             })
             .flatten()?;
