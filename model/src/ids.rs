@@ -1,13 +1,19 @@
 //! Identifiers in the spec's words: IMPU, MC service ID, MC client ID, SIP-ETag, and the MC
 //! services themselves. Each is a newtype so that an IMPU can never be passed where an MC service
-//! ID is expected. The long identifiers (IMPU, MC service ID, MC client ID, token ID, CSK ID,
-//! I_MESSAGE ID) share their bytes ([`ThinStr`](crate::thin_str): one 8-byte pointer to a 6-byte
-//! header and the text), so cloning one into a binding, an index and an event costs a reference
-//! count, not an allocation. The SIP-ETags the server mints (at most 23 bytes until 2^40 tags)
-//! are held inline (`SmolStr`: no allocation at all; a longer value falls back to a shared heap
-//! string). Issue 15 (memory per binding, docs/benchmarks.md): `Arc<str>` took a 16-byte handle
-//! and a 16-byte header per string; `SmolStr` for every identifier took 24 bytes a handle and
-//! still allocates the identifiers longer than 23 bytes.
+//! ID is expected.
+//!
+//! Representation (issue 15: memory per binding, docs/benchmarks.md):
+//! - The long identifiers (IMPU, MC service ID, MC client ID, token ID, I_MESSAGE ID) share their
+//!   bytes behind one 8-byte pointer ([`ThinStr`]: a 4-byte reference count and a 2-byte length
+//!   in front of the text), so cloning one into a binding, an index and an event costs a
+//!   reference count, not an allocation. `Arc<str>` took a 16-byte handle and a 16-byte header.
+//! - The SIP-ETags the server mints (at most 23 bytes until 2^40 tags) are inline (`SmolStr`,
+//!   24 bytes, no allocation; a longer value falls back to a shared heap string).
+//! - CSK IDs (eight hex digits) are inline in 16 bytes (`EcoString`, up to 15 bytes without
+//!   allocation), the key of the CSK table.
+//!
+//! `SmolStr` for every identifier was tried and taken out: 24 bytes a handle, and the long
+//! identifiers exceed 23 bytes, so they still allocated.
 
 use std::fmt;
 
