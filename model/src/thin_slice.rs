@@ -190,7 +190,8 @@ mod tests {
     #[test]
     fn holds_moves_and_gives_back_its_items() {
         let empty: ThinSlice<String> = ThinSlice::from_vec(vec![]);
-        assert!(empty.is_empty() && empty.len() == 0 && empty.as_slice().is_empty());
+        assert!(empty.is_empty() && empty.as_slice().is_empty());
+        assert_eq!(empty.len(), 0);
         assert_eq!(std::mem::size_of::<ThinSlice<String>>(), 8);
         let mut s = ThinSlice::from_vec(vec!["a".to_string(), "b".to_string()]);
         assert_eq!(s.len(), 2);
