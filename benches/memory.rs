@@ -1,6 +1,7 @@
 //! Memory benchmark: resident bytes per binding with 10^5 and 10^6 bindings in the machine (each
 //! size in a fresh process), and growth after 10^6 register → bind → de-register cycles. Run with
-//! `cargo bench --bench memory` (add `-- --quick` for 10^4/10^5). Prints a table; asserts nothing.
+//! `cargo bench --bench memory` (add `-- --quick` for 10^4/10^5). Prints a table; asserts only
+//! that every churn PUBLISH binds.
 //!
 //! The machine is driven directly (the server holds exactly this state plus a bounded UDP
 //! transaction cache), with realistic identifier sizes: IMPU `sip:user000123@ims.example.org`,

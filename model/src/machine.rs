@@ -13,7 +13,7 @@
 //!
 //! Table shape (issue 15, memory per binding): the state is rooted at the IMPU, as the durable
 //! store is ([`ImpuRecord`]). One entry per IMPU holds its third-party registration and its
-//! bindings (a vector sorted by key, usually of one), and the deadline index holds one entry per
+//! bindings (a slice sorted by key, usually of one), and the deadline index holds one entry per
 //! IMPU: the earliest of its registration, publication and (by policy) token deadlines. The IMPU
 //! string is held once, by the table's key; every binding key and deadline of that IMPU shares it.
 
