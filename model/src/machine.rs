@@ -1525,4 +1525,58 @@ mod tests {
         e.clear();
         assert_eq!((e.len(), e.by_time.len()), (0, 0));
     }
+
+    #[test]
+    fn a_deadline_entry_orders_and_serializes_as_its_tuple() {
+        let impus = [
+            "sip:a@example.org",
+            "sip:b@example.org",
+            "sip:ab@example.org",
+        ];
+        let kinds = [
+            Deadline::Registration,
+            Deadline::Publication,
+            Deadline::Token,
+        ];
+        let mut tuples = Vec::new();
+        for t in [0, 7, u64::MAX] {
+            for d in kinds {
+                for i in impus {
+                    tuples.push((UnixTime(t), d, Impu::new(i)));
+                }
+            }
+        }
+        let entries: Vec<DeadlineEntry> = tuples
+            .iter()
+            .map(|(t, d, i)| DeadlineEntry::new(*t, *d, i.clone()))
+            .collect();
+        for (a, ta) in entries.iter().zip(&tuples) {
+            assert_eq!(a.parts(), *ta);
+            assert_eq!(
+                serde_json::to_string(a).unwrap(),
+                serde_json::to_string(ta).unwrap()
+            );
+            let back: DeadlineEntry =
+                serde_json::from_str(&serde_json::to_string(a).unwrap()).unwrap();
+            assert_eq!(back, *a);
+            assert_eq!(format!("{a:?}"), format!("{ta:?}"));
+            for (b, tb) in entries.iter().zip(&tuples) {
+                assert_eq!(a.cmp(b), ta.cmp(tb), "{ta:?} against {tb:?}");
+                assert_eq!(a == b, ta == tb);
+            }
+        }
+    }
+
+    #[test]
+    fn the_tables_entries_keep_their_sizes() {
+        // The memory budget per binding (issue 15: ≤ 512 B at 10^6, docs/benchmarks.md) rests on
+        // these sizes; a field added to one of them shows here before it shows in the bench.
+        use std::mem::size_of;
+        assert_eq!(size_of::<Impu>(), 8);
+        assert_eq!(size_of::<CskId>(), 16);
+        assert_eq!(size_of::<DeadlineEntry>(), 16);
+        assert_eq!(size_of::<ImpuEntry>(), 24);
+        assert_eq!(size_of::<Csk>(), 24);
+        assert_eq!(size_of::<(BindingKey, Binding)>(), 96);
+    }
 }
