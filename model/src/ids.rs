@@ -1,18 +1,27 @@
 //! Identifiers in the spec's words: IMPU, MC service ID, MC client ID, SIP-ETag, and the MC
 //! services themselves. Each is a newtype so that an IMPU can never be passed where an MC service
-//! ID is expected. The long identifiers (IMPU, MC service ID, MC client ID, token ID) share their
-//! bytes (`Arc<str>`), so cloning one into a binding, an index and an event costs a reference
-//! count, not an allocation. The short ones, the SIP-ETags the server mints (at most 23 bytes
-//! until 2^40 tags) and the eight-hex-digit CSK IDs, are held inline (`SmolStr`: no allocation at
-//! all; a longer value falls back to a shared heap string). `SmolStr` for every identifier was
-//! tried and taken out: 24 bytes a handle against 16, and the long identifiers exceed 23 bytes,
-//! so a binding took 968 B at 10^6 instead of 879 B (docs/benchmarks.md); issue 15.
+//! ID is expected.
+//!
+//! Representation (issue 15: memory per binding, docs/benchmarks.md):
+//! - The long identifiers (IMPU, MC service ID, MC client ID, token ID, I_MESSAGE ID) share their
+//!   bytes behind one 8-byte pointer ([`ThinStr`]: a 4-byte reference count and a 2-byte length
+//!   in front of the text), so cloning one into a binding, an index and an event costs a
+//!   reference count, not an allocation. `Arc<str>` took a 16-byte handle and a 16-byte header.
+//! - The SIP-ETags the server mints (at most 23 bytes until 2^40 tags) are inline (`SmolStr`,
+//!   24 bytes, no allocation; a longer value falls back to a shared heap string).
+//! - CSK IDs (eight hex digits) are inline in 16 bytes (`EcoString`, up to 15 bytes without
+//!   allocation), the key of the CSK table.
+//!
+//! `SmolStr` for every identifier was tried and taken out: 24 bytes a handle, and the long
+//! identifiers exceed 23 bytes, so they still allocated.
 
 use std::fmt;
 
+use ecow::EcoString;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
-use std::sync::Arc;
+
+use crate::thin_str::{TaggedThinStr, ThinStr};
 
 /// Seconds since the Unix epoch. The machine never reads a clock: the caller passes `now`.
 ///
@@ -157,12 +166,37 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(Arc<str>);
+        pub struct $name(ThinStr);
 
         impl $name {
             /// Wraps a string as this identifier.
-            pub fn new(s: impl Into<Arc<str>>) -> Self {
-                $name(s.into())
+            pub fn new(s: impl AsRef<str>) -> Self {
+                $name(ThinStr::new(s.as_ref()))
+            }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                self.0.as_str()
+            }
+        }
+
+        string_id_common!($name);
+    };
+    (inline16; $(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(EcoString);
+
+        impl $name {
+            /// Wraps a string as this identifier (inline up to 15 bytes).
+            pub fn new(s: impl AsRef<str>) -> Self {
+                $name(EcoString::from(s.as_ref()))
+            }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
             }
         }
 
@@ -179,6 +213,11 @@ macro_rules! string_id {
             pub fn new(s: impl AsRef<str>) -> Self {
                 $name(SmolStr::new(s))
             }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
 
         string_id_common!($name);
@@ -187,22 +226,15 @@ macro_rules! string_id {
 
 macro_rules! string_id_common {
     ($name:ident) => {
-        impl $name {
-            /// The identifier's text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.as_str(), f)
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
@@ -219,6 +251,28 @@ string_id!(
     /// (P-Asserted-Identity on PUBLISH, To of the third-party REGISTER).
     Impu
 );
+/// An [`Impu`] and a tag below 4 in one 8-byte handle, for the deadline index (issue 15: its
+/// entries take 16 bytes instead of 24). Equality, order and hash are those of (tag, IMPU).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TaggedImpu(TaggedThinStr);
+
+impl TaggedImpu {
+    /// `impu` with `tag` (below 4).
+    pub(crate) fn new(impu: Impu, tag: u8) -> Self {
+        TaggedImpu(TaggedThinStr::new(impu.0, tag))
+    }
+
+    /// The tag.
+    pub(crate) fn tag(&self) -> u8 {
+        self.0.tag()
+    }
+
+    /// The IMPU (a shared handle to the same string).
+    pub(crate) fn impu(&self) -> Impu {
+        Impu(self.0.thin())
+    }
+}
+
 string_id!(
     /// MC service ID (MCPTT ID, MCVideo ID or MCData ID): a URI taken only from a verified
     /// access-token claim (`mcptt_id`, `mcvideo_id`, `mcdata_id`).
@@ -236,7 +290,7 @@ string_id!(
     /// Identifies one access token: its `jti` when present, else a digest of the token.
     TokenId
 );
-string_id!(inline;
+string_id!(inline16;
     /// Client-server key identifier (TS 33.180 5.4): the CSB-ID of the MIKEY-SAKKE I_MESSAGE that
     /// carried the CSK, or a lab table entry's `csk_id`; eight hex digits. It names the key in
     /// `ds:KeyInfo/ds:KeyName` of a clause 9 protected element.

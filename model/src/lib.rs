@@ -32,6 +32,8 @@ mod input;
 mod machine;
 mod output;
 mod policy;
+mod thin_slice;
+mod thin_str;
 mod token;
 
 pub use durable::{Change, Image, ImpuRecord, Persist, Reload, Seq, Snapshot};

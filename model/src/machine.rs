@@ -13,7 +13,7 @@
 //!
 //! Table shape (issue 15, memory per binding): the state is rooted at the IMPU, as the durable
 //! store is ([`ImpuRecord`]). One entry per IMPU holds its third-party registration and its
-//! bindings (a vector sorted by key, usually of one), and the deadline index holds one entry per
+//! bindings (a slice sorted by key, usually of one), and the deadline index holds one entry per
 //! IMPU: the earliest of its registration, publication and (by policy) token deadlines. The IMPU
 //! string is held once, by the table's key; every binding key and deadline of that IMPU shares it.
 
@@ -22,7 +22,9 @@ use std::collections::{btree_map, BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{Change, ImpuRecord, Persist, Reload, Seq, Snapshot};
-use crate::ids::{CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TokenId, UnixTime};
+use crate::ids::{
+    CskId, ETag, Impu, KeyMessageId, McId, Service, ServiceSet, TaggedImpu, TokenId, UnixTime,
+};
 use crate::input::{
     AssertedIdentity, Authorization, EventPackage, IfMatch, Input, KeyUpload, Protection, Publish,
     PublishBody, PublishTarget, RegisterTarget, Settings, ThirdPartyRegister,
@@ -34,6 +36,7 @@ use crate::output::{
 use crate::policy::{
     CskTie, FailedReauthorization, ImpuChange, Policy, RegisterToken, TokenExpiry, TokenProtection,
 };
+use crate::thin_slice::ThinSlice;
 use crate::token::{TokenRejection, TokenVerdict};
 
 /// The MCX server's authorization state: registrations, bindings and current publications.
@@ -44,7 +47,7 @@ pub struct Machine {
     impus: BTreeMap<Impu, ImpuEntry>,
     /// One entry per IMPU: its earliest deadline and what ends then, earliest first (at equal
     /// times registrations, then publications, then tokens, as [`Deadline`] orders them).
-    deadlines: BTreeSet<(UnixTime, Deadline, Impu)>,
+    deadlines: BTreeSet<DeadlineEntry>,
     /// How many bindings the entries hold (derived, kept in step by `put_binding`/`take_binding`).
     binding_count: usize,
     /// CSKs and what each is tied to (TS 33.180 5.4).
@@ -199,9 +202,9 @@ pub struct Publication {
 struct ImpuEntry {
     registration: Option<Registration>,
     /// Sorted by key; every key's `impu` is this entry's (the same shared string). Allocated to
-    /// its length (a boxed slice: 16 bytes in the table instead of a vector's 24, and never the
-    /// vector's default capacity of four).
-    bindings: Box<[(BindingKey, Binding)]>,
+    /// its length, the length inside the allocation (8 bytes in the table instead of a boxed
+    /// slice's 16 or a vector's 24, and never the vector's default capacity of four).
+    bindings: ThinSlice<(BindingKey, Binding)>,
 }
 
 impl ImpuEntry {
@@ -235,6 +238,70 @@ enum Deadline {
     Registration,
     Publication,
     Token,
+}
+
+impl Deadline {
+    /// Its tag in a [`TaggedImpu`]: in the same order as the variants.
+    fn tag(self) -> u8 {
+        match self {
+            Deadline::Registration => 0,
+            Deadline::Publication => 1,
+            Deadline::Token => 2,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Deadline {
+        match tag {
+            0 => Deadline::Registration,
+            1 => Deadline::Publication,
+            _ => Deadline::Token,
+        }
+    }
+}
+
+/// One entry of the deadline index, `(time, what ends, IMPU)`, in 16 bytes: what ends rides in
+/// the IMPU handle's spare bits (issue 15: a tuple took 24). Ordered as the tuple: by time, then
+/// [`Deadline`], then IMPU; serialized as the tuple.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct DeadlineEntry {
+    at: UnixTime,
+    deadline_impu: TaggedImpu,
+}
+
+impl DeadlineEntry {
+    fn new(at: UnixTime, deadline: Deadline, impu: Impu) -> Self {
+        DeadlineEntry {
+            at,
+            deadline_impu: TaggedImpu::new(impu, deadline.tag()),
+        }
+    }
+
+    fn deadline(&self) -> Deadline {
+        Deadline::from_tag(self.deadline_impu.tag())
+    }
+
+    fn parts(&self) -> (UnixTime, Deadline, Impu) {
+        (self.at, self.deadline(), self.deadline_impu.impu())
+    }
+}
+
+impl std::fmt::Debug for DeadlineEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.parts(), f)
+    }
+}
+
+impl Serialize for DeadlineEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.parts().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeadlineEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (at, deadline, impu) = <(UnixTime, Deadline, Impu)>::deserialize(d)?;
+        Ok(DeadlineEntry::new(at, deadline, impu))
+    }
 }
 
 impl Machine {
@@ -341,8 +408,9 @@ impl Machine {
     /// The binding for `key`.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
         let entry = self.impus.get(&key.impu)?;
-        let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-        Some(&entry.bindings[i].1)
+        let bindings = entry.bindings.as_slice();
+        let i = bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&bindings[i].1)
     }
 
     /// Number of bindings.
@@ -374,7 +442,7 @@ impl Machine {
 
     /// When the caller should next send [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<UnixTime> {
-        self.deadlines.first().map(|(t, _, _)| *t)
+        self.deadlines.first().map(|e| e.at)
     }
 
     /// Handles one input at `now` and returns its outputs (see the module docs).
@@ -437,13 +505,13 @@ impl Machine {
         self.journal.seq = Seq(self.journal.seq.0 + 1);
         let impus = std::mem::take(&mut self.journal.impus);
         let csks = std::mem::take(&mut self.journal.csks);
-        let mut changes: Vec<Change> = impus
-            .into_iter()
-            .map(|impu| Change::Impu {
-                record: self.impu_record(&impu),
-                impu,
-            })
-            .collect();
+        // Sized once: growing it (a realloc per input) left holes in glibc's heap that cost the
+        // resident set ≈ 30 B per binding (issue 15).
+        let mut changes = Vec::with_capacity(impus.len() + csks.len() + self.journal.replay.len());
+        changes.extend(impus.into_iter().map(|impu| Change::Impu {
+            record: self.impu_record(&impu),
+            impu,
+        }));
         changes.extend(csks.into_iter().map(|csk_id| Change::Csk {
             csk: self.csks.get(&csk_id).cloned(),
             csk_id,
@@ -783,8 +851,8 @@ impl Machine {
         while let Some((t, deadline, impu)) = self
             .deadlines
             .first()
-            .filter(|(t, _, _)| *t <= now)
-            .cloned()
+            .filter(|e| e.at <= now)
+            .map(DeadlineEntry::parts)
         {
             let cause = match deadline {
                 Deadline::Registration => {
@@ -808,7 +876,8 @@ impl Machine {
                 Some(key) => self.unbind(&key, cause, out),
                 // Unreachable while `put_*`/`take_*` keep the index in step; never loop on it.
                 None => {
-                    self.deadlines.remove(&(t, deadline, impu));
+                    self.deadlines
+                        .remove(&DeadlineEntry::new(t, deadline, impu));
                 }
             }
         }
@@ -821,7 +890,7 @@ impl Machine {
         if self.key_messages.len() + self.token_owners.len() > 0 {
             self.journal.replay.push(Change::ClearReplay);
         }
-        for (key, b) in impus.into_values().flat_map(|e| e.bindings.into_vec()) {
+        for (key, b) in impus.into_values().flat_map(|e| e.bindings.into_vec(0)) {
             out.push(Output::Binding(BindingEvent::Unbound {
                 key,
                 mc_id: b.mc_id,
@@ -1301,10 +1370,11 @@ impl Machine {
         }
         if before != after {
             if let Some((t, d)) = before {
-                self.deadlines.remove(&(t, d, stored.clone()));
+                self.deadlines
+                    .remove(&DeadlineEntry::new(t, d, stored.clone()));
             }
             if let Some((t, d)) = after {
-                self.deadlines.insert((t, d, stored));
+                self.deadlines.insert(DeadlineEntry::new(t, d, stored));
             }
         }
         Some(result)
@@ -1318,13 +1388,16 @@ impl Machine {
         let mut added = false;
         let stored = self.change_entry(&impu, true, |stored, entry| {
             key.impu = stored.clone();
-            match entry.bindings.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => entry.bindings[i] = (key, b),
+            match entry
+                .bindings
+                .as_slice()
+                .binary_search_by(|(k, _)| k.cmp(&key))
+            {
+                Ok(i) => entry.bindings.as_mut_slice()[i] = (key, b),
                 Err(i) => {
-                    let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
-                    bindings.reserve_exact(1);
+                    let mut bindings = std::mem::take(&mut entry.bindings).into_vec(1);
                     bindings.insert(i, (key, b));
-                    entry.bindings = bindings.into_boxed_slice();
+                    entry.bindings = ThinSlice::from_vec(bindings);
                     added = true;
                 }
             }
@@ -1339,10 +1412,14 @@ impl Machine {
     fn take_binding(&mut self, key: &BindingKey) -> Option<Binding> {
         let taken = self
             .change_entry(&key.impu, false, |_, entry| {
-                let i = entry.bindings.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-                let mut bindings = std::mem::take(&mut entry.bindings).into_vec();
+                let i = entry
+                    .bindings
+                    .as_slice()
+                    .binary_search_by(|(k, _)| k.cmp(key))
+                    .ok()?;
+                let mut bindings = std::mem::take(&mut entry.bindings).into_vec(0);
                 let (_, b) = bindings.remove(i);
-                entry.bindings = bindings.into_boxed_slice();
+                entry.bindings = ThinSlice::from_vec(bindings);
                 Some(b)
             })
             .flatten()?;
@@ -1447,5 +1524,59 @@ mod tests {
         e.insert(4, "e", UnixTime(50));
         e.clear();
         assert_eq!((e.len(), e.by_time.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_deadline_entry_orders_and_serializes_as_its_tuple() {
+        let impus = [
+            "sip:a@example.org",
+            "sip:b@example.org",
+            "sip:ab@example.org",
+        ];
+        let kinds = [
+            Deadline::Registration,
+            Deadline::Publication,
+            Deadline::Token,
+        ];
+        let mut tuples = Vec::new();
+        for t in [0, 7, u64::MAX] {
+            for d in kinds {
+                for i in impus {
+                    tuples.push((UnixTime(t), d, Impu::new(i)));
+                }
+            }
+        }
+        let entries: Vec<DeadlineEntry> = tuples
+            .iter()
+            .map(|(t, d, i)| DeadlineEntry::new(*t, *d, i.clone()))
+            .collect();
+        for (a, ta) in entries.iter().zip(&tuples) {
+            assert_eq!(a.parts(), *ta);
+            assert_eq!(
+                serde_json::to_string(a).unwrap(),
+                serde_json::to_string(ta).unwrap()
+            );
+            let back: DeadlineEntry =
+                serde_json::from_str(&serde_json::to_string(a).unwrap()).unwrap();
+            assert_eq!(back, *a);
+            assert_eq!(format!("{a:?}"), format!("{ta:?}"));
+            for (b, tb) in entries.iter().zip(&tuples) {
+                assert_eq!(a.cmp(b), ta.cmp(tb), "{ta:?} against {tb:?}");
+                assert_eq!(a == b, ta == tb);
+            }
+        }
+    }
+
+    #[test]
+    fn the_tables_entries_keep_their_sizes() {
+        // The memory budget per binding (issue 15: ≤ 512 B at 10^6, docs/benchmarks.md) rests on
+        // these sizes; a field added to one of them shows here before it shows in the bench.
+        use std::mem::size_of;
+        assert_eq!(size_of::<Impu>(), 8);
+        assert_eq!(size_of::<CskId>(), 16);
+        assert_eq!(size_of::<DeadlineEntry>(), 16);
+        assert_eq!(size_of::<ImpuEntry>(), 24);
+        assert_eq!(size_of::<Csk>(), 24);
+        assert_eq!(size_of::<(BindingKey, Binding)>(), 96);
     }
 }
