@@ -63,13 +63,15 @@ impl<T> ThinSlice<T> {
 
     /// The items as a vector (one allocation of `n` plus `extra` items), freeing this one.
     pub(crate) fn into_vec(self, extra: usize) -> Vec<T> {
+        let n = self.len();
+        // Checked: a wrapped sum would give a vector too small for the `n` items copied below.
+        // Allocated while `self` still owns its items, so a panic here drops them.
+        let mut v = Vec::with_capacity(n.checked_add(extra).expect("capacity overflow"));
         let this = std::mem::ManuallyDrop::new(self);
         let Some(ptr) = this.ptr else {
-            return Vec::with_capacity(extra);
+            return v;
         };
-        let n = this.len();
         let (layout, offset) = Self::layout(n);
-        let mut v = Vec::with_capacity(n + extra);
         // SAFETY: the `n` items are moved out into `v` (whose capacity holds them) and the
         // allocation is freed without dropping them; `this` is never dropped.
         unsafe {
@@ -137,9 +139,29 @@ impl<T> Default for ThinSlice<T> {
 
 impl<T> Drop for ThinSlice<T> {
     fn drop(&mut self) {
-        if self.ptr.is_some() {
-            // Moves the items out (dropping them with the vector) and frees the allocation.
-            drop(std::mem::take(self).into_vec(0));
+        let Some(ptr) = self.ptr.take() else {
+            return;
+        };
+        /// Frees the allocation when dropped, also when an item's drop panics.
+        struct Free(NonNull<u8>, Layout);
+        impl Drop for Free {
+            fn drop(&mut self) {
+                // SAFETY: the allocation was made by `from_vec` with this layout, and its
+                // items have been dropped in place.
+                unsafe { dealloc(self.0.as_ptr(), self.1) }
+            }
+        }
+        // SAFETY: the allocation starts with its length, written by `from_vec`.
+        let n = unsafe { ptr.as_ptr().cast::<usize>().read() };
+        let (layout, offset) = Self::layout(n);
+        let _free = Free(ptr, layout);
+        // SAFETY: the `n` items at `offset` are initialized and owned by this slice alone
+        // (`self.ptr` is now `None`, so nothing reads them again); each is dropped once.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                ptr.as_ptr().add(offset).cast::<T>(),
+                n,
+            ))
         }
     }
 }
@@ -226,6 +248,37 @@ mod tests {
         assert_eq!(Rc::strong_count(&item), 4, "moved out, not dropped");
         drop(v);
         assert_eq!(Rc::strong_count(&item), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "capacity overflow")]
+    fn a_capacity_past_usize_panics_instead_of_overflowing() {
+        let s = ThinSlice::from_vec(vec!["a".to_string(), "b".to_string()]);
+        let _ = s.into_vec(usize::MAX - 1);
+    }
+
+    #[test]
+    fn an_item_whose_drop_panics_still_frees_the_others_and_the_allocation() {
+        struct Bomb {
+            _item: Rc<()>,
+            panics: bool,
+        }
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                if self.panics {
+                    panic!("bomb");
+                }
+            }
+        }
+        let item = Rc::new(());
+        let bomb = |panics| Bomb {
+            _item: item.clone(),
+            panics,
+        };
+        let s = ThinSlice::from_vec(vec![bomb(false), bomb(true), bomb(false)]);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(s)));
+        assert!(r.is_err());
+        assert_eq!(Rc::strong_count(&item), 1, "every item was dropped");
     }
 
     #[test]

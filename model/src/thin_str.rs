@@ -31,6 +31,9 @@ const LONG: usize = 0xFFFF;
 const SHORT_HEADER: usize = 6;
 /// Where the text starts for a long one.
 const LONG_HEADER: usize = 16;
+/// The allocation's alignment: enough for the count and the long length, and for the tag
+/// bits of [`TaggedThinStr`] (checked below at compile time).
+const ALIGN: usize = 8;
 /// Beyond this many handles to one allocation, a clone copies instead of sharing.
 const MAX_SHARED: u32 = u32::MAX / 2;
 
@@ -122,7 +125,7 @@ unsafe fn text<'a>(ptr: NonNull<u8>) -> &'a str {
 
 fn layout(header: usize, len: usize) -> Layout {
     // A `str` is at most `isize::MAX` bytes, so this fails only for lengths no `str` has.
-    Layout::from_size_align(header.saturating_add(len), 8).expect("string too long")
+    Layout::from_size_align(header.saturating_add(len), ALIGN).expect("string too long")
 }
 
 impl Clone for ThinStr {
@@ -224,6 +227,12 @@ unsafe impl Send for TaggedThinStr {}
 unsafe impl Sync for TaggedThinStr {}
 
 const TAG_MASK: usize = (TAGS - 1) as usize;
+const _: () = assert!(
+    TAGS.is_power_of_two()
+        && TAG_MASK < ALIGN
+        && ALIGN >= std::mem::align_of::<AtomicU32>()
+        && ALIGN >= std::mem::align_of::<u64>()
+);
 
 impl TaggedThinStr {
     /// `s` with `tag` (below [`TAGS`]).

@@ -173,6 +173,12 @@ pub fn csv_user(impu_prefix: &str, n: u64) -> (String, String, String) {
     )
 }
 
+/// The CSK-ID of user number `n` in a file whose IDs start at `base`: the CSK purpose tag 2 in
+/// the top four bits (TS 33.180 5.4), then 28 bits that differ for 2^28 consecutive users.
+fn user_csk_id(base: u32, n: u64) -> mcx_sec::csk::CskId {
+    mcx_sec::csk::CskId(0x2000_0000 | (base.wrapping_add(n as u32) & 0x0fff_ffff))
+}
+
 /// Writes the SIPp `-inf` CSV of [`UsersCsv`] to `out`, signing on every core (the key is
 /// parsed once; a token costs one signature). Returns the number of users written.
 pub fn write_users_csv(
@@ -203,6 +209,14 @@ pub fn write_users_csv(
         .first
         .checked_add(spec.users)
         .context("--first + --users overflows")?;
+    // CSK-IDs: 28 bits after the CSK purpose tag (TS 33.180 5.4), one per user, and unique in
+    // the file (random IDs would collide: 10^5 users draw ~19 pairs from 2^28): a random
+    // offset plus the user number.
+    anyhow::ensure!(
+        spec.protect.is_none() || spec.users <= 1 << 28,
+        "--protect-csks: at most 2^28 users (one CSK-ID each)"
+    );
+    let csk_base = rand::random::<u32>();
     let line = |n: u64| -> anyhow::Result<(String, String)> {
         let (impu, client_id, mc_id) = csv_user(&spec.impu_prefix, n);
         let req = MintRequest {
@@ -220,7 +234,8 @@ pub fn write_users_csv(
                 String::new(),
             ));
         };
-        let (id, csk) = crate::protection::new_csk();
+        let (_, csk) = crate::protection::new_csk();
+        let id = user_csk_id(csk_base, n);
         let entry = mcx_sec::csk::config_entry(id, &csk, &mc_id);
         let p = crate::protection::Protector::new(
             &mcx_sec::csk::CskEntry {
@@ -520,5 +535,28 @@ fn emit(text: &str) -> anyhow::Result<()> {
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_csk_id;
+
+    /// `mint-csv --protect-csks` must not write one CSK-ID twice (the server refuses such a
+    /// table): 10^5 users drawing random 28-bit IDs would collide about 19 times.
+    #[test]
+    fn users_csk_ids_are_distinct_and_tagged_even_across_the_wrap() {
+        for base in [0, 0x0fff_ff00, u32::MAX - 50, rand::random()] {
+            let mut seen = std::collections::HashSet::new();
+            for n in 0..200_000u64 {
+                let id = user_csk_id(base, n);
+                assert_eq!(id.0 >> 28, 2, "the CSK purpose tag: {:08x}", id.0);
+                assert!(
+                    seen.insert(id.0),
+                    "CSK-ID {:08x} twice (base {base:x})",
+                    id.0
+                );
+            }
+        }
     }
 }
