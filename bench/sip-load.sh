@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/sip-load.sh: mcx-authz beside Kamailio under the same open-loop SIP load (issues 6, 15).
 #
-#   bench/sip-load.sh              # full: 10^5 users, rates up to 14 000 pairs/s, 5 s steps
+#   bench/sip-load.sh              # full: 10^5 users, rates up to 18 000 pairs/s, 5 s steps
 #   QUICK=1 bench/sip-load.sh      # quick: 20 000 users, 3 rates, 3 s steps
 #
 # Servers (TARGETS, in this order by default):
@@ -63,7 +63,7 @@ if [[ $QUICK == 1 ]]; then
   STEP_SECS=${STEP_SECS:-3}
   USERS=${USERS:-20000}
 else
-  RATES=${RATES:-"1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 12000 14000"}
+  RATES=${RATES:-"2000 4000 6000 7000 8000 9000 10000 11000 12000 14000 16000 18000"}
   STEP_SECS=${STEP_SECS:-5}
   USERS=${USERS:-100000}
 fi
