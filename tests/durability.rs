@@ -157,12 +157,7 @@ fn transact(
 ) -> Option<SipReply> {
     let local = socket.local_addr().unwrap();
     let bytes = msg.to_bytes(&local);
-    let call_id = msg
-        .headers
-        .iter()
-        .find(|(n, _)| n == "Call-ID")
-        .map(|(_, v)| v.clone())
-        .unwrap();
+    let call_id = msg.call_id();
     let deadline = Instant::now() + limit;
     let mut buf = vec![0u8; 65_535];
     while Instant::now() < deadline {

@@ -282,22 +282,7 @@ fn the_protected_scenario_binds_and_tokens_in_clear_do_not() {
     const USERS: u64 = 500;
     const PROTECTED: u64 = 400;
     let scratch = Scratch::new("load-protected");
-    let lab_dir = scratch.join("lab");
-    let csv = scratch.join("protected.csv");
-    let csks = scratch.join("csks.toml");
-    let r = run_bounded(
-        "mcx-authz token mint-csv --protect-csks",
-        Command::new(mcx_bin())
-            .args(["token", "mint-csv", "--users", &USERS.to_string()])
-            .args(["--impu-prefix", "lp", "--data-dir"])
-            .arg(&lab_dir)
-            .arg("--out")
-            .arg(&csv)
-            .arg("--protect-csks")
-            .arg(&csks),
-        Duration::from_secs(120),
-    );
-    assert_eq!(r.code(), Some(0), "mint-csv: {r:?}");
+    let (lab_dir, csv, csks) = mint_protected(&scratch, USERS, "lp");
     let config = scratch.join("mcx.toml");
     std::fs::write(
         &config,

@@ -398,12 +398,7 @@ fn a_burst_of_udp_requests_is_handled_in_arrival_order_per_impu() {
                 ),
                 _ => third_party_register(&impu(i), 0),
             };
-            let call_id = msg
-                .headers
-                .iter()
-                .find(|(n, _)| n == "Call-ID")
-                .map(|(_, v)| v.clone())
-                .unwrap();
+            let call_id = msg.call_id();
             sent.insert(call_id, (i, step));
             datagrams.push((i, step, msg.to_bytes(&local)));
         }

@@ -499,23 +499,7 @@ fn register_authorize_protected(tcp: bool) {
         if tcp { "tcp" } else { "udp" }
     );
     let scratch = Scratch::new(&name);
-    let lab_dir = scratch.join("lab");
-    let csv = scratch.join("protected.csv");
-    let csks = scratch.join("csks.toml");
-    let r = run_bounded(
-        "mcx-authz token mint-csv --protect-csks",
-        Command::new(mcx_bin())
-            .args(["token", "mint-csv", "--users", "1", "--impu-prefix"])
-            .arg(format!("ue-{name}-"))
-            .arg("--data-dir")
-            .arg(&lab_dir)
-            .arg("--out")
-            .arg(&csv)
-            .arg("--protect-csks")
-            .arg(&csks),
-        Duration::from_secs(30),
-    );
-    assert_eq!(r.code(), Some(0), "mint-csv: {r:?}");
+    let (lab_dir, csv, csks) = mint_protected(&scratch, 1, &format!("ue-{name}-"));
     let f = read_csv_fields(&csv);
     assert_eq!(f.len(), 6, "{f:?}");
     let config = scratch.join("mcx.toml");

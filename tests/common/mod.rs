@@ -378,6 +378,15 @@ impl SipMsg {
         self
     }
 
+    /// The Call-ID header's value.
+    pub fn call_id(&self) -> String {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == "Call-ID")
+            .map(|(_, v)| v.clone())
+            .expect("every SipMsg has a Call-ID")
+    }
+
     pub fn without(mut self, name: &str) -> SipMsg {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self

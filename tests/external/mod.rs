@@ -656,3 +656,29 @@ impl Drop for Cluster {
         let _ = self.postmaster.wait();
     }
 }
+
+/// `mcx-authz token mint-csv --protect-csks` for `users` users named `impu_prefix…`, with the
+/// lab IdMS in `scratch/lab` (created): (lab dir, CSV, CSK table as `[[protection.csk]]` TOML).
+pub fn mint_protected(
+    scratch: &Scratch,
+    users: u64,
+    impu_prefix: &str,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let lab_dir = scratch.join("lab");
+    let csv = scratch.join("protected.csv");
+    let csks = scratch.join("csks.toml");
+    let r = run_bounded(
+        "mcx-authz token mint-csv --protect-csks",
+        Command::new(mcx_bin())
+            .args(["token", "mint-csv", "--users", &users.to_string()])
+            .args(["--impu-prefix", impu_prefix, "--data-dir"])
+            .arg(&lab_dir)
+            .arg("--out")
+            .arg(&csv)
+            .arg("--protect-csks")
+            .arg(&csks),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code(), Some(0), "mint-csv: {r:?}");
+    (lab_dir, csv, csks)
+}
