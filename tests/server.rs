@@ -413,17 +413,26 @@ fn a_burst_of_udp_requests_is_handled_in_arrival_order_per_impu() {
         );
         last[*i] = Some(*step);
     }
+    // Responses are read while the burst is sent, so that the client's own receive buffer
+    // (the kernel default, ~200 KiB) never overflows and drops one.
+    let reader = c.socket.try_clone().unwrap();
+    let expected = datagrams.len();
+    let read = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_535];
+        (0..expected)
+            .map(|_| {
+                let (n, _) = reader
+                    .recv_from(&mut buf)
+                    .expect("a response to every request");
+                SipReply::parse(&buf[..n])
+            })
+            .collect::<Vec<_>>()
+    });
     for (_, _, bytes) in &datagrams {
         c.socket.send_to(bytes, c.server).unwrap();
     }
     let mut statuses = vec![[0u16; 3]; N];
-    let mut buf = vec![0u8; 65_535];
-    for _ in 0..datagrams.len() {
-        let (n, _) = c
-            .socket
-            .recv_from(&mut buf)
-            .expect("a response to every request");
-        let r = SipReply::parse(&buf[..n]);
+    for r in read.join().unwrap() {
         let (i, step) = sent[&r.header("Call-ID").unwrap()];
         statuses[i][step] = r.status;
     }
