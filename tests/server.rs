@@ -370,71 +370,87 @@ fn token_expiry_policy_ends_binding_when_clock_passes_exp() {
     assert!(s.metrics().contains("unbound_token_expired"));
 }
 
+/// The kernel's count of UDP datagrams dropped for a full receive buffer (`/proc/net/snmp`).
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// RFC 3903 R-35 over UDP: requests of one IMPU sent back to back, without waiting for answers,
 /// are handled in arrival order, whichever of the server's threads reads them and however long
 /// a PUBLISH's signature check takes. Per IMPU: a third-party REGISTER, a PUBLISH with a token
-/// (checked off the ordered path) and a de-REGISTER; 150 IMPUs interleaved. In order, every
-/// request gets 200 and no binding is left; a PUBLISH handled before its REGISTER, or after its
-/// de-REGISTER, is refused, and a de-REGISTER handled before its PUBLISH leaves a binding.
+/// (checked off the ordered path) and a de-REGISTER. 150 IMPUs in bursts of 10, each burst's 30
+/// requests interleaved and sent without waiting (the bursts are bounded so that no socket
+/// buffer on the way can drop one). In order, every request gets 200 and no binding is left; a
+/// PUBLISH handled before its REGISTER, or after its de-REGISTER, is refused, and a de-REGISTER
+/// handled before its PUBLISH leaves a binding.
 #[test]
 fn a_burst_of_udp_requests_is_handled_in_arrival_order_per_impu() {
     const N: usize = 150;
+    const BURST: usize = 10;
     let s = TestServer::start(|_| {});
     let c = s.udp_client();
+    c.socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let local = c.local();
     let impu = |i: usize| format!("sip:burst{i}@ims.example.org");
-    let mut sent = std::collections::HashMap::new();
-    let mut datagrams = Vec::new();
-    for step in 0..3 {
-        for i in 0..N {
-            let msg = match step {
-                0 => third_party_register(&impu(i), 600),
-                1 => publish_auth(
-                    &impu(i),
-                    &s.token(&format!("sip:burst{i}@example.org"), 3600),
-                    CLIENT,
-                    None,
-                    u32::MAX,
-                ),
-                _ => third_party_register(&impu(i), 0),
-            };
-            let call_id = msg.call_id();
-            sent.insert(call_id, (i, step));
-            datagrams.push((i, step, msg.to_bytes(&local)));
-        }
-    }
-    // Each IMPU's three requests in order, 40 IMPUs apart: the IMPUs' requests interleave.
-    datagrams.sort_by_key(|(i, step, _)| i + step * 40);
-    let mut last = vec![None; N];
-    for (i, step, _) in &datagrams {
-        assert!(
-            last[*i] < Some(*step),
-            "the test sends each IMPU's requests in order"
-        );
-        last[*i] = Some(*step);
-    }
-    // Responses are read while the burst is sent, so that the client's own receive buffer
-    // (the kernel default, ~200 KiB) never overflows and drops one.
-    let reader = c.socket.try_clone().unwrap();
-    let expected = datagrams.len();
-    let read = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65_535];
-        (0..expected)
-            .map(|_| {
-                let (n, _) = reader
-                    .recv_from(&mut buf)
-                    .expect("a response to every request");
-                SipReply::parse(&buf[..n])
-            })
-            .collect::<Vec<_>>()
-    });
-    for (_, _, bytes) in &datagrams {
-        c.socket.send_to(bytes, c.server).unwrap();
-    }
     let mut statuses = vec![[0u16; 3]; N];
-    for r in read.join().unwrap() {
-        let (i, step) = sent[&r.header("Call-ID").unwrap()];
-        statuses[i][step] = r.status;
+    let mut buf = vec![0u8; 65_535];
+    for first in (0..N).step_by(BURST) {
+        let mut sent = std::collections::HashMap::new();
+        let mut datagrams = Vec::new();
+        for i in first..first + BURST {
+            for step in 0..3 {
+                let msg = match step {
+                    0 => third_party_register(&impu(i), 600),
+                    1 => publish_auth(
+                        &impu(i),
+                        &s.token(&format!("sip:burst{i}@example.org"), 3600),
+                        CLIENT,
+                        None,
+                        u32::MAX,
+                    ),
+                    _ => third_party_register(&impu(i), 0),
+                };
+                sent.insert(msg.call_id(), (i, step));
+                datagrams.push((i, step, msg.to_bytes(&local)));
+            }
+        }
+        // Each IMPU's three requests in order, four IMPUs apart: the IMPUs' requests interleave.
+        datagrams.sort_by_key(|(i, step, _)| (i - first) + step * 4);
+        let mut last = vec![None; N];
+        for (i, step, _) in &datagrams {
+            assert!(
+                last[*i] < Some(*step),
+                "the test sends each IMPU's requests in order"
+            );
+            last[*i] = Some(*step);
+        }
+        let dropped_before = udp_rcvbuf_errors();
+        for (_, _, bytes) in &datagrams {
+            c.socket.send_to(bytes, c.server).unwrap();
+        }
+        for _ in 0..datagrams.len() {
+            let Ok((n, _)) = c.socket.recv_from(&mut buf) else {
+                let missing: Vec<_> = sent
+                    .values()
+                    .filter(|(i, step)| statuses[*i][*step] == 0)
+                    .collect();
+                panic!(
+                    "no response within 10 s to (IMPU, step) {missing:?}; the kernel's UDP receive-buffer drops during the burst: {:?} -> {:?}; server metrics:\n{}",
+                    dropped_before,
+                    udp_rcvbuf_errors(),
+                    s.metrics()
+                );
+            };
+            let r = SipReply::parse(&buf[..n]);
+            let (i, step) = sent[&r.header("Call-ID").unwrap()];
+            statuses[i][step] = r.status;
+        }
     }
     for (i, st) in statuses.iter().enumerate() {
         assert_eq!(
