@@ -8,12 +8,12 @@
 //! never waits behind the signature check of another IMPU's PUBLISH (the shard workers of the
 //! previous design did, whenever two IMPUs hashed to the same worker).
 //!
-//! A key with nothing pending has no entry at all: [`Sequencer::submit_ready`] on an idle key is
-//! one uncontended lock of one of [`SHARDS`] small maps and hands the job back to run at once.
-//! (The UDP path, `udp.rs`, reserves a place for every request instead, so that the ordered
-//! steps run on pool threads rather than on the receive task.) Entries exist only while a key
-//! has a request reserved or waiting, so the tables are bounded by the requests in flight,
-//! which the caller bounds.
+//! Every request takes its place with [`Sequencer::reserve`] in arrival order (the UDP path,
+//! `udp.rs`, does so under its receive lock) and is handed in with [`Sequencer::fulfil`] when it
+//! is ready (at once, or after its signature check); `fulfil` runs it, and the key's later ready
+//! requests, on the calling thread once every earlier request of the key has run. Entries exist
+//! only while a key has a request reserved or waiting, so the tables are bounded by the requests
+//! in flight, which the caller bounds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,20 +69,6 @@ impl<J> Sequencer<J> {
         self.shards[(key % SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A ready job, in arrival order: `Some(job)` back if its key is idle (the caller runs it
-    /// now), else `None` (it is queued and runs after the key's earlier requests, on the thread
-    /// that completes them).
-    pub fn submit_ready(&self, key: u64, job: J) -> Option<J> {
-        let mut shard = self.shard(key);
-        match shard.get_mut(&key) {
-            None => Some(job),
-            Some(lane) => {
-                lane.queue.push_back(Slot::Ready(job));
-                None
-            }
-        }
     }
 
     /// Reserves the next place of `key` for a job still being prepared, in arrival order.
@@ -162,7 +148,11 @@ mod tests {
     #[test]
     fn an_idle_key_runs_at_once_and_leaves_nothing() {
         let s = Sequencer::new();
-        assert_eq!(s.submit_ready(7, "register"), Some("register"));
+        let mut ran = Vec::new();
+        let t = s.reserve(7);
+        assert_eq!(s.pending_keys(), 1);
+        s.fulfil(t, "register", |j| ran.push(j));
+        assert_eq!(ran, ["register"]);
         assert_eq!(s.pending_keys(), 0);
     }
 
@@ -171,13 +161,17 @@ mod tests {
         let s = Sequencer::new();
         let mut ran = Vec::new();
         let t = s.reserve(1); // PUBLISH of IMPU 1, in verification
-        assert_eq!(s.submit_ready(1, "refresh 1"), None); // behind it
-        assert_eq!(s.submit_ready(2, "register 2"), Some("register 2")); // not behind it
+        let refresh = s.reserve(1);
+        s.fulfil(refresh, "refresh 1", |j| ran.push(j)); // ready, but behind it
+        assert!(ran.is_empty());
+        let register = s.reserve(2);
+        s.fulfil(register, "register 2", |j| ran.push(j)); // not behind it
+        assert_eq!(ran, ["register 2"]);
         let t2 = s.reserve(1); // a second PUBLISH of IMPU 1
         s.fulfil(t2, "publish 1b", |j| ran.push(j)); // done first, but must wait
-        assert!(ran.is_empty());
+        assert_eq!(ran, ["register 2"]);
         s.fulfil(t, "publish 1a", |j| ran.push(j));
-        assert_eq!(ran, ["publish 1a", "refresh 1", "publish 1b"]);
+        assert_eq!(ran, ["register 2", "publish 1a", "refresh 1", "publish 1b"]);
         assert_eq!(s.pending_keys(), 0);
     }
 
@@ -190,8 +184,8 @@ mod tests {
         let mut handles = Vec::new();
         for n in 0..2000u32 {
             for key in 0..8u64 {
+                let t = s.reserve(key);
                 if n % 3 == 0 {
-                    let t = s.reserve(key);
                     let (s, log) = (s.clone(), log.clone());
                     handles.push(std::thread::spawn(move || {
                         std::thread::sleep(std::time::Duration::from_micros(
@@ -199,8 +193,8 @@ mod tests {
                         ));
                         s.fulfil(t, (key, n), |j| log.lock().unwrap().push(j));
                     }));
-                } else if let Some(j) = s.submit_ready(key, (key, n)) {
-                    log.lock().unwrap().push(j);
+                } else {
+                    s.fulfil(t, (key, n), |j| log.lock().unwrap().push(j));
                 }
             }
             if handles.len() > 64 {

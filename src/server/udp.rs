@@ -18,9 +18,9 @@
 //! only when its own IMPU has one pending, and a request costs no thread hand-over or wake-up
 //! of its own: under load the threads go from one datagram to the next without sleeping. (The
 //! design before it, a receive task handing each request to a pool thread, spent more CPU on
-//! those hand-overs than on the requests: docs/benchmarks.md.) The machine itself stays behind
-//! the server's one lock, held for the machine's step only: its decisions span IMPUs (an MC
-//! service ID's devices, IMPU changes), so it is not split.
+//! those hand-overs than on the signature checks: docs/benchmarks.md.) The machine itself
+//! stays behind the server's one lock, held for the machine's step only: its decisions span
+//! IMPUs (an MC service ID's devices, IMPU changes), so it is not split.
 //!
 //! Persist, then send (issue 13): a response whose machine state is durable already is sent by
 //! the thread that made it; any other waits on the runtime for its sequence number (the group

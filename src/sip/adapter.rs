@@ -616,6 +616,16 @@ mod tests {
     const IMPU: &str = "sip:alice@ims.example.org";
     const CLIENT: &str = "urn:uuid:00000000-0000-4000-8000-000000000001";
 
+    /// A PUBLISH to the MCPTT PSI from the asserted [`IMPU`] (`Event: poc-settings`).
+    fn mcptt_publish(content_type: &str, body: &str) -> SipRequest {
+        request(
+            "PUBLISH sip:mcptt@mcx.example.org",
+            &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
+            content_type,
+            body,
+        )
+    }
+
     fn request(start: &str, extra_headers: &str, content_type: &str, body: &str) -> SipRequest {
         let method = start.split(' ').next().unwrap();
         let text = format!(
@@ -834,12 +844,7 @@ mod tests {
             "<mcptt-access-token type=\"Normal\"><mcpttString>clear.token</mcpttString></mcptt-access-token>",
             &encrypted("mcptt-client-id"),
         );
-        let req = request(
-            "PUBLISH sip:mcptt@mcx.example.org",
-            &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
-            "application/vnd.3gpp.mcptt-info+xml",
-            &info,
-        );
+        let req = mcptt_publish("application/vnd.3gpp.mcptt-info+xml", &info);
         let (edge, shown, validated) = classify_with(&req, &|_| "csk-1", true);
         let a = authorization_of(edge);
         assert_eq!(a.protection, Protection::Clear);
@@ -863,12 +868,7 @@ mod tests {
             format!("{mcptt}{mcvideo}--b1--\r\n"),
             format!("{mcvideo}{mcptt}--b1--\r\n"),
         ] {
-            let req = request(
-                "PUBLISH sip:mcptt@mcx.example.org",
-                &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
-                "multipart/mixed;boundary=b1",
-                &body,
-            );
+            let req = mcptt_publish("multipart/mixed;boundary=b1", &body);
             let (edge, _, validated) = classify_with(&req, &|_| "k", true);
             assert!(is_unsupported(&edge), "{edge:?}");
             assert!(validated.is_empty(), "no token is validated: {validated:?}");
@@ -888,12 +888,7 @@ mod tests {
                 "--b1\r\nContent-Type: application/vnd.3gpp.mcptt-info+xml\r\n\r\n{CLEAR_INFO}\r\n\
                  --b1\r\nContent-Type: text/plain\r\n{disposition}\r\nextra\r\n--b1--\r\n"
             );
-            let req = request(
-                "PUBLISH sip:mcptt@mcx.example.org",
-                &format!("P-Asserted-Identity: <{IMPU}>\r\nEvent: poc-settings\r\n"),
-                "multipart/mixed;boundary=b1",
-                &body,
-            );
+            let req = mcptt_publish("multipart/mixed;boundary=b1", &body);
             let (edge, _, validated) = classify_with(&req, &|_| "k", true);
             if optional {
                 assert_eq!(authorization_of(edge).protection, Protection::Clear);

@@ -313,36 +313,34 @@ Accept-Contact: *;+{};require;explicit
         if let Some(v) = &self.if_match {
             let _ = writeln!(t, "SIP-If-Match: {v}");
         }
+        // An info body in clear travels with the client's poc-settings.
+        let with_settings = |info: String| {
+            write::multipart(
+                "mcx-boundary",
+                &[
+                    (&info_content_type(self.service), &info),
+                    (
+                        "application/poc-settings+xml",
+                        &write::settings_xml(self.client, "\n"),
+                    ),
+                ],
+                "\n",
+            )
+        };
         let parts = match self.body {
             PublishBody::Empty => None,
-            PublishBody::Token(f) => Some(write::multipart(
-                "mcx-boundary",
-                &[
-                    (
-                        &info_content_type(self.service),
-                        &info_xml(self.service, Some(&format!("[field{f}]")), None, self.client),
-                    ),
-                    (
-                        "application/poc-settings+xml",
-                        &write::settings_xml(self.client, "\n"),
-                    ),
-                ],
-                "\n",
-            )),
-            PublishBody::Settings(mc_id) => Some(write::multipart(
-                "mcx-boundary",
-                &[
-                    (
-                        &info_content_type(self.service),
-                        &info_xml(self.service, None, Some(mc_id), self.client),
-                    ),
-                    (
-                        "application/poc-settings+xml",
-                        &write::settings_xml(self.client, "\n"),
-                    ),
-                ],
-                "\n",
-            )),
+            PublishBody::Token(f) => Some(with_settings(info_xml(
+                self.service,
+                Some(&format!("[field{f}]")),
+                None,
+                self.client,
+            ))),
+            PublishBody::Settings(mc_id) => Some(with_settings(info_xml(
+                self.service,
+                None,
+                Some(mc_id),
+                self.client,
+            ))),
             PublishBody::Protected { info, signature } => Some(format!(
                 "--mcx-boundary\nContent-Type: {}\nContent-ID: <{}>\n\n[field{info}]\n--mcx-boundary\nContent-Type: {}\n\n[field{signature}]\n--mcx-boundary--",
                 info_content_type(self.service),
